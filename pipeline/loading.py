@@ -1,0 +1,147 @@
+"""Loading the released Hallo / Hallo2 networks and the VAE from a model folder.
+
+The network is allocated once: built on the ``meta`` device, checked key by key against the checkpoint,
+then the checkpoint tensors are assigned in place and cast to the requested dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, compare_keys, read_state_dict
+from .model_folder import ModelFolder, missing_file_error
+from .models.architecture import HalloArchitecture, read_unet_config
+from .models.net import HalloNet, build_net
+from .models.unets import UNUSED_MOTION_BLOCKS
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") -> torch.dtype:
+    """'fp32' | 'fp16' | 'bf16' | 'auto' | torch.dtype -> torch.dtype ('auto': fp16 on CUDA, fp32 elsewhere)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def architecture_for(unet_config: dict, state: dict[str, torch.Tensor]) -> HalloArchitecture:
+    """The architecture: UNet layout from config.json, projection sizes read off the checkpoint's shapes."""
+    arch = HalloArchitecture(unet=unet_config)
+    try:
+        proj1 = state["audioproj.proj1.weight"].shape
+        proj3 = state["audioproj.proj3.weight"].shape
+        image = state["imageproj.proj.weight"].shape
+    except KeyError:
+        return arch  # the key comparison reports what is missing
+    per_frame = arch.audio_window * arch.audio_layers
+    dim = arch.audio_dim
+    return replace(
+        arch,
+        audio_intermediate=int(proj1[0]),
+        audio_channels=int(proj1[1]) // per_frame if proj1[1] % per_frame == 0 else arch.audio_channels,
+        audio_tokens=int(proj3[0]) // dim if proj3[0] % dim == 0 else arch.audio_tokens,
+        face_embedding_dim=int(image[1]),
+        face_tokens=int(image[0]) // arch.cross_attention_dim
+        if image[0] % arch.cross_attention_dim == 0 else arch.face_tokens,
+    )
+
+
+def load_net(
+    folder: ModelFolder | str | Path,
+    variant: str = "hallo",
+    *,
+    checkpoint: Path | None = None,
+    device: torch.device | str = "cpu",
+    dtype: str | torch.dtype = "fp32",
+    keep_unused_motion_modules: bool = False,
+) -> HalloNet:
+    """Load ``<folder>/<variant>/net.pth`` into a ``HalloNet``.
+
+    The checkpoint must match the network exactly (all 2656 keys for the released files); otherwise a
+    ``CheckpointError`` lists the missing, unexpected and mis-shaped keys and nothing is loaded. The motion
+    modules of down_blocks.3/up_blocks.0 are part of that check but are then dropped (the trained code path
+    never runs them; ~181 M parameters saved) unless ``keep_unused_motion_modules``.
+    """
+    folder = folder if isinstance(folder, ModelFolder) else ModelFolder.at(folder)
+    ckpt = Path(checkpoint) if checkpoint is not None else folder.checkpoint(variant)
+    torch_dtype = parse_dtype(dtype, device)
+    started = time.perf_counter()
+    state = read_state_dict(ckpt)
+    arch = architecture_for(read_unet_config(folder.unet_config), state)
+    net = build_net(arch, "meta")
+    expected = {k: v.shape for k, v in net.state_dict().items()}
+    report = compare_keys(expected, state)
+    if not report.ok:
+        raise CheckpointError(report.describe(ckpt))
+    if not keep_unused_motion_modules:
+        net.denoising_unet.drop_unused_motion_modules()
+        prefixes = tuple(f"denoising_unet.{p}.motion_modules." for p in UNUSED_MOTION_BLOCKS)
+        state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    net.load_state_dict(state, strict=True, assign=True)
+    net.to(device=device, dtype=torch_dtype)
+    net.requires_grad_(False)
+    net.eval()
+    leftovers = [n for n, t in list(net.named_parameters()) + list(net.named_buffers()) if t.is_meta]
+    if leftovers:  # pragma: no cover - guarded by the strict key comparison above
+        raise CheckpointError(f"{ckpt}: tensors were not loaded: {leftovers[:5]}")
+    logger.info("loaded %s (%s, %s) in %.2f s", ckpt, variant, torch_dtype, time.perf_counter() - started)
+    return net
+
+
+def load_vae(folder: ModelFolder | str | Path, *, device: torch.device | str = "cpu",
+             dtype: str | torch.dtype = "fp32"):
+    """The ``sd-vae-ft-mse`` AutoencoderKL of the model folder."""
+    from diffusers import AutoencoderKL
+
+    folder = folder if isinstance(folder, ModelFolder) else ModelFolder.at(folder)
+    vae_dir = folder.vae_dir
+    weights = [vae_dir / "diffusion_pytorch_model.safetensors", vae_dir / "diffusion_pytorch_model.bin"]
+    if not any(p.is_file() for p in weights):
+        raise missing_file_error(weights[0], "VAE weights", "sd-vae-ft-mse/diffusion_pytorch_model.safetensors")
+    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=parse_dtype(dtype, device))
+    vae.to(device)
+    vae.requires_grad_(False)
+    vae.eval()
+    return vae
+
+
+@dataclass
+class HalloModels:
+    """The networks a render needs, loaded from one model folder."""
+
+    folder: ModelFolder
+    variant: str
+    net: HalloNet
+    vae: torch.nn.Module
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def is_hallo2(self) -> bool:
+        return self.variant == "hallo2"
+
+
+def load_models(
+    root: str | Path,
+    variant: str = "hallo",
+    *,
+    device: torch.device | str = "cpu",
+    dtype: str | torch.dtype = "auto",
+) -> HalloModels:
+    """Load the denoising network and the VAE (the audio and face models load in their own modules)."""
+    folder = ModelFolder.at(root)
+    torch_dtype = parse_dtype(dtype, device)
+    net = load_net(folder, variant, device=device, dtype=torch_dtype)
+    vae = load_vae(folder, device=device, dtype=torch_dtype)
+    return HalloModels(folder, variant, net, vae, torch_dtype, torch.device(device))

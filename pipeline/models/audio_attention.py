@@ -1,0 +1,89 @@
+"""Hallo's hierarchical audio-attention module (three masked cross-attention branches).
+
+Keys: ``{norm, proj_in, transformer_blocks.0.{attn1, norm1, attn2_0, attn2_1, attn2_2, norm2,
+zero_conv_full, zero_conv_face, zero_conv_lip, ff, norm3}, proj_out}``. The inner width is the width of
+the block's *input* (so ``proj_in`` may be non-square), 8 heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from torch import nn
+from torch.nn import functional as F
+
+from .attention_ops import attend
+
+
+class AudioBlock(nn.Module):
+    """Self-attention, then three audio cross-attentions weighted by the full/face/lip masks."""
+
+    def __init__(self, dim: int, heads: int, cross_dim: int) -> None:
+        super().__init__()
+        self.zero_conv_full = nn.Conv2d(dim, dim, kernel_size=1)
+        self.zero_conv_face = nn.Conv2d(dim, dim, kernel_size=1)
+        self.zero_conv_lip = nn.Conv2d(dim, dim, kernel_size=1)
+        self.attn1 = Attention(query_dim=dim, heads=heads, dim_head=dim // heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn2_0 = Attention(query_dim=dim, cross_attention_dim=cross_dim, heads=heads, dim_head=dim // heads)
+        self.attn2_1 = Attention(query_dim=dim, cross_attention_dim=cross_dim, heads=heads, dim_head=dim // heads)
+        self.attn2_2 = Attention(query_dim=dim, cross_attention_dim=cross_dim, heads=heads, dim_head=dim // heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.norm3 = nn.LayerNorm(dim)
+
+    @staticmethod
+    def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """A 1x1 convolution is a per-token linear map; this lifts the original's square-only reshape."""
+        return F.linear(x, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        audio: torch.Tensor,
+        masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        weights: Sequence[float],
+    ) -> torch.Tensor:
+        """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N)."""
+        x = attend(self.attn1, self.norm1(x)) + x
+        n = self.norm2(x)
+        branches = (
+            (self.attn2_0, self.zero_conv_full),
+            (self.attn2_1, self.zero_conv_face),
+            (self.attn2_2, self.zero_conv_lip),
+        )
+        out = x
+        for (attn, conv), mask, weight in zip(branches, masks, weights, strict=True):
+            branch = attend(attn, n, context=audio) * mask.to(x.dtype).unsqueeze(-1)
+            out = out + float(weight) * self._pointwise(conv, branch)
+        return self.ff(self.norm3(out)) + out
+
+
+class AudioTransformer(nn.Module):
+    """GroupNorm -> 1x1 proj_in -> AudioBlock -> 1x1 proj_out -> residual, on (B*F, C, H, W)."""
+
+    def __init__(self, in_channels: int, inner: int, heads: int, cross_dim: int, groups: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, in_channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Conv2d(in_channels, inner, kernel_size=1)
+        self.transformer_blocks = nn.ModuleList([AudioBlock(inner, heads, cross_dim)])
+        self.proj_out = nn.Conv2d(inner, in_channels, kernel_size=1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        audio: torch.Tensor,
+        masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        weights: Sequence[float],
+    ) -> torch.Tensor:
+        bf, c, h, w = x.shape
+        y = self.proj_in(self.norm(x))
+        inner = y.shape[1]
+        y = y.permute(0, 2, 3, 1).reshape(bf, h * w, inner)
+        for block in self.transformer_blocks:
+            y = block(y, audio, masks, weights)
+        y = y.view(bf, h, w, inner).permute(0, 3, 1, 2)
+        return self.proj_out(y) + x

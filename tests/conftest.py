@@ -1,0 +1,30 @@
+"""Shared fixtures: real assets from ../shared/assets and a tiny model folder in the released layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", REPO.parent / "shared" / "assets"))
+KEY_LIST = Path(os.environ.get("HALLO_KEY_LIST", REPO.parent / "shared" / "reference" / "net_pth_keys.tsv"))
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    if not ASSETS.is_dir():
+        pytest.skip(f"test assets not found at {ASSETS} (set HALLO_TEST_ASSETS)")
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random model folder with hallo/ and hallo2/ checkpoints, VAE, wav2vec2 and face models."""
+    import importlib.util
+
+    from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
+
+    has_face = importlib.util.find_spec("hallo_nodes.pipeline.tiny_face_models") is not None  # TEMP
+    return write_tiny_model_folder(tmp_path_factory.mktemp("models"), with_face_models=has_face)
