@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Test helper modules (face_helpers, audio_helpers) live beside this file.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", REPO.parent / "shared" / "assets"))
 KEY_LIST = Path(os.environ.get("HALLO_KEY_LIST", REPO.parent / "shared" / "reference" / "net_pth_keys.tsv"))
 

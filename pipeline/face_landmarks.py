@@ -1,0 +1,202 @@
+"""MediaPipe face landmarks (478 points, pixel coordinates of the original image).
+
+Two back ends, chosen per call and recorded in the result:
+
+* ``"tasks_face_landmarker"``: the Tasks ``FaceLandmarker`` with
+  ``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task`` (what Hallo uses);
+* ``"bundled_face_mesh"``: where that file is absent, the face-mesh model bundled with MediaPipe
+  releases up to 0.10.21 (``mediapipe.solutions.face_mesh``, ``refine_landmarks=True`` -> 478 points).
+
+Unlike the original (which crashes unless exactly one face is found) several faces are handled:
+the one overlapping the detector's chosen face box is used; when MediaPipe misses that face on the
+full image (small faces in group photos), it is re-run on a square crop around the box and the
+points are mapped back (``used_crop`` in the result). Images larger than
+:data:`MAX_LANDMARK_SIDE` are analysed on a downscaled copy and the points scaled back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+TASK_FILE = "face_landmarker_v2_with_blendshapes.task"
+TASKS_BACKEND = "tasks_face_landmarker"
+BUNDLED_BACKEND = "bundled_face_mesh"
+NUM_LANDMARKS = 478
+MAX_FACES = 8
+MAX_LANDMARK_SIDE = 4096
+#: Minimum IoU between a landmark set's box and the detector's face box to count as the same face.
+MATCH_IOU = 0.2
+
+
+class LandmarkError(RuntimeError):
+    """MediaPipe found no usable face or could not run."""
+
+
+NO_LANDMARKS_MESSAGE = (
+    "MediaPipe found no face in the image ({w}x{h}), so the lip/face masks cannot be made. Use a "
+    "closer crop where one face fills 50–70 % of the frame, seen from the front (turned less than "
+    "about 30°), well lit and not covered."
+)
+
+
+@dataclass
+class LandmarkResult:
+    """Landmarks of one face."""
+
+    points: np.ndarray  # (478, 2) float64, x/y in original-image pixels
+    backend: str  # TASKS_BACKEND or BUNDLED_BACKEND
+    num_faces: int  # faces MediaPipe found on the full image
+    used_crop: bool  # True when the points come from a crop around the detector box
+
+
+def _import_mediapipe():
+    try:
+        import mediapipe as mp
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise LandmarkError(
+            "the 'mediapipe' package is needed for the face masks: pip install mediapipe==0.10.21 "
+            "(that release still bundles the face-mesh model; newer ones need "
+            f"face_analysis/models/{TASK_FILE})"
+        ) from exc
+    return mp
+
+
+def landmark_backend(model_dir: Path | str | None) -> tuple[str, Path | None]:
+    """Which back end :func:`detect_landmarks` would use for ``model_dir``."""
+    if model_dir is not None:
+        task = Path(model_dir) / "face_analysis" / "models" / TASK_FILE
+        if task.is_file():
+            return TASKS_BACKEND, task
+    return BUNDLED_BACKEND, None
+
+
+def _run_tasks(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarray]:
+    mp = _import_mediapipe()
+    vision = mp.tasks.vision
+    options = vision.FaceLandmarkerOptions(
+        base_options=mp.tasks.BaseOptions(model_asset_path=str(task)),
+        running_mode=vision.RunningMode.IMAGE,
+        num_faces=max_faces,
+    )
+    h, w = rgb.shape[:2]
+    with vision.FaceLandmarker.create_from_options(options) as landmarker:
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        result = landmarker.detect(image)
+    return [np.array([[p.x * w, p.y * h] for p in face], np.float64) for face in result.face_landmarks]
+
+
+def _run_bundled(rgb: np.ndarray, max_faces: int) -> list[np.ndarray]:
+    mp = _import_mediapipe()
+    solutions = getattr(mp, "solutions", None)
+    if solutions is None or not hasattr(solutions, "face_mesh"):
+        raise LandmarkError(
+            f"this MediaPipe ({getattr(mp, '__version__', '?')}) bundles no face-mesh model; put "
+            f"{TASK_FILE} into face_analysis/models (from the Hugging Face repo "
+            "fudan-generative-ai/hallo) or install mediapipe==0.10.21"
+        )
+    h, w = rgb.shape[:2]
+    with solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5
+    ) as mesh:
+        result = mesh.process(np.ascontiguousarray(rgb))
+    faces = result.multi_face_landmarks or []
+    return [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float64) for face in faces]
+
+
+def _run(rgb: np.ndarray, backend: str, task: Path | None, max_faces: int) -> list[np.ndarray]:
+    h, w = rgb.shape[:2]
+    scale = 1.0
+    if max(h, w) > MAX_LANDMARK_SIDE:
+        scale = MAX_LANDMARK_SIDE / max(h, w)
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        logger.info("landmarks: %dx%d image analysed at %dx%d", w, h, rgb.shape[1], rgb.shape[0])
+    try:
+        faces = _run_tasks(rgb, task, max_faces) if backend == TASKS_BACKEND else _run_bundled(rgb, max_faces)
+    except LandmarkError:
+        raise
+    except Exception as exc:
+        raise LandmarkError(f"MediaPipe ({backend}) failed on the image: {exc}") from exc
+    faces = [f for f in faces if f.shape == (NUM_LANDMARKS, 2)] if faces else []
+    if scale != 1.0:
+        sx, sy = w / rgb.shape[1], h / rgb.shape[0]
+        faces = [f * np.array([sx, sy]) for f in faces]
+    return faces
+
+
+def _box(points: np.ndarray) -> np.ndarray:
+    return np.array([*points.min(0), *points.max(0)], np.float64)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two ``x1, y1, x2, y2`` boxes."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _landmarks_in_crop(rgb: np.ndarray, bbox: np.ndarray, backend: str, task: Path | None) -> np.ndarray | None:
+    """Run MediaPipe on square crops around ``bbox`` (2x, then 3x the box side), map points back."""
+    h, w = rgb.shape[:2]
+    cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+    side0 = max(bbox[2] - bbox[0], bbox[3] - bbox[1])
+    for factor in (2.0, 3.0):
+        side = int(round(side0 * factor))
+        x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+        pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))
+        src = cv2.copyMakeBorder(rgb, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) if any(pad) else rgb
+        crop = src[y0 + pad[0] : y0 + pad[0] + side, x0 + pad[2] : x0 + pad[2] + side]
+        faces = _run(crop, backend, task, MAX_FACES)
+        faces = [f + np.array([x0, y0], np.float64) for f in faces]
+        scored = [(box_iou(_box(f), bbox), f) for f in faces]
+        scored = [s for s in scored if s[0] >= MATCH_IOU]
+        if scored:
+            return max(scored, key=lambda s: s[0])[1]
+    return None
+
+
+def detect_landmarks(
+    rgb: np.ndarray,
+    model_dir: Path | str | None = None,
+    *,
+    face_bbox: np.ndarray | tuple[float, float, float, float] | None = None,
+    max_faces: int = MAX_FACES,
+) -> LandmarkResult:
+    """478 MediaPipe landmarks of one face in ``rgb`` (H, W, 3 uint8).
+
+    ``face_bbox`` (x1, y1, x2, y2): the face chosen by the detector; the landmark set that overlaps
+    it most is returned (or one found on a crop around it). Without it, the largest face is used.
+    Raises :class:`LandmarkError` when no face is found.
+    """
+    backend, task = landmark_backend(model_dir)
+    h, w = rgb.shape[:2]
+    faces = _run(rgb, backend, task, max_faces)
+    logger.info("landmarks: MediaPipe %s found %d face(s)", backend, len(faces))
+    if face_bbox is not None:
+        bbox = np.asarray(face_bbox, np.float64)[:4]
+        scored = [(box_iou(_box(f), bbox), i) for i, f in enumerate(faces)]
+        good = [s for s in scored if s[0] >= MATCH_IOU]
+        if good:
+            return LandmarkResult(faces[max(good)[1]], backend, len(faces), False)
+        points = _landmarks_in_crop(rgb, bbox, backend, task)
+        if points is not None:
+            logger.info("landmarks: found the selected face on a crop around its box")
+            return LandmarkResult(points, backend, len(faces), True)
+        if not faces:
+            raise LandmarkError(NO_LANDMARKS_MESSAGE.format(w=w, h=h))
+        raise LandmarkError(
+            f"MediaPipe found {len(faces)} face(s) in the image ({w}x{h}) but none at the selected face "
+            f"box {np.round(bbox).astype(int).tolist()}; pick another face or crop the image to that face"
+        )
+    if not faces:
+        raise LandmarkError(NO_LANDMARKS_MESSAGE.format(w=w, h=h))
+    areas = [float(np.prod(_box(f)[2:] - _box(f)[:2])) for f in faces]
+    return LandmarkResult(faces[int(np.argmax(areas))], backend, len(faces), False)

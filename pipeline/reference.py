@@ -1,0 +1,48 @@
+"""Preparing the portrait for the generator: pixels, VAE latent, embedding, face box and masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .face_analysis import FaceAnalysisResult
+from .image_prep import prepare_reference
+from .sampler import LATENT_SCALE, HalloReference
+
+
+def check_output_size(height: int, width: int) -> None:
+    """The UNet downsamples by 64 (VAE 8 x three UNet stages): both sides must be multiples of 64."""
+    for name, value in (("height", height), ("width", width)):
+        if value < 64 or value % 64:
+            raise ValueError(f"output {name} must be a positive multiple of 64 (e.g. 512), got {value}")
+
+
+@torch.no_grad()
+def make_reference(
+    vae: torch.nn.Module,
+    rgb: np.ndarray,
+    face: FaceAnalysisResult,
+    *,
+    size: tuple[int, int] = (512, 512),
+) -> HalloReference:
+    """Resize the portrait to ``size`` (height, width) exactly as the original and encode it once."""
+    height, width = size
+    check_output_size(height, width)
+    masks = face.masks
+    if tuple(masks.face_locator.shape[-2:]) != (height, width):
+        raise ValueError(
+            f"the face analysis was made for a {tuple(masks.face_locator.shape[-2:])} output but the reference is "
+            f"{(height, width)}; analyse the face with output_size={size}"
+        )
+    pixels = prepare_reference(rgb, size=(height, width))
+    param = next(vae.parameters())
+    latent = vae.encode(pixels[None].to(param.device, param.dtype)).latent_dist.mean * LATENT_SCALE
+    return HalloReference(
+        pixels=pixels.float(),
+        latent=latent.float().cpu(),
+        face_embedding=torch.as_tensor(np.asarray(face.embedding, dtype=np.float32)),
+        face_locator_image=masks.face_locator.float(),
+        full_masks=[m.float() for m in masks.full],
+        face_masks=[m.float() for m in masks.face],
+        lip_masks=[m.float() for m in masks.lip],
+    )

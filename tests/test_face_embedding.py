@@ -1,0 +1,169 @@
+"""SCRFD decode + ArcFace through real onnxruntime on test-built models with the released signatures."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from face_helpers import (  # noqa: E402
+    GROUP,
+    LARGEST_GROUP_FACE,
+    SIX_FACE_BOXES,
+    load_rgb,
+    make_model_dir,
+    normalised,
+)
+from hallo_nodes.pipeline.face_embedding import (  # noqa: E402
+    ARCFACE_TEMPLATE,
+    FaceModelMissingError,
+    NoFaceError,
+    load_face_models,
+    nms,
+    select_face,
+    similarity_transform,
+)
+from hallo_nodes.pipeline.tiny_face_models import recognizer_weights  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def group_dir(tmp_path_factory) -> Path:
+    rgb = load_rgb(GROUP)
+    h, w = rgb.shape[:2]
+    return make_model_dir(tmp_path_factory.mktemp("group"), faces=normalised(SIX_FACE_BOXES, w, h), seed=3)
+
+
+@pytest.fixture(scope="module")
+def single_dir(tmp_path_factory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("single"))
+
+
+def test_released_signatures(single_dir):
+    models = single_dir / "face_analysis" / "models"
+    det = ort.InferenceSession(str(models / "scrfd_10g_bnkps.onnx"), providers=["CPUExecutionProvider"])
+    (inp,) = det.get_inputs()
+    assert inp.name == "input.1" and inp.shape[:2] == [1, 3] and all(isinstance(d, str) for d in inp.shape[2:])
+    outs = det.get_outputs()
+    assert len(outs) == 9
+    out = det.run(None, {"input.1": np.zeros((1, 3, 640, 640), np.float32)})
+    for i, stride in enumerate((8, 16, 32)):
+        n = (640 // stride) ** 2 * 2
+        assert out[i].shape == (n, 1) and out[i + 3].shape == (n, 4) and out[i + 6].shape == (n, 10)
+    rec = ort.InferenceSession(str(models / "glintr100.onnx"), providers=["CPUExecutionProvider"])
+    assert rec.get_inputs()[0].shape == [1, 3, 112, 112]
+    assert rec.get_outputs()[0].shape == [1, 512]
+    onnx.checker.check_model(onnx.load(str(models / "glintr100.onnx")))
+
+
+@pytest.mark.parametrize("size", [(886, 1280), (900, 400), (640, 640), (3000, 2000)])
+def test_detector_boxes_map_back_to_image(tmp_path, size):
+    """Letterbox, decode and rescale: the box comes back where it was put, for any aspect ratio."""
+    h, w = size
+    box = (0.3, 0.2, 0.65, 0.7)
+    models = load_face_models(make_model_dir(tmp_path, faces=[box]))
+    rgb = np.random.default_rng(0).integers(30, 255, (h, w, 3), dtype=np.uint8)
+    faces = models.detector.detect(rgb)
+    assert len(faces) == 1  # many anchors fire, NMS leaves one
+    expect = np.array(box) * [w, h, w, h]
+    assert np.abs(faces[0].bbox - expect).max() < 0.01 * max(h, w)
+    assert faces[0].score > 0.5 and faces[0].kps.shape == (5, 2)
+    assert (faces[0].kps[:, 0] > expect[0]).all() and (faces[0].kps[:, 0] < expect[2]).all()
+
+
+def test_similarity_transform_is_umeyama():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 500, (5, 2))
+    ang, s, t = 0.3, 0.4, np.array([12.0, -7.0])
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    dst = s * src @ rot.T + t
+    m = similarity_transform(src, dst)
+    assert np.allclose(m[:, :2], s * rot) and np.allclose(m[:, 2], t)
+    skimage = pytest.importorskip("skimage.transform")
+    noisy = dst + rng.normal(0, 3, dst.shape)
+    tf = skimage.SimilarityTransform()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tf.estimate(src, noisy)
+    assert np.allclose(similarity_transform(src, noisy), tf.params[:2], atol=1e-8)
+
+
+def test_arcface_embedding_raw_and_independently_recomputed(group_dir):
+    """The embedding equals the test's own alignment + normalisation + the model's known weights."""
+    rgb = load_rgb(GROUP)
+    models = load_face_models(group_dir)
+    faces = models.detector.detect(rgb)
+    face = faces[0]
+    emb = models.recognizer.embed(rgb, face.kps)
+    assert emb.shape == (512,) and emb.dtype == np.float32
+    assert abs(np.linalg.norm(emb) - 1.0) > 0.5  # raw, not normalised
+    # independent: least-squares similarity onto the ArcFace template (closed form with complex
+    # numbers: w = a z + b), warp, (x - 127.5) / 127.5, 8x8 mean pooling, W x + b
+    z = face.kps[:, 0].astype(np.float64) + 1j * face.kps[:, 1]
+    t = ARCFACE_TEMPLATE[:, 0].astype(np.float64) + 1j * ARCFACE_TEMPLATE[:, 1]
+    zc, tc = z - z.mean(), t - t.mean()
+    a = (tc * np.conj(zc)).sum() / (np.abs(zc) ** 2).sum()
+    b = t.mean() - a * z.mean()
+    m = np.array([[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]])
+    aligned = cv2.warpAffine(rgb, m, (112, 112), borderValue=0.0).astype(np.float32)
+    x = ((aligned - 127.5) / 127.5).transpose(2, 0, 1)
+    pooled = x.reshape(3, 14, 8, 14, 8).mean(axis=(2, 4)).reshape(-1)
+    w, b = recognizer_weights(3)
+    expect = pooled @ w + b
+    assert np.allclose(emb, expect, atol=1e-3)
+    # different faces give different embeddings
+    other = models.recognizer.embed(rgb, faces[1].kps)
+    assert np.corrcoef(emb, other)[0, 1] < 0.99
+
+
+def test_six_faces_selection(group_dir):
+    rgb = load_rgb(GROUP)
+    h, w = rgb.shape[:2]
+    faces = load_face_models(group_dir).detector.detect(rgb)
+    assert len(faces) == 6
+    boxes = np.array(SIX_FACE_BOXES, float)
+
+    def which(i):
+        return int(np.argmin(np.abs(boxes - faces[i].bbox).sum(1)))
+
+    assert which(select_face(faces)) == LARGEST_GROUP_FACE  # original: largest box
+    assert [which(select_face(faces, face_index=k, face_order="left_to_right")) for k in range(6)] == list(range(6))
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert which(select_face(faces, face_index=1)) == int(np.argsort(-areas)[1])
+    assert which(select_face(faces, face_index=-1, face_order="left_to_right")) == 5
+    x1, y1, x2, y2 = SIX_FACE_BOXES[3]
+    pt = ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h)
+    assert which(select_face(faces, face_point=pt, image_size=(h, w))) == 3
+    assert which(select_face(faces, face_point=(0.99, 0.99), image_size=(h, w))) == 5  # nearest centre
+    with pytest.raises(ValueError, match=r"face_index 6 is out of range: 6 face\(s\) were found"):
+        select_face(faces, face_index=6)
+
+
+def test_no_face_detector(tmp_path):
+    models = load_face_models(make_model_dir(tmp_path, faces=[]))
+    assert models.detector.detect(load_rgb("photo_woman.jpg")) == []
+    with pytest.raises(NoFaceError, match="no face was found in the image; use a closer crop"):
+        select_face([])
+
+
+def test_missing_model_files_named(tmp_path):
+    with pytest.raises(FaceModelMissingError) as err:
+        load_face_models(tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / "face_analysis" / "models" / "scrfd_10g_bnkps.onnx") in msg
+    assert "fudan-generative-ai/hallo" in msg and "face_analysis/models" in msg
+    make_model_dir(tmp_path)
+    (tmp_path / "face_analysis" / "models" / "glintr100.onnx").unlink()
+    with pytest.raises(FaceModelMissingError, match="glintr100.onnx"):
+        load_face_models(tmp_path)
+
+
+def test_nms_merges_overlaps():
+    dets = np.array([[0, 0, 100, 100, 0.9], [5, 5, 105, 105, 0.8], [200, 200, 300, 300, 0.7]], np.float32)
+    assert nms(dets, 0.4) == [0, 2]

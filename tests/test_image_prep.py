@@ -1,0 +1,154 @@
+"""Image conversion, reference preparation, face crop and paste-back."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from face_helpers import load_rgb, to_comfy  # noqa: E402
+from hallo_nodes.pipeline.image_prep import (  # noqa: E402
+    comfy_image_to_rgb,
+    face_crop,
+    paste_back,
+    prepare_reference,
+)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return load_rgb("photo_woman.jpg")
+
+
+def test_comfy_roundtrip_is_exact(photo):
+    assert np.array_equal(comfy_image_to_rgb(to_comfy(photo)), photo)
+    # numpy input and an un-batched [H,W,C] tensor work the same way
+    assert np.array_equal(comfy_image_to_rgb(to_comfy(photo)[0].numpy()), photo)
+
+
+def test_non_square_kept(photo):
+    wide = np.ascontiguousarray(photo[100:400])
+    out = comfy_image_to_rgb(to_comfy(wide))
+    assert out.shape == (300, 624, 3)
+
+
+def test_rgba_drop_and_composite(photo):
+    alpha = np.zeros(photo.shape[:2] + (1,), np.uint8)
+    alpha[:, : photo.shape[1] // 2] = 255
+    rgba = to_comfy(np.concatenate([photo, alpha], axis=2))
+    dropped = comfy_image_to_rgb(rgba)
+    assert dropped.shape == photo.shape and np.array_equal(dropped, photo)  # like PIL convert("RGB")
+    white = comfy_image_to_rgb(rgba, alpha="white")
+    half = photo.shape[1] // 2
+    assert np.array_equal(white[:, :half], photo[:, :half])
+    assert (white[:, half:] == 255).all()
+
+
+def test_greyscale_becomes_rgb(photo):
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    out = comfy_image_to_rgb(to_comfy(grey[:, :, None]))
+    assert out.shape == photo.shape
+    assert np.array_equal(out[:, :, 0], grey) and np.array_equal(out[:, :, 2], grey)
+
+
+def test_batch_uses_first_and_warns(photo, caplog):
+    batch = torch.cat([to_comfy(photo), torch.zeros_like(to_comfy(photo))])
+    with caplog.at_level(logging.WARNING):
+        out = comfy_image_to_rgb(batch)
+    assert np.array_equal(out, photo)
+    assert "batch of 2 images; using the first one only" in caplog.text
+
+
+def test_tiny_image_clear_error():
+    with pytest.raises(ValueError, match=r"only 40x32 pixels.*at least 64 px.*Upscale"):
+        comfy_image_to_rgb(torch.rand(1, 32, 40, 3))
+
+
+def test_bad_layout_error():
+    with pytest.raises(ValueError, match="channels last"):
+        comfy_image_to_rgb(torch.rand(1, 3, 128, 128))
+
+
+def test_nan_is_clamped():
+    img = torch.full((1, 64, 64, 3), float("nan"))
+    img[0, 0, 0] = 2.0
+    out = comfy_image_to_rgb(img)
+    assert out[0, 0, 0] == 255 and out[5, 5, 0] == 0
+
+
+def test_prepare_reference_matches_resize_to_tensor_normalize(photo):
+    ref = prepare_reference(photo)
+    # independent: PIL bilinear to 512x512, /255, (x - 0.5) / 0.5
+    expect = np.asarray(Image.fromarray(photo).resize((512, 512), Image.BILINEAR), np.float32) / 255.0
+    expect = (expect - 0.5) / 0.5
+    assert ref.shape == (3, 512, 512) and ref.dtype == torch.float32
+    assert torch.allclose(ref, torch.from_numpy(expect).permute(2, 0, 1), atol=1e-6)
+    assert ref.min() >= -1 and ref.max() <= 1
+
+
+def test_prepare_reference_stretches_non_square(photo):
+    wide = np.ascontiguousarray(photo[:312])  # 624 x 312
+    ref = prepare_reference(wide, (512, 512))
+    assert ref.shape == (3, 512, 512)
+    ref2 = prepare_reference(wide, (512, 384))
+    assert ref2.shape == (3, 512, 384)
+
+
+def test_prepare_reference_identity_at_output_size():
+    img = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    ref = prepare_reference(img)
+    assert torch.equal(ref, (torch.from_numpy(img).permute(2, 0, 1).float() / 255 - 0.5) / 0.5)
+
+
+def test_face_crop_fraction_and_box(photo):
+    box = (200.0, 150.0, 440.0, 470.0)  # 240 x 320
+    crop, cb = face_crop(photo, box, face_fraction=0.6, size=512)
+    assert crop.shape == (512, 512, 3)
+    assert cb.side == round(320 / 0.6)
+    # the face box, mapped into the crop, spans 60 % of the frame height and is centred
+    y1 = (box[1] - cb.y0) * cb.scale
+    y2 = (box[3] - cb.y0) * cb.scale
+    assert abs((y2 - y1) / 512 - 0.6) < 0.01
+    assert abs((y1 + y2) / 2 - 256) < 2
+
+
+def test_face_crop_pads_outside_image(photo):
+    crop, cb = face_crop(photo, (0, 0, 120, 120), face_fraction=0.5, size=256, pad_mode="constant")
+    assert cb.x0 < 0 and cb.y0 < 0
+    assert (crop[:10, :10] == 0).all()  # black padding in the corner
+    crop_e, _ = face_crop(photo, (0, 0, 120, 120), face_fraction=0.5, size=256, pad_mode="edge")
+    assert not (crop_e[:10, :10] == 0).all()
+    crop_r, _ = face_crop(photo, (0, 0, 120, 120), face_fraction=0.5, size=256, pad_mode="reflect")
+    assert crop_r.shape == (256, 256, 3)
+
+
+def test_paste_back_roundtrip_and_feather(photo):
+    crop, cb = face_crop(photo, (200, 150, 440, 470), face_fraction=0.6, size=512)
+    frames = torch.from_numpy(np.stack([crop, 255 - crop]).astype(np.float32) / 255.0)
+    out = paste_back(frames, photo, cb, feather=16)
+    assert out.shape == (2, 624, 624, 3) and out.dtype == torch.float32
+    orig = photo.astype(np.float32) / 255.0
+    # outside the crop square nothing changes
+    inside = np.zeros(photo.shape[:2], bool)
+    inside[max(cb.y0, 0): cb.y0 + cb.side, max(cb.x0, 0): cb.x0 + cb.side] = True
+    assert np.array_equal(out[1].numpy()[~inside], orig[~inside])
+    # pasting the crop itself back reproduces the original (resampling error only)
+    assert np.abs(out[0].numpy() - orig)[inside].mean() < 0.02
+    # the inverted frame is fully used in the centre and blended at the seam
+    cy, cx = cb.y0 + cb.side // 2, cb.x0 + cb.side // 2
+    assert abs(out[1, cy, cx, 0].item() - (1 - orig[cy, cx, 0])) < 0.05
+    if cb.x0 > 0:
+        seam = out[1, cy, cb.x0, 0].item()
+        assert abs(seam - orig[cy, cb.x0, 0]) < abs((1 - orig[cy, cb.x0, 0]) - orig[cy, cb.x0, 0]) + 1e-6
+
+
+def test_paste_back_wrong_original(photo):
+    _, cb = face_crop(photo, (200, 150, 440, 470))
+    with pytest.raises(ValueError, match="crop box was made for 624x624"):
+        paste_back(torch.zeros(1, 512, 512, 3), np.zeros((100, 100, 3), np.uint8), cb)
