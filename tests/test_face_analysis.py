@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -10,8 +9,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
 from face_helpers import (  # noqa: E402
     GROUP,
     LARGEST_GROUP_FACE,

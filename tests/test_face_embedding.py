@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from face_helpers import (  # noqa: E402
     GROUP,
     LARGEST_GROUP_FACE,

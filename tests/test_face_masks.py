@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from face_helpers import LIPS, SILHOUETTE, pil_level, ref_blur, ref_box, ref_expand  # noqa: E402
 from hallo_nodes.pipeline.face_masks import (  # noqa: E402
     blur_mask,

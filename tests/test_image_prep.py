@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).parent))
 from face_helpers import load_rgb, to_comfy  # noqa: E402
 from hallo_nodes.pipeline.image_prep import (  # noqa: E402
     comfy_image_to_rgb,
@@ -19,6 +14,7 @@ from hallo_nodes.pipeline.image_prep import (  # noqa: E402
     paste_back,
     prepare_reference,
 )
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

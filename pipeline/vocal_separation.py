@@ -1,0 +1,130 @@
+"""Optional vocal separation with the released MDX-Net model ``audio_separator/Kim_Vocal_2.onnx``.
+
+Hallo runs ``audio_separator.separator.Separator(output_single_stem="vocals")`` with
+``Kim_Vocal_2.onnx`` on the driving audio before wav2vec. The ``audio-separator`` package is an
+optional extra, imported only when separation is asked for; a missing package or model file gives
+an error that says which one is missing and how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+SEPARATOR_SUBDIR = Path("audio_separator")
+SEPARATOR_MODEL = "Kim_Vocal_2.onnx"
+HF_REPO = "fudan-generative-ai/hallo"
+
+
+class VocalSeparationUnavailable(RuntimeError):
+    """The optional separator package or its model file is missing."""
+
+
+def resolve_separator_model(path: Path | str) -> Path:
+    """Accept the model file, the ``audio_separator`` folder or the model root; return the file path."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return path
+    if path.name == SEPARATOR_SUBDIR.name:
+        return path / SEPARATOR_MODEL
+    return path / SEPARATOR_SUBDIR / SEPARATOR_MODEL
+
+
+def check_separator(model_path: Path | str | None) -> Path:
+    """Raise ``VocalSeparationUnavailable`` naming what is missing; return the model file path."""
+    problems: list[str] = []
+    model_file = resolve_separator_model(model_path) if model_path is not None else None
+    try:
+        import audio_separator.separator  # noqa: F401
+    except ImportError:
+        problems.append(
+            "the optional package 'audio-separator' is not installed (pip install audio-separator; "
+            "add [gpu] for CUDA: pip install 'audio-separator[gpu]')"
+        )
+    if model_file is None:
+        problems.append(
+            f"no separator model path was given (expected <models>/hallo/{SEPARATOR_SUBDIR.as_posix()}/"
+            f"{SEPARATOR_MODEL} from the Hugging Face repo '{HF_REPO}')"
+        )
+    elif not model_file.is_file():
+        problems.append(
+            f"the separator model file {model_file} does not exist (download "
+            f"'{SEPARATOR_SUBDIR.as_posix()}/{SEPARATOR_MODEL}' from the Hugging Face repo '{HF_REPO}' "
+            f"and put it there)"
+        )
+    if problems:
+        raise VocalSeparationUnavailable(
+            "vocal separation was requested but cannot run: " + "; ".join(problems)
+            + ". Or turn vocal separation off."
+        )
+    assert model_file is not None
+    return model_file
+
+
+def _write_wav_float(path: Path, waveform: np.ndarray, sample_rate: int) -> None:
+    """Write ``[C, T]`` float32 samples as an IEEE-float WAV (no clipping, no dependency)."""
+    data = np.ascontiguousarray(waveform.T.astype("<f4"))
+    channels = waveform.shape[0]
+    payload = data.tobytes()
+    block = 4 * channels
+    header = b"RIFF" + struct.pack("<I", 36 + len(payload)) + b"WAVE"
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 3, channels, sample_rate, sample_rate * block, block, 32)
+    path.write_bytes(header + fmt + b"data" + struct.pack("<I", len(payload)) + payload)
+
+
+def read_audio_file(path: Path | str) -> tuple[torch.Tensor, int]:
+    """Decode an audio file with PyAV into a ``[C, T]`` float32 tensor and its sample rate."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate = int(stream.rate)
+        chunks: list[np.ndarray] = []
+        for frame in container.decode(stream):
+            arr = frame.to_ndarray()
+            if frame.format.is_packed:
+                arr = arr.reshape(-1, len(frame.layout.channels)).T
+            if arr.dtype.kind == "i":
+                arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max + 1)
+            chunks.append(arr.astype(np.float32))
+    if not chunks:
+        raise ValueError(f"audio file {path} contains no audio samples")
+    return torch.from_numpy(np.concatenate(chunks, axis=1)), rate
+
+
+def separate_vocals(
+    waveform: torch.Tensor, sample_rate: int, model_path: Path | str | None
+) -> tuple[torch.Tensor, int]:
+    """Return the vocals stem ``([C, T], rate)`` of a ``[C, T]`` waveform using Kim_Vocal_2 (MDX-Net)."""
+    model_file = check_separator(model_path)
+    from audio_separator.separator import Separator
+
+    with tempfile.TemporaryDirectory(prefix="hallo_sep_") as tmp:
+        tmp_dir = Path(tmp)
+        src = tmp_dir / "input.wav"
+        _write_wav_float(src, waveform.detach().to("cpu", torch.float32).numpy(), int(sample_rate))
+        separator = Separator(
+            output_dir=str(tmp_dir),
+            output_single_stem="vocals",
+            model_file_dir=str(model_file.parent),
+            output_format="WAV",
+        )
+        try:
+            separator.load_model(model_filename=model_file.name)
+        except TypeError:  # older releases take the name positionally
+            separator.load_model(model_file.name)
+        outputs = separator.separate(str(src))
+        if not outputs:
+            raise RuntimeError(f"vocal separation with {model_file} produced no output")
+        out = Path(outputs[0])
+        if not out.is_absolute():
+            out = tmp_dir / out
+        logger.info("separated vocals with %s", model_file.name)
+        return read_audio_file(out)

@@ -1,0 +1,51 @@
+"""Packaging rules: requirements mirror pyproject, the user's torch is left alone, import stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import tomllib
+
+from .conftest import REPO
+
+FORBIDDEN = ("torch", "torchvision", "torchaudio", "xformers")
+
+
+def _name(requirement: str) -> str:
+    for sep in "<>=!~[; ":
+        requirement = requirement.split(sep)[0]
+    return requirement.strip().lower()
+
+
+def test_requirements_txt_is_identical_to_project_dependencies() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = [ln.strip() for ln in (REPO / "requirements.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines == project["dependencies"]
+
+
+def test_no_torch_family_in_any_requirement_list() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lists = [project["dependencies"], *project.get("optional-dependencies", {}).values()]
+    for requirements in lists:
+        assert not {_name(r) for r in requirements} & set(FORBIDDEN)
+
+
+def test_comfy_metadata_present() -> None:
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"]
+    assert tool["PublisherId"] and tool["DisplayName"]
+
+
+def test_package_import_is_light_and_exposes_the_comfy_entry() -> None:
+    code = (
+        "import sys, hallo_nodes\n"
+        "heavy = [m for m in ('diffusers', 'transformers', 'mediapipe', 'onnxruntime', 'cv2', 'av') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert hallo_nodes.WEB_DIRECTORY == './js'\n"
+        "assert all(k.startswith('Hallo') for k in hallo_nodes.NODE_CLASS_MAPPINGS)\n"
+        "assert set(hallo_nodes.NODE_CLASS_MAPPINGS) == set(hallo_nodes.NODE_DISPLAY_NAME_MAPPINGS)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr
