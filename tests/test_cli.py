@@ -8,7 +8,6 @@ from pathlib import Path
 
 import av
 import pytest
-
 from hallo_nodes.pipeline.cli import main
 from hallo_nodes.pipeline.render import RenderOptions, render_file
 from hallo_nodes.pipeline.sampler import RenderCancelled, SamplerSettings

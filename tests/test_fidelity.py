@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import prepare
-
 from hallo_nodes.pipeline.loading import load_net
 from hallo_nodes.pipeline.models.motion_module import MotionModule
 from hallo_nodes.pipeline.sampler import SamplerSettings, clip_noise_generator

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import SIZE, prepare
-
 from hallo_nodes.pipeline.sampler import RenderCancelled, SamplerSettings
 
 SETTINGS = SamplerSettings(steps=2)
