@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
+
+from .lazy_import import cv2
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from .lazy_import import cv2
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
+
+from .lazy_import import cv2
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
+
+from .lazy_import import cv2
 
 logger = logging.getLogger(__name__)
 

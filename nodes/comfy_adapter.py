@@ -1,0 +1,295 @@
+"""The one place that talks to ComfyUI: folders, devices, model management, progress, interrupt, outputs.
+
+Every function works without ComfyUI (CI, scripts): it then falls back to plain torch behaviour, the
+``HALLO_MODEL_PATH`` / ``HALLO_OUTPUT_DIR`` environment variables and a module-level interrupt flag.
+ComfyUI modules are only used when ComfyUI itself has loaded them (``folder_paths`` or
+``comfy.model_management`` in ``sys.modules``), so importing this file never imports ComfyUI and
+never trips ComfyUI's CUDA checks on a CPU-only torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+MODEL_FOLDER = "hallo"
+CHECKPOINT_VARIANTS = ("hallo", "hallo2")
+CHECKPOINT_FILES = ("net.safetensors", "net.pth")
+ENV_MODEL_PATH = "HALLO_MODEL_PATH"
+ENV_OUTPUT_DIR = "HALLO_OUTPUT_DIR"
+PREVIEW_MAX_SIZE = 512
+
+_INTERRUPT = threading.Event()
+
+
+def _comfy(name: str) -> ModuleType | None:
+    """A ComfyUI module, only when running inside ComfyUI (never imported from outside it)."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    if "folder_paths" not in sys.modules and "comfy.model_management" not in sys.modules:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - a partial ComfyUI install must not break the pack
+        logger.debug("ComfyUI module %s not importable", name, exc_info=True)
+        return None
+
+
+def inside_comfyui() -> bool:
+    return _comfy("folder_paths") is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# model folder
+# ------------------------------------------------------------------------------------------------
+def register_model_folder() -> None:
+    """Register ``models/hallo`` with ComfyUI's folder_paths (no directory is created, nothing downloaded)."""
+    fp = _comfy("folder_paths")
+    if fp is None:
+        return
+    try:
+        fp.add_model_folder_path(MODEL_FOLDER, os.path.join(fp.models_dir, MODEL_FOLDER))
+        fp.folder_names_and_paths[MODEL_FOLDER][1].update({".pth", ".safetensors"})
+    except Exception:  # noqa: BLE001 - an unusual folder_paths must not stop the pack from loading
+        logger.warning("could not register the '%s' model folder with ComfyUI", MODEL_FOLDER, exc_info=True)
+
+
+def model_roots() -> list[Path]:
+    """Folders searched for Hallo model folders: ComfyUI's ``hallo`` paths, then ``$HALLO_MODEL_PATH``."""
+    roots: list[Path] = []
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        try:
+            roots.extend(Path(p) for p in fp.get_folder_paths(MODEL_FOLDER))
+        except KeyError:
+            pass
+    env = os.environ.get(ENV_MODEL_PATH, "")
+    roots.extend(Path(p) for p in env.split(os.pathsep) if p)
+    seen: set[str] = set()
+    unique = []
+    for r in roots:
+        key = str(r.expanduser().resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(r.expanduser())
+    return unique
+
+
+def default_model_dir() -> str:
+    """Where the user should put the model folder (for error messages)."""
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        return os.path.join(fp.models_dir, MODEL_FOLDER)
+    return f"ComfyUI/models/{MODEL_FOLDER} (or a folder named in ${ENV_MODEL_PATH})"
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    name: str  # what the loader's combo shows, e.g. "hallo/net.pth" or "hallo-models/hallo2/net.pth"
+    root: Path  # the model folder (parent of hallo/ and hallo2/)
+    variant: str
+    path: Path
+
+
+def find_checkpoints() -> list[CheckpointEntry]:
+    """``<root>/<variant>/net.{pth,safetensors}`` and one folder deeper (``<root>/<sub>/<variant>/...``)."""
+    found: dict[str, CheckpointEntry] = {}
+    for root in model_roots():
+        if not root.is_dir():
+            continue
+        candidates: list[tuple[Path, str]] = [(root, "")]
+        try:
+            candidates += [(d, d.name + "/") for d in sorted(root.iterdir()) if d.is_dir()
+                           and d.name not in CHECKPOINT_VARIANTS]
+        except OSError:
+            continue
+        for folder, prefix in candidates:
+            for variant in CHECKPOINT_VARIANTS:
+                for fname in CHECKPOINT_FILES:
+                    path = folder / variant / fname
+                    name = f"{prefix}{variant}/{fname}"
+                    if name not in found and path.is_file():
+                        found[name] = CheckpointEntry(name, folder, variant, path)
+    return [found[k] for k in sorted(found)]
+
+
+# ------------------------------------------------------------------------------------------------
+# devices and model management
+# ------------------------------------------------------------------------------------------------
+def torch_device() -> torch.device:
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        return torch.device(mm.get_torch_device())
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        return torch.device(mm.unet_offload_device())
+    return torch_device()
+
+
+def soft_empty_cache() -> None:
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _Holder(torch.nn.Module):
+    """Wraps a module for ``ModelPatcher``, which sets ``.device`` (a read-only property on our nets)."""
+
+    def __init__(self, inner: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.inner = inner
+        self.device = device
+
+
+class ManagedModels:
+    """The networks of a HALLO_MODEL under ComfyUI's memory manager (or simply on one device without it)."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], load_device: torch.device,
+                 offload: torch.device) -> None:
+        self.modules = modules
+        self.load_device = load_device
+        self.offload_device = offload
+        self.patchers: dict[str, Any] = {}
+        mp = _comfy("comfy.model_patcher")
+        if mp is not None:
+            for name, module in modules.items():
+                self.patchers[name] = mp.ModelPatcher(_Holder(module, offload), load_device=load_device,
+                                                      offload_device=offload)
+
+    def load(self, names: Sequence[str]) -> None:
+        """Make the named networks resident on the load device (ComfyUI may offload others for them)."""
+        mm = _comfy("comfy.model_management")
+        patchers = [self.patchers[n] for n in names if n in self.patchers]
+        if mm is not None and patchers:
+            mm.load_models_gpu(patchers, force_full_load=True)
+            return
+        for n in names:
+            module = self.modules[n]
+            module.to(self.load_device)
+
+
+def new_managed_models(modules: dict[str, torch.nn.Module], load_device: torch.device) -> ManagedModels:
+    return ManagedModels(modules, load_device, offload_device() if inside_comfyui() else load_device)
+
+
+# ------------------------------------------------------------------------------------------------
+# progress and interrupt
+# ------------------------------------------------------------------------------------------------
+def to_preview(frame: torch.Tensor | np.ndarray) -> Any:
+    """(H, W, 3) float 0..1 -> PIL image."""
+    from PIL import Image
+
+    arr = frame.detach().cpu().float().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    return Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, :, :3])
+
+
+class Progress:
+    """ComfyUI's ProgressBar (with JPEG previews) or a debug log outside ComfyUI."""
+
+    def __init__(self, total: int, node_id: str | None = None) -> None:
+        self.total = max(1, int(total))
+        self.value = 0
+        self.last_preview: Any = None
+        utils = _comfy("comfy.utils")
+        self._bar = utils.ProgressBar(self.total, node_id=node_id) if utils is not None else None
+
+    def update_absolute(self, value: int, total: int | None = None,
+                        preview: torch.Tensor | np.ndarray | None = None) -> None:
+        if total is not None:
+            self.total = max(1, int(total))
+        self.value = min(int(value), self.total)
+        pv = None
+        if preview is not None:
+            self.last_preview = to_preview(preview)
+            pv = ("JPEG", self.last_preview, PREVIEW_MAX_SIZE)
+        if self._bar is not None:
+            self._bar.update_absolute(self.value, self.total, pv)
+        else:
+            logger.debug("progress %d/%d", self.value, self.total)
+
+
+def interrupt_current_processing(value: bool = True) -> None:
+    """Request (or clear) a cancel: ComfyUI's flag inside ComfyUI, a module flag outside it."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.interrupt_current_processing(value)
+    elif value:
+        _INTERRUPT.set()
+    else:
+        _INTERRUPT.clear()
+
+
+def check_interrupt() -> bool:
+    """Called at every denoising step. Inside ComfyUI an interrupt raises ComfyUI's own exception, so the
+    queue reports 'interrupted' (not an error); outside it returns True once and clears the flag."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+        return False
+    if _INTERRUPT.is_set():
+        _INTERRUPT.clear()
+        return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------------
+# output / temp files
+# ------------------------------------------------------------------------------------------------
+def output_directory() -> Path:
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        return Path(fp.get_output_directory())
+    return Path(os.environ.get(ENV_OUTPUT_DIR, Path.cwd() / "output"))
+
+
+def temp_directory() -> Path:
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        return Path(fp.get_temp_directory())
+    return Path(tempfile.gettempdir()) / "hallo_nodes"
+
+
+def next_output_path(prefix: str, ext: str, width: int, height: int) -> tuple[Path, str, str]:
+    """A fresh ``<output>/<subfolder>/<name>_00001_.<ext>``; returns (path, subfolder, filename)."""
+    out_dir = output_directory()
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        full_folder, filename, counter, subfolder, _ = fp.get_save_image_path(prefix, str(out_dir), width, height)
+        folder = Path(full_folder)
+    else:
+        prefix_path = Path(prefix)
+        if prefix_path.is_absolute() or ".." in prefix_path.parts:
+            raise ValueError(f"filename_prefix must be a relative name inside the output folder, got {prefix!r}")
+        folder = out_dir / prefix_path.parent
+        filename, subfolder = prefix_path.name, str(prefix_path.parent).replace(".", "")
+        counter = 1
+        if folder.is_dir():
+            used = [p.name[len(filename) + 1:].split("_")[0] for p in folder.glob(f"{filename}_*_.*")]
+            counter = max([int(u) for u in used if u.isdigit()] + [0]) + 1
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{filename}_{counter:05}_.{ext}"
+    while (folder / name).exists():
+        counter += 1
+        name = f"{filename}_{counter:05}_.{ext}"
+    return folder / name, subfolder, name

@@ -1,0 +1,101 @@
+"""Payload types of the custom sockets and input checks shared by the nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..pipeline.model_folder import ModelFolder
+from .comfy_adapter import ManagedModels
+
+CATEGORY = "Hallo"
+
+# Custom socket types (payloads without a core type).
+HALLO_MODEL = "HALLO_MODEL"
+HALLO_AUDIO = "HALLO_AUDIO"
+HALLO_FACE = "HALLO_FACE"
+HALLO_REFERENCE = "HALLO_REFERENCE"
+HALLO_MOTION = "HALLO_MOTION"
+HALLO_CROP = "HALLO_CROP"
+
+
+class HalloInputError(TypeError):
+    """An input has the wrong type or layout; the message names the node, the input and what it needs."""
+
+
+@dataclass
+class HalloModel:
+    """HALLO_MODEL: the denoising net, the VAE and the wav2vec2 encoder of one model folder."""
+
+    folder: ModelFolder
+    variant: str
+    checkpoint: str
+    net: torch.nn.Module
+    vae: torch.nn.Module
+    wav2vec: Any  # pipeline.wav2vec.Wav2VecEncoder
+    dtype: torch.dtype
+    managed: ManagedModels
+
+    @property
+    def device(self) -> torch.device:
+        return self.managed.load_device
+
+    @property
+    def is_hallo2(self) -> bool:
+        return self.variant == "hallo2"
+
+    def __repr__(self) -> str:  # shown by debugging nodes; keep it short
+        return f"HalloModel({self.checkpoint}, {self.variant}, {self.dtype}, {self.device})"
+
+
+def expect(value: Any, cls: type | tuple[type, ...], node: str, name: str, socket: str) -> Any:
+    """Return ``value`` if it is a ``cls``; otherwise raise a readable HalloInputError."""
+    if isinstance(value, cls):
+        return value
+    raise HalloInputError(
+        f"{node}: input '{name}' must be a {socket} (connect the matching output of a Hallo node), "
+        f"got {type(value).__name__}"
+    )
+
+
+def check_image(image: Any, node: str, name: str = "image") -> torch.Tensor:
+    """A ComfyUI IMAGE: float tensor [B,H,W,C] with C in 1..4."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 2, 3, 4):
+        got = f"tensor of shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise HalloInputError(f"{node}: input '{name}' must be an IMAGE (tensor [batch, height, width, channels]), "
+                              f"got {got}")
+    if image.shape[0] == 0:
+        raise HalloInputError(f"{node}: input '{name}' is an empty image batch")
+    return image
+
+
+def check_mask(mask: Any, node: str, name: str) -> torch.Tensor:
+    """A ComfyUI MASK: [B,H,W] (or a bare [H,W]); returns the first mask as float32 [H,W] in 0..1."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3) or mask.numel() == 0:
+        got = f"tensor of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise HalloInputError(f"{node}: input '{name}' must be a MASK (tensor [batch, height, width]), got {got}")
+    m = mask[0] if mask.ndim == 3 else mask
+    return m.detach().float().cpu().clamp(0, 1)
+
+
+def check_audio(audio: Any, node: str, name: str = "audio") -> tuple[torch.Tensor, int]:
+    """A ComfyUI AUDIO dict -> (waveform [B,C,T], sample_rate)."""
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise HalloInputError(f"{node}: input '{name}' must be an AUDIO "
+                              "({'waveform': [batch, channels, samples], 'sample_rate': int}), e.g. from LoadAudio; "
+                              f"got {type(audio).__name__}")
+    wave = audio["waveform"]
+    if not isinstance(wave, torch.Tensor):
+        raise HalloInputError(f"{node}: input '{name}': the waveform must be a tensor, got {type(wave).__name__}")
+    if wave.ndim == 2:
+        wave = wave[None]
+    if wave.ndim != 3:
+        raise HalloInputError(f"{node}: input '{name}': waveform must be [batch, channels, samples], "
+                              f"got shape {tuple(wave.shape)}")
+    return wave, int(audio["sample_rate"])
+
+
+def tooltip_opts(tooltip: str, **opts: Any) -> dict[str, Any]:
+    return {"tooltip": tooltip, **opts}

@@ -1,0 +1,252 @@
+"""Face nodes: analysis and masks (HALLO_FACE + three MASKs), face crop and paste-back."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..pipeline.face_analysis import FaceAnalysisResult, analyze_face
+from ..pipeline.face_embedding import NO_FACE_MESSAGE, NoFaceError, load_face_models, select_face
+from ..pipeline.face_masks import HalloMasks
+from ..pipeline.image_prep import CropBox, comfy_image_to_rgb, face_crop, paste_back
+from . import comfy_adapter as comfy
+from .common import (
+    CATEGORY,
+    HALLO_CROP,
+    HALLO_FACE,
+    HALLO_MODEL,
+    HalloModel,
+    check_image,
+    check_mask,
+    expect,
+)
+
+logger = logging.getLogger(__name__)
+
+FACE_ORDERS = ["largest", "left_to_right"]
+PAD_MODES = ["edge", "reflect", "constant"]
+SIZE_OPTS = {"default": 512, "min": 64, "max": 2048, "step": 64}
+# Overlay colours of the preview: lip red, face green, full (background) blue.
+OVERLAY = {"lip": (1.0, 0.15, 0.15), "face": (0.15, 1.0, 0.15), "full": (0.2, 0.4, 1.0)}
+
+
+def _face_select_inputs() -> dict:
+    return {
+        "face_index": ("INT", {"default": 0, "min": -64, "max": 64,
+                               "tooltip": "Which face to use in group photos, counted in face_order (0 = first; "
+                                          "negative counts from the end)."}),
+        "face_order": (FACE_ORDERS, {"default": "largest",
+                                     "tooltip": "How faces are counted: largest first (the original's choice) or "
+                                                "from left to right."}),
+    }
+
+
+def resample_levels(mask: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """An image-resolution mask [H,W] -> the flattened per-level masks the denoiser reads."""
+    x = mask[None, None].float()
+    out = []
+    for h, w in shapes:
+        mode = "area" if h <= x.shape[-2] and w <= x.shape[-1] else "bilinear"
+        kw = {} if mode == "area" else {"align_corners": False}
+        out.append(F.interpolate(x, size=(h, w), mode=mode, **kw).clamp(0, 1).reshape(-1))
+    return out
+
+
+def replace_masks(result: FaceAnalysisResult, lip: torch.Tensor | None, face: torch.Tensor | None,
+                  full: torch.Tensor | None) -> FaceAnalysisResult:
+    """A copy of ``result`` whose masks are replaced by the given [H,W] masks (any resolution)."""
+    masks = result.masks
+    h_img, w_img = result.image_size
+    changes: dict = {}
+    for name, m in (("lip", lip), ("face", face), ("full", full)):
+        if m is None:
+            continue
+        changes[name] = resample_levels(m, masks.level_shapes)
+        preview = F.interpolate(m[None, None], size=(h_img, w_img), mode="bilinear", align_corners=False)
+        changes[f"{name}_image"] = preview[0, 0].clamp(0, 1).numpy().astype(np.float32)
+    if not changes:
+        return result
+    new_masks: HalloMasks = dataclasses.replace(masks, **changes)
+    return dataclasses.replace(result, masks=new_masks)
+
+
+def mask_overlay(rgb: np.ndarray, masks: HalloMasks) -> np.ndarray:
+    """The portrait with the three masks tinted over it (uint8 RGB)."""
+    img = rgb.astype(np.float32) / 255.0
+    for name in ("full", "face", "lip"):
+        a = 0.45 * getattr(masks, f"{name}_image")[:, :, None]
+        img = img * (1 - a) + np.asarray(OVERLAY[name], np.float32)[None, None] * a
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def save_preview(rgb: np.ndarray, tag: str) -> dict | None:
+    """Write a PNG into ComfyUI's temp folder; returns the ui entry (or None when it cannot be written)."""
+    from PIL import Image
+
+    digest = hashlib.sha1(np.ascontiguousarray(rgb).data).hexdigest()[:16]
+    name = f"hallo_{tag}_{digest}.png"
+    folder = comfy.temp_directory()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(folder / name, compress_level=1)
+    except OSError:
+        logger.warning("could not write the preview %s", folder / name, exc_info=True)
+        return None
+    return {"filename": name, "subfolder": "", "type": "temp"}
+
+
+def _mask_tensor(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
+
+
+class HalloFaceAnalysis:
+    DESCRIPTION = (
+        "Finds the face in the portrait (SCRFD detector + ArcFace identity embedding) and builds Hallo's lip, "
+        "face and full (background) masks from MediaPipe landmarks, for an output of width x height. The masks "
+        "come out as MASKs at the image's resolution for viewing or editing; connect edited masks to the "
+        "optional inputs to replace the computed ones."
+    )
+    CATEGORY = f"{CATEGORY}/face"
+    RETURN_TYPES = (HALLO_FACE, "MASK", "MASK", "MASK")
+    RETURN_NAMES = ("face", "lip_mask", "face_mask", "full_mask")
+    OUTPUT_TOOLTIPS = (
+        "Identity embedding, face box and masks for HalloReference.",
+        "Where the lips are (drives the lip-sync attention).",
+        "The face without the lips (drives the expression attention).",
+        "Everything but the face (drives the pose attention).",
+    )
+    FUNCTION = "analyze"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "model": (HALLO_MODEL, {"tooltip": "From HalloModelLoader; its face_analysis/models are used."}),
+                "image": ("IMAGE", {"tooltip": "The portrait (the first image of a batch is used). A square image "
+                                               "where the face fills 50-70 % works best."}),
+                "width": ("INT", dict(SIZE_OPTS, tooltip="Video width; a multiple of 64 (Hallo was trained at 512).")),
+                "height": ("INT", dict(SIZE_OPTS, tooltip="Video height; a multiple of 64.")),
+                "face_expand_ratio": ("FLOAT", {"default": 1.2, "min": 0.5, "max": 3.0, "step": 0.05,
+                                                "tooltip": "How far the face mask extends beyond the face outline "
+                                                           "(original: 1.2)."}),
+                **_face_select_inputs(),
+                "allow_no_face": ("BOOLEAN", {"default": False,
+                                              "tooltip": "When the detector finds no face, continue with a zero "
+                                                         "identity embedding (the original's fallback) instead of "
+                                                         "stopping with an error."}),
+            },
+            "optional": {
+                "lip_mask": ("MASK", {"tooltip": "Replaces the computed lip mask (any resolution; it is resampled "
+                                                 "to the attention levels)."}),
+                "face_mask": ("MASK", {"tooltip": "Replaces the computed face mask."}),
+                "full_mask": ("MASK", {"tooltip": "Replaces the computed full (background) mask."}),
+            },
+        }
+
+    def analyze(self, model: HalloModel, image: torch.Tensor, width: int = 512, height: int = 512,
+                face_expand_ratio: float = 1.2, face_index: int = 0, face_order: str = "largest",
+                allow_no_face: bool = False, lip_mask: torch.Tensor | None = None,
+                face_mask: torch.Tensor | None = None, full_mask: torch.Tensor | None = None) -> dict:
+        node = "HalloFaceAnalysis"
+        model = expect(model, HalloModel, node, "model", HALLO_MODEL)
+        rgb = comfy_image_to_rgb(check_image(image, node), name=f"{node} image")
+        result = analyze_face(rgb, model.folder.root, output_size=(int(height), int(width)),
+                              face_expand_ratio=float(face_expand_ratio), face_index=int(face_index),
+                              face_order=face_order, allow_no_face=bool(allow_no_face))
+        result = replace_masks(
+            result,
+            None if lip_mask is None else check_mask(lip_mask, node, "lip_mask"),
+            None if face_mask is None else check_mask(face_mask, node, "face_mask"),
+            None if full_mask is None else check_mask(full_mask, node, "full_mask"),
+        )
+        m = result.masks
+        info = {"faces": int(result.num_faces), "face_index": int(result.face_index),
+                "bbox": [round(float(v), 1) for v in result.bbox], "width": int(width), "height": int(height)}
+        preview = save_preview(mask_overlay(rgb, m), "masks")
+        ui = {"hallo_face": [info]}
+        if preview is not None:
+            ui["images"] = [preview]
+        return {"ui": ui, "result": (result, _mask_tensor(m.lip_image), _mask_tensor(m.face_image),
+                                     _mask_tensor(m.full_image))}
+
+
+class HalloFaceCrop:
+    DESCRIPTION = (
+        "Cuts a face-centred square out of any photo (the face box spans face_fraction of the side, padded where "
+        "the square leaves the image) and scales it to size x size, ready for Hallo. HalloPasteBack puts the "
+        "rendered frames back into the photo."
+    )
+    CATEGORY = f"{CATEGORY}/face"
+    RETURN_TYPES = ("IMAGE", HALLO_CROP)
+    RETURN_NAMES = ("image", "crop")
+    OUTPUT_TOOLTIPS = ("The square face crop.", "Where the crop came from, for HalloPasteBack.")
+    FUNCTION = "crop"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "model": (HALLO_MODEL, {"tooltip": "From HalloModelLoader; its face detector is used."}),
+                "image": ("IMAGE", {"tooltip": "Any photo with a face (the first image of a batch is used)."}),
+                "face_fraction": ("FLOAT", {"default": 0.6, "min": 0.1, "max": 1.0, "step": 0.05,
+                                            "tooltip": "Share of the crop's side the face box spans (Hallo "
+                                                       "recommends 0.5-0.7)."}),
+                "size": ("INT", dict(SIZE_OPTS, tooltip="Side of the square crop in pixels (multiple of 64).")),
+                **_face_select_inputs(),
+                "pad_mode": (PAD_MODES, {"default": "edge",
+                                         "tooltip": "How to fill where the square leaves the photo: repeat the "
+                                                    "border, mirror, or black."}),
+            }
+        }
+
+    def crop(self, model: HalloModel, image: torch.Tensor, face_fraction: float = 0.6, size: int = 512,
+             face_index: int = 0, face_order: str = "largest", pad_mode: str = "edge") -> tuple:
+        node = "HalloFaceCrop"
+        model = expect(model, HalloModel, node, "model", HALLO_MODEL)
+        rgb = comfy_image_to_rgb(check_image(image, node), name=f"{node} image")
+        detector = load_face_models(model.folder.root).detector
+        faces = detector.detect(rgb)
+        if not faces:
+            h, w = rgb.shape[:2]
+            raise NoFaceError(f"{node}: {NO_FACE_MESSAGE} (image {w}x{h})")
+        idx = select_face(faces, face_index=int(face_index), face_order=face_order, image_size=rgb.shape[:2])
+        crop, box = face_crop(rgb, faces[idx].bbox, face_fraction=float(face_fraction), size=int(size),
+                              pad_mode=pad_mode)
+        out = torch.from_numpy(crop.astype(np.float32) / 255.0)[None]
+        return (out, box)
+
+
+class HalloPasteBack:
+    DESCRIPTION = (
+        "Puts rendered square frames back into the original photo at the place HalloFaceCrop cut them from, "
+        "with a feathered seam, giving full-resolution frames."
+    )
+    CATEGORY = f"{CATEGORY}/face"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("Full-resolution frames.",)
+    FUNCTION = "paste"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Rendered frames (e.g. from HalloSampler)."}),
+                "original": ("IMAGE", {"tooltip": "The photo that went into HalloFaceCrop."}),
+                "crop": (HALLO_CROP, {"tooltip": "The crop output of HalloFaceCrop."}),
+                "feather": ("INT", {"default": 16, "min": 0, "max": 256, "step": 1,
+                                    "tooltip": "Width of the blended seam in original-image pixels."}),
+            }
+        }
+
+    def paste(self, images: torch.Tensor, original: torch.Tensor, crop: CropBox, feather: int = 16) -> tuple:
+        node = "HalloPasteBack"
+        images = check_image(images, node, "images")
+        original = check_image(original, node, "original")
+        crop = expect(crop, CropBox, node, "crop", HALLO_CROP)
+        return (paste_back(images, original[0], crop, feather=int(feather)),)

@@ -1,0 +1,309 @@
+"""HalloSampler (frames in memory, chainable) and HalloRenderToVideoFile (streams clips into an mp4)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..pipeline.audio_features import AudioFeatures
+from ..pipeline.image_prep import CropBox, paste_back
+from ..pipeline.media import VideoWriter
+from . import comfy_adapter as comfy
+from .common import (
+    CATEGORY,
+    HALLO_AUDIO,
+    HALLO_CROP,
+    HALLO_MODEL,
+    HALLO_MOTION,
+    HALLO_REFERENCE,
+    HalloModel,
+    check_audio,
+    check_image,
+    expect,
+)
+
+if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
+    from ..pipeline.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
+
+logger = logging.getLogger(__name__)
+
+CLIP = 16
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def settings_inputs() -> dict:
+    weight = {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}
+    return {
+        "steps": ("INT", {"default": 40, "min": 1, "max": 200,
+                          "tooltip": "Denoising steps per 16-frame clip (original: 40)."}),
+        "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01,
+                          "tooltip": "Classifier-free guidance scale (original: 3.5; 1 or less turns it off and "
+                                     "halves the work)."}),
+        "seed": ("INT", {"default": 42, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                         "tooltip": "Noise seed (original: 42). Chained segments must use the same seed."}),
+        "pose_weight": ("FLOAT", dict(weight, tooltip="Strength of the audio on head pose (full/background mask).")),
+        "face_weight": ("FLOAT", dict(weight, tooltip="Strength of the audio on expression (face mask).")),
+        "lip_weight": ("FLOAT", dict(weight, tooltip="Strength of the audio on the lips (lip mask).")),
+    }
+
+
+def segment_inputs() -> dict:
+    return {
+        "start_frame": ("INT", {"default": -1, "min": -1, "max": 1 << 24, "step": 1,
+                                "tooltip": "First frame to render; a multiple of 16. -1 = where the incoming "
+                                           "motion ends (0 without motion)."}),
+        "num_frames": ("INT", {"default": 0, "min": 0, "max": 1 << 24, "step": 16,
+                               "tooltip": "Frames to render from start_frame; a multiple of 16. 0 = up to the end "
+                                          "of the audio."}),
+    }
+
+
+def advanced_inputs() -> dict:
+    return {
+        "faithful": ("BOOLEAN", {"default": True,
+                                 "tooltip": "Reproduce the original's reference-attention batch quirks exactly "
+                                            "(the weights were trained with them)."}),
+        "motion_frame_drop": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 0.95, "step": 0.05,
+                                        "tooltip": "Hallo2: share of motion-frame pixels dropped outside the face. "
+                                                   "-1 = automatic (0.25 for Hallo2, 0 for Hallo)."}),
+    }
+
+
+def common_required() -> dict:
+    return {
+        "model": (HALLO_MODEL, {"tooltip": "From HalloModelLoader."}),
+        "reference": (HALLO_REFERENCE, {"tooltip": "From HalloReference."}),
+        "audio_features": (HALLO_AUDIO, {"tooltip": "From HalloAudioEncode."}),
+    }
+
+
+@dataclass
+class Segment:
+    start: int
+    end: int
+
+
+def resolve_segment(features: AudioFeatures, start_frame: int, num_frames: int, motion: MotionState | None,
+                    node: str) -> Segment:
+    total = int(features.num_frames)
+    start = (motion.next_frame if motion is not None else 0) if start_frame < 0 else int(start_frame)
+    if start % CLIP:
+        raise ValueError(f"{node}: start_frame must be a multiple of {CLIP} (clips are 16 frames), got {start}")
+    if start >= total:
+        raise ValueError(f"{node}: start_frame {start} is at or past the end of the audio ({total} frames, "
+                         f"{total / features.fps:.2f} s)")
+    if num_frames and num_frames % CLIP:
+        raise ValueError(f"{node}: num_frames must be a multiple of {CLIP} or 0 (to the end), got {num_frames}")
+    end = total if not num_frames else min(total, start + int(num_frames))
+    if start > 0 and motion is None:
+        raise ValueError(f"{node}: start_frame {start} > 0 needs the motion output of the sampler that rendered "
+                         "the frames before it; connect it to the 'motion' input")
+    return Segment(start, end)
+
+
+def build_settings(steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float, lip_weight: float,
+                   faithful: bool, motion_frame_drop: float) -> SamplerSettings:
+    from ..pipeline.sampler import SamplerSettings
+
+    return SamplerSettings(
+        steps=int(steps), guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=float(pose_weight),
+        face_weight=float(face_weight), lip_weight=float(lip_weight), faithful=bool(faithful),
+        motion_frame_drop=None if motion_frame_drop < 0 else float(motion_frame_drop),
+    )
+
+
+def generate(model: HalloModel, reference: HalloReference, features: AudioFeatures, settings: SamplerSettings,
+             segment: Segment, motion: MotionState | None, *, collect: bool,
+             on_clip: Callable[[ClipOutput], None] | None = None) -> GenerationResult:
+    """Run the sampler with ComfyUI's model management, progress bar (per-clip previews) and interrupt."""
+    n_clips = math.ceil(segment.end / CLIP) - segment.start // CLIP
+    progress = comfy.Progress(n_clips * settings.steps)
+    done = {"steps": 0}
+
+    def on_step(step: int, total: int) -> None:
+        done["steps"] = step
+        progress.update_absolute(step, total)
+
+    def clip_cb(clip: ClipOutput) -> None:
+        if on_clip is not None:
+            on_clip(clip)
+        if clip.frames.shape[0]:
+            progress.update_absolute(done["steps"], None, clip.frames[-1])
+
+    from ..pipeline.sampler import HalloSampler as ClipSampler
+
+    model.managed.load(["net", "vae"])
+    sampler = ClipSampler(model.net, model.vae, device=model.device, dtype=model.dtype, is_hallo2=model.is_hallo2)
+    started = time.perf_counter()
+    try:
+        result = sampler.generate(reference, features.features, features.num_frames, settings,
+                                  start_frame=segment.start, end_frame=segment.end, motion=motion,
+                                  on_clip=clip_cb, on_step=on_step, should_cancel=comfy.check_interrupt,
+                                  collect=collect)
+    finally:
+        comfy.soft_empty_cache()
+    logger.info("rendered frames %d-%d (%d clips) in %.1f s", segment.start, segment.end, n_clips,
+                time.perf_counter() - started)
+    return result
+
+
+def trim_audio(audio: dict | None, features: AudioFeatures, segment: Segment, node: str) -> dict:
+    """The AUDIO of frames [start, end) (silence at 16 kHz when no audio is connected)."""
+    fps = float(features.fps)
+    if audio is None:
+        n = int(round((segment.end - segment.start) / fps * 16000))
+        return {"waveform": torch.zeros(1, 1, n), "sample_rate": 16000}
+    wave, rate = check_audio(audio, node)
+    lo = min(wave.shape[-1], int(round(segment.start / fps * rate)))
+    hi = min(wave.shape[-1], int(round(segment.end / fps * rate)))
+    return {"waveform": wave[..., lo:hi].contiguous(), "sample_rate": rate}
+
+
+def check_payloads(node: str, model: Any, reference: Any, audio_features: Any, motion: Any) -> None:
+    from ..pipeline.sampler import HalloReference, MotionState
+
+    expect(model, HalloModel, node, "model", HALLO_MODEL)
+    expect(reference, HalloReference, node, "reference", HALLO_REFERENCE)
+    expect(audio_features, AudioFeatures, node, "audio_features", HALLO_AUDIO)
+    if motion is not None:
+        expect(motion, MotionState, node, "motion", HALLO_MOTION)
+        if tuple(motion.frames.shape[-2:]) != reference.size:
+            raise ValueError(f"{node}: the incoming motion frames are {tuple(motion.frames.shape[-2:])} but the "
+                             f"reference is {reference.size}; chain samplers of the same size")
+
+
+def render_summary(features: AudioFeatures, segment: Segment, seconds: float | None = None) -> dict:
+    frames = segment.end - segment.start
+    info = {"start_frame": segment.start, "end_frame": segment.end, "frames": frames,
+            "clips": math.ceil(segment.end / CLIP) - segment.start // CLIP, "fps": float(features.fps),
+            "duration": frames / float(features.fps), "total_frames": int(features.num_frames)}
+    if seconds is not None:
+        info["render_seconds"] = round(seconds, 2)
+    return info
+
+
+class HalloSampler:
+    DESCRIPTION = (
+        "Generates the talking video clip by clip (16 frames each): per clip one ReferenceNet pass on the "
+        "portrait and the two motion frames, DDIM denoising with three audio cross-attentions weighted by pose, "
+        "face and lip, then VAE decode. Outputs the frames, the audio of the rendered segment, the frame rate and "
+        "the motion frames for chaining a next sampler (long audio in segments, or resuming)."
+    )
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT", HALLO_MOTION)
+    RETURN_NAMES = ("images", "audio", "fps", "motion")
+    OUTPUT_TOOLTIPS = (
+        "The video frames (for CreateVideo, upscalers, HalloPasteBack, ...).",
+        "The audio of exactly the rendered frames.",
+        "Frame rate of the video.",
+        "The last two frames and the next frame index: connect to the 'motion' input of the next sampler.",
+    )
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {**common_required(), **settings_inputs(), **segment_inputs(), **advanced_inputs()},
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "The voice track that went into HalloAudioEncode; passed through, "
+                                               "trimmed to the rendered frames (silence if not connected)."}),
+                "motion": (HALLO_MOTION, {"tooltip": "Motion output of the sampler that rendered the previous "
+                                                     "segment; continues it seamlessly."}),
+            },
+        }
+
+    def sample(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, steps: int = 40,
+               cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0, face_weight: float = 1.0,
+               lip_weight: float = 1.0, start_frame: int = -1, num_frames: int = 0, faithful: bool = True,
+               motion_frame_drop: float = -1.0, audio: dict | None = None,
+               motion: MotionState | None = None) -> dict:
+        node = "HalloSampler"
+        check_payloads(node, model, reference, audio_features, motion)
+        segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
+        settings = build_settings(steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
+                                  motion_frame_drop)
+        started = time.perf_counter()
+        result = generate(model, reference, audio_features, settings, segment, motion, collect=True)
+        out_audio = trim_audio(audio, audio_features, segment, node)
+        info = render_summary(audio_features, segment, time.perf_counter() - started)
+        return {"ui": {"hallo_render": [info]},
+                "result": (result.frames, out_audio, float(audio_features.fps), result.motion)}
+
+
+class HalloRenderToVideoFile:
+    DESCRIPTION = (
+        "Renders the whole talking video straight into an mp4 (H.264 + AAC) in ComfyUI's output folder, clip by "
+        "clip, so long audio never needs all frames in memory (a minute of 512x512 frames is 4.4 GB as an "
+        "IMAGE batch). Optionally pastes every frame back into the original photo (HalloFaceCrop)."
+    )
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = ("INT",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Number of frames written.",)
+    OUTPUT_NODE = True
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                **common_required(),
+                "audio": ("AUDIO", {"tooltip": "The voice track that went into HalloAudioEncode; muxed into the "
+                                               "mp4."}),
+                **settings_inputs(),
+                **advanced_inputs(),
+                "filename_prefix": ("STRING", {"default": "hallo/Hallo",
+                                               "tooltip": "Name of the mp4 inside ComfyUI's output folder; a "
+                                                          "counter is appended."}),
+            },
+            "optional": {
+                "original": ("IMAGE", {"tooltip": "The photo that went into HalloFaceCrop: every frame is pasted "
+                                                  "back into it."}),
+                "crop": (HALLO_CROP, {"tooltip": "The crop output of HalloFaceCrop (needs 'original')."}),
+                "feather": ("INT", {"default": 16, "min": 0, "max": 256,
+                                    "tooltip": "Seam width for the paste-back, in original-image pixels."}),
+            },
+        }
+
+    def render(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, audio: dict,
+               steps: int = 40, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
+               face_weight: float = 1.0, lip_weight: float = 1.0, faithful: bool = True,
+               motion_frame_drop: float = -1.0, filename_prefix: str = "hallo/Hallo",
+               original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16) -> dict:
+        node = "HalloRenderToVideoFile"
+        check_payloads(node, model, reference, audio_features, None)
+        wave, rate = check_audio(audio, node)
+        if (original is None) != (crop is None):
+            raise ValueError(f"{node}: connect both 'original' and 'crop' to paste the frames back, or neither")
+        if crop is not None:
+            expect(crop, CropBox, node, "crop", HALLO_CROP)
+            original = check_image(original, node, "original")
+            height, width = crop.image_height, crop.image_width
+        else:
+            height, width = reference.size
+        # H.264 with yuv420p needs even sides: drop the last row/column of an odd-sized photo.
+        even_h, even_w = height - height % 2, width - width % 2
+        segment = Segment(0, int(audio_features.num_frames))
+        settings = build_settings(steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
+                                  motion_frame_drop)
+        path, subfolder, filename = comfy.next_output_path(filename_prefix, "mp4", even_w, even_h)
+        started = time.perf_counter()
+        with VideoWriter(path, float(audio_features.fps), even_w, even_h, audio=(wave, rate)) as writer:
+            def write(clip: ClipOutput) -> None:
+                frames = clip.frames
+                if crop is not None:
+                    frames = paste_back(frames, original[0], crop, feather=int(feather))
+                writer.write(frames[:, :even_h, :even_w])
+
+            generate(model, reference, audio_features, settings, segment, None, collect=False, on_clip=write)
+        info = render_summary(audio_features, segment, time.perf_counter() - started)
+        ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output",
+                          "format": "video/h264-mp4"}],
+              "animated": [True], "hallo_render": [info]}
+        return {"ui": ui, "result": (int(writer.frames_written),)}

@@ -1,0 +1,148 @@
+"""The frontend extension in headless Chromium against a real ComfyUI (``COMFYUI_PATH``); skipped without them.
+
+Checks: the extension loads without page errors; every shipped UI workflow loads in the real frontend and
+converts (``app.graphToPrompt``) into exactly its API twin; the sampler shows frames/clips/duration once the
+audio encoder reports, chained samplers say they continue, the face node shows its summary; and a real run
+queued from the page delivers the encoder's and sampler's ui messages to the nodes (with the mask preview).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from comfyui_harness import Chromium, ComfyServer, comfyui_path, start_server, write_wav
+from node_helpers import ASSETS, comfy_audio
+from workflow_tools import API_DIR, PORTRAIT, SPEECH, WORKFLOWS, shipped_workflows
+
+COMFY = comfyui_path()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.skipif(COMFY is None, reason="set COMFYUI_PATH to a ComfyUI checkout to run these"),
+    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package 'chromium')"),
+]
+NAMES = [p.stem for p in shipped_workflows()]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> ComfyServer:
+    base = tmp_path_factory.mktemp("comfyui_web")
+    (base / "input").mkdir()
+    shutil.copy(ASSETS / "portraits" / "painting_girl.jpg", base / "input" / PORTRAIT)
+    speech = comfy_audio(1.0)
+    write_wav(base / "input" / SPEECH, speech["waveform"][0].numpy(), speech["sample_rate"])
+    srv = start_server(COMFY, base, tiny_model_dir)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server: ComfyServer, tmp_path_factory: pytest.TempPathFactory) -> Chromium:
+    browser = Chromium(CHROMIUM, tmp_path_factory.mktemp("chromium"))
+    try:
+        browser.call("Page.enable")
+        browser.navigate(server.url)
+        deadline = time.monotonic() + 120
+        ready = "!!(window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types.HalloSampler)"
+        while not browser.evaluate(ready):
+            assert time.monotonic() < deadline, f"the ComfyUI page did not load: {browser.page_errors()}"
+            time.sleep(0.5)
+        yield browser
+    finally:
+        browser.close()
+
+
+def load_workflow(page: Chromium, name: str) -> None:
+    wf = (WORKFLOWS / f"{name}.json").read_text()
+    page.evaluate(f"app.loadGraphData({wf}).then(() => true)")
+
+
+def test_extension_and_help_pages_are_served(server: ComfyServer, page: Chromium) -> None:
+    assert page.evaluate("app.extensions.some((e) => e.name === 'hallo.nodes')")
+    exts = server.get("/extensions")
+    assert any(e.endswith("/hallo.js") for e in exts), exts
+    base = next(e for e in exts if e.endswith("/hallo.js")).rsplit("/", 1)[0]
+    with urllib.request.urlopen(f"{server.url}{base}/docs/HalloSampler.md", timeout=10) as r:
+        assert r.read().decode().startswith("# Hallo Sampler")
+    assert not [e for e in page.page_errors() if "hallo" in e.lower()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_loads_and_converts_to_its_api_twin(server: ComfyServer, page: Chromium, name: str) -> None:
+    load_workflow(page, name)
+    types = page.evaluate("app.graph._nodes.map((n) => n.type)")
+    assert "HalloSampler" in types or "HalloRenderToVideoFile" in types
+    assert all(t in page.evaluate("Object.keys(LiteGraph.registered_node_types)") for t in types)
+    prompt = page.evaluate("app.graphToPrompt().then((p) => p.output)")
+    expected = json.loads((API_DIR / f"{name}.json").read_text())
+    info = server.get("/object_info")
+
+    def strip(p: dict) -> dict:
+        """class and inputs, without frontend-only widgets (LoadAudio's audioUI player) the server ignores."""
+        out = {}
+        for k, v in p.items():
+            spec = info[v["class_type"]]["input"]
+            known = {**spec.get("required", {}), **spec.get("optional", {})}
+            out[k] = {"class_type": v["class_type"], "inputs": {n: x for n, x in v["inputs"].items() if n in known}}
+        return out
+
+    assert strip(prompt) == strip(expected)
+    assert set(prompt) == set(expected)
+
+
+AUDIO_INFO = {"frames": 188, "clips": 12, "clip_length": 16, "fps": 25, "duration": 7.52, "audio_seconds": 7.5}
+
+
+def test_sampler_shows_frames_clips_and_duration(page: Chromium) -> None:
+    load_workflow(page, "hallo_long_audio_chained")
+    find = "app.graph._nodes.filter((n) => n.type === '{}')"
+    before = page.evaluate(f"{find.format('HalloSampler')}.map((n) => n.hallo_info)")
+    assert all("run the graph once" in t for t in before), before
+    infos = page.evaluate(
+        f"(() => {{ const enc = {find.format('HalloAudioEncode')}[0];"
+        f" enc.onExecuted({{hallo_audio: [{json.dumps(AUDIO_INFO)}]}});"
+        f" app.canvas.draw(true, true);"
+        f" return {find.format('HalloSampler')}.sort((a, b) => a.pos[1] - b.pos[1]).map((n) => n.hallo_info); }})()")
+    assert infos[0] == "96 frames · 6 clips · 3.84 s @ 25 fps (frames 0-95 of 188)"
+    assert infos[1] == "continues the previous segment: the rest of the audio of 188 @ 25 fps"
+    # changing the segment widget updates the text
+    text = page.evaluate(
+        f"(() => {{ const s = {find.format('HalloSampler')}.sort((a, b) => a.pos[1] - b.pos[1])[0];"
+        " s.widgets.find((w) => w.name === 'num_frames').value = 0; app.canvas.draw(true, true);"
+        " return s.hallo_info; })()")
+    assert text == "188 frames · 12 clips · 7.52 s @ 25 fps"
+    face = page.evaluate(
+        f"(() => {{ const f = {find.format('HalloFaceAnalysis')}[0];"
+        " f.onExecuted({hallo_face: [{faces: 6, face_index: 2, bbox: [0, 0, 10, 10], width: 512, height: 512}]});"
+        " app.canvas.draw(true, true); return f.hallo_info; })()")
+    assert face.startswith("6 faces found, using #2 · 512x512")
+    assert not [e for e in page.page_errors() if "hallo" in e.lower()]
+
+
+def test_a_real_run_from_the_page_reports_to_the_nodes(page: Chromium) -> None:
+    load_workflow(page, "hallo_basic")
+    page.evaluate("""(() => {
+        const set = (type, name, value) => app.graph._nodes.filter((n) => n.type === type)
+            .forEach((n) => { n.widgets.find((w) => w.name === name).value = value; });
+        set('HalloSampler', 'steps', 1);
+        set('HalloFaceAnalysis', 'width', 64);
+        set('HalloFaceAnalysis', 'height', 64);
+        return app.queuePrompt(0, 1).then(() => true);
+    })()""")
+    deadline = time.monotonic() + 600
+    state = "(() => { const s = app.graph._nodes.find((n) => n.type === 'HalloSampler'); return s.hallo_info; })()"
+    while "rendered in" not in (page.evaluate(state) or ""):
+        assert time.monotonic() < deadline, f"no render report; page errors: {page.page_errors()}"
+        time.sleep(2)
+    info = page.evaluate(state)
+    assert info.startswith("25 frames · 2 clips · 1.00 s @ 25 fps · rendered in"), info
+    face = page.evaluate("""(() => { const f = app.graph._nodes.find((n) => n.type === 'HalloFaceAnalysis');
+        const out = app.nodeOutputs?.[String(f.id)];
+        return {info: f.hallo_info, images: out?.images ?? null}; })()""")
+    assert face["info"].startswith("1 face found, using #0 · 64x64")
+    assert face["images"] and face["images"][0]["filename"].startswith("hallo_masks_")

@@ -1,0 +1,407 @@
+"""The ComfyUI nodes without ComfyUI: schemas, and the execute paths on the tiny model with real assets."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from hallo_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from hallo_nodes.nodes import comfy_adapter as adapter
+from hallo_nodes.nodes.common import HalloInputError, HalloModel
+from hallo_nodes.pipeline.face_embedding import NoFaceError
+from hallo_nodes.pipeline.model_folder import ModelFolder
+from hallo_nodes.pipeline.sampler import MotionState, RenderCancelled
+from node_helpers import FakeProgressBar, InterruptProcessingException, comfy_audio, comfy_image, fake_comfy_modules
+
+pytest.importorskip("mediapipe")
+
+REPO = Path(__file__).resolve().parents[1]
+CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN"}
+CUSTOM_TYPES = {"HALLO_MODEL", "HALLO_AUDIO", "HALLO_FACE", "HALLO_REFERENCE", "HALLO_MOTION", "HALLO_CROP"}
+SIZE = 64
+FAST = {"steps": 1, "cfg": 3.5, "seed": 42}
+
+
+def all_inputs(cls: type) -> dict[str, tuple]:
+    spec = cls.INPUT_TYPES()
+    return {**spec.get("required", {}), **spec.get("optional", {})}
+
+
+# ------------------------------------------------------------------------------------------------
+# schemas
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("node_id", sorted(NODE_CLASS_MAPPINGS))
+def test_node_schema(node_id: str) -> None:
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    assert node_id.startswith("Hallo") and node_id in NODE_DISPLAY_NAME_MAPPINGS
+    assert cls.CATEGORY.startswith("Hallo/")
+    assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
+    assert isinstance(cls.RETURN_TYPES, tuple)
+    assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+    for t in cls.RETURN_TYPES:
+        assert t in CORE_TYPES | CUSTOM_TYPES, f"{node_id} returns {t}"
+    inputs = all_inputs(cls)
+    for name, spec in inputs.items():
+        t, opts = spec[0], spec[1]
+        assert isinstance(t, list) or t in CORE_TYPES | CUSTOM_TYPES, f"{node_id}.{name}: {t}"
+        assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+        if "default" in opts and t in ("INT", "FLOAT"):
+            assert opts.get("min", -np.inf) <= opts["default"] <= opts.get("max", np.inf)
+        if isinstance(t, list) and "default" in opts:
+            assert opts["default"] in t
+    fn = getattr(cls, cls.FUNCTION)
+    params = inspect.signature(fn).parameters
+    assert set(inputs) <= set(params), f"{node_id}: inputs without parameters {set(inputs) - set(params)}"
+    for name in cls.INPUT_TYPES().get("optional", {}):
+        assert params[name].default is not inspect.Parameter.empty, f"{node_id}.{name} needs a default"
+    doc = REPO / "js" / "docs" / f"{node_id}.md"
+    assert doc.is_file() and doc.read_text().startswith("# "), f"missing help page {doc}"
+
+
+def test_no_path_sockets_and_custom_types_are_produced_somewhere() -> None:
+    produced = {t for c in NODE_CLASS_MAPPINGS.values() for t in c.RETURN_TYPES}
+    consumed = {spec[0] for c in NODE_CLASS_MAPPINGS.values() for spec in all_inputs(c).values()
+                if isinstance(spec[0], str)}
+    assert not {t for t in produced | consumed if "PATH" in t or t == "VIDEO"}
+    assert consumed & CUSTOM_TYPES <= produced
+
+
+def test_importing_the_pack_is_light() -> None:
+    code = ("import sys, hallo_nodes; heavy = [m for m in ('diffusers', 'transformers', 'mediapipe', 'onnxruntime') "
+            "if m in sys.modules]; assert not heavy, heavy; assert 'folder_paths' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
+
+
+# ------------------------------------------------------------------------------------------------
+# model folder and loader
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def model_path(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> Path:
+    monkeypatch.setenv(adapter.ENV_MODEL_PATH, str(tiny_model_dir))
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> HalloModel:
+    old = os.environ.get(adapter.ENV_MODEL_PATH)
+    os.environ[adapter.ENV_MODEL_PATH] = str(tiny_model_dir)
+    try:
+        (loaded,) = NODE_CLASS_MAPPINGS["HalloModelLoader"]().load("hallo/net.pth", "auto")
+    finally:
+        if old is None:
+            os.environ.pop(adapter.ENV_MODEL_PATH, None)
+        else:
+            os.environ[adapter.ENV_MODEL_PATH] = old
+    return loaded
+
+
+def test_loader_lists_checkpoints(model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = NODE_CLASS_MAPPINGS["HalloModelLoader"].INPUT_TYPES()["required"]["checkpoint"][0]
+    assert options == ["hallo/net.pth", "hallo2/net.pth"]
+    # a download kept one folder deeper, and a converted safetensors beside it
+    nested = tmp_path / "hallo-models" / "hallo2"
+    nested.mkdir(parents=True)
+    (nested / "net.safetensors").write_bytes(b"x")
+    monkeypatch.setenv(adapter.ENV_MODEL_PATH, os.pathsep.join([str(model_path), str(tmp_path)]))
+    names = [e.name for e in adapter.find_checkpoints()]
+    assert names == ["hallo-models/hallo2/net.safetensors", "hallo/net.pth", "hallo2/net.pth"]
+    entry = adapter.find_checkpoints()[0]
+    cls = NODE_CLASS_MAPPINGS["HalloModelLoader"]
+    stamp = cls.IS_CHANGED(checkpoint=entry.name, dtype="auto")
+    (nested / "net.safetensors").write_bytes(b"xy")
+    assert cls.IS_CHANGED(checkpoint=entry.name, dtype="auto") != stamp
+    assert entry.root == tmp_path / "hallo-models" and entry.variant == "hallo2"
+
+
+def test_loader_without_models_says_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(adapter.ENV_MODEL_PATH, str(tmp_path))
+    cls = NODE_CLASS_MAPPINGS["HalloModelLoader"]
+    assert cls.INPUT_TYPES()["required"]["checkpoint"][0] == []
+    msg = cls.VALIDATE_INPUTS(checkpoint="hallo/net.pth", dtype="auto")
+    assert isinstance(msg, str)
+    for part in ("models/hallo", "fudan-generative-ai/hallo", "hallo/net.pth", "wav2vec2-base-960h", str(tmp_path)):
+        assert part in msg
+    with pytest.raises(FileNotFoundError, match="no Hallo checkpoint found|not found"):
+        cls().load("hallo/net.pth", "auto")
+
+
+def test_loader_produces_a_model(model: HalloModel) -> None:
+    assert model.variant == "hallo" and model.checkpoint == "hallo/net.pth"
+    assert model.dtype == torch.float32 and model.device.type == "cpu"
+    assert set(model.managed.modules) == {"net", "vae", "wav2vec"}
+    assert not model.managed.patchers  # no ComfyUI here
+
+
+def test_register_model_folder_and_model_management_with_comfyui(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+    mods = fake_comfy_modules(tmp_path)
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.delenv(adapter.ENV_MODEL_PATH, raising=False)
+    adapter.register_model_folder()
+    fp = mods["folder_paths"]
+    assert fp.folder_names_and_paths["hallo"][0] == [str(tmp_path / "models" / "hallo")]
+    assert {".pth", ".safetensors"} <= fp.folder_names_and_paths["hallo"][1]
+    assert not (tmp_path / "models").exists(), "registering must not create folders"
+    assert "ComfyUI" not in adapter.default_model_dir() and adapter.default_model_dir().endswith("models/hallo")
+    # an extra_model_paths.yaml entry pointing at the model folder
+    fp.add_model_folder_path("hallo", str(tiny_model_dir))
+    assert [e.name for e in adapter.find_checkpoints()] == ["hallo/net.pth", "hallo2/net.pth"]
+    (loaded,) = NODE_CLASS_MAPPINGS["HalloModelLoader"]().load("hallo2/net.pth", "fp32")
+    assert loaded.is_hallo2 and set(loaded.managed.patchers) == {"net", "vae", "wav2vec"}
+    loaded.managed.load(["net", "vae"])
+    assert mods["comfy.model_management"].state["loads"][-1] == (["HalloNet", "AutoencoderKL"], True)
+
+
+# ------------------------------------------------------------------------------------------------
+# audio, face, reference
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def audio() -> dict:
+    return comfy_audio(1.3)  # 33 frames at 25 fps: three clips
+
+
+@pytest.fixture(scope="module")
+def encoded(model: HalloModel, audio: dict) -> dict:
+    return NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, audio, 25.0)
+
+
+def test_audio_encode(encoded: dict, audio: dict) -> None:
+    features, frames, fps = encoded["result"]
+    assert frames == 33 and fps == 25.0
+    assert features.num_frames == 33 and features.features.shape[:3] == (48, 5, 12)
+    assert encoded["ui"]["hallo_audio"] == [{"frames": 33, "clips": 3, "clip_length": 16, "fps": 25.0,
+                                             "duration": pytest.approx(1.32), "audio_seconds": pytest.approx(1.3)}]
+
+
+@pytest.fixture(scope="module")
+def portrait() -> torch.Tensor:
+    return comfy_image("painting_girl.jpg")
+
+
+@pytest.fixture(scope="module")
+def face_out(model: HalloModel, portrait: torch.Tensor) -> dict:
+    return NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, portrait, SIZE, SIZE)
+
+
+def test_face_analysis_outputs(face_out: dict, portrait: torch.Tensor) -> None:
+    face, lip, face_mask, full = face_out["result"]
+    h, w = portrait.shape[1:3]
+    for m in (lip, face_mask, full):
+        assert m.shape == (1, h, w) and m.dtype == torch.float32 and 0 <= m.min() and m.max() <= 1
+    assert torch.equal(lip[0], torch.from_numpy(face.masks.lip_image))
+    assert torch.equal(full[0], torch.from_numpy(face.masks.full_image))
+    # the lips lie inside the face, where the full (background) mask is low
+    centre = divmod(int(lip[0].argmax()), w)
+    assert float(lip[0][centre]) > 0.9 and float(full[0][centre]) < 0.2 and float(face_mask.max()) > 0.5
+    assert face.masks.face_locator.shape == (3, SIZE, SIZE)
+    info = face_out["ui"]["hallo_face"][0]
+    assert info["faces"] == 1 and info["width"] == SIZE
+    preview = face_out["ui"]["images"][0]
+    assert preview["type"] == "temp" and (adapter.temp_directory() / preview["filename"]).is_file()
+
+
+def test_face_masks_can_be_replaced(model: HalloModel, portrait: torch.Tensor, face_out: dict) -> None:
+    h, w = portrait.shape[1:3]
+    custom = torch.zeros(1, 100, 80)
+    custom[:, 50:, :40] = 1.0  # lower-left quarter, at another resolution
+    out = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, portrait, SIZE, SIZE, lip_mask=custom)
+    face, lip, face_mask, _ = out["result"]
+    assert lip.shape == (1, h, w)
+    assert float(lip[0, int(h * 0.75), int(w * 0.25)]) == pytest.approx(1.0)
+    assert float(lip[0, int(h * 0.25), int(w * 0.75)]) == pytest.approx(0.0)
+    level0 = face.masks.lip[0].reshape(SIZE // 8, SIZE // 8)
+    assert torch.allclose(level0[4:, :4], torch.ones(4, 4)) and float(level0[:4].sum()) == 0.0
+    # untouched masks stay the computed ones, and the cached analysis is not modified
+    assert torch.equal(face_mask, face_out["result"][2])
+    assert not torch.equal(face_out["result"][0].masks.lip[0], face.masks.lip[0])
+    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait, face)
+    assert torch.equal(ref.lip_masks[0], face.masks.lip[0])
+
+
+def test_no_face_is_a_readable_error(model: HalloModel, portrait: torch.Tensor, tmp_path: Path) -> None:
+    from hallo_nodes.pipeline.tiny_face_models import write_face_models
+
+    write_face_models(tmp_path / "face_analysis" / "models", faces=[])
+    no_face_model = dataclasses.replace(model, folder=ModelFolder(tmp_path))
+    with pytest.raises(NoFaceError, match="no face was found.*allow_no_face"):
+        NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(no_face_model, portrait, SIZE, SIZE)
+    with pytest.raises(NoFaceError, match="HalloFaceCrop: no face"):
+        NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(no_face_model, portrait)
+    out = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(no_face_model, portrait, SIZE, SIZE, allow_no_face=True)
+    assert out["ui"]["hallo_face"][0]["faces"] == 0
+
+
+def test_wrong_input_types_are_readable(model: HalloModel, portrait: torch.Tensor, encoded: dict) -> None:
+    sampler = NODE_CLASS_MAPPINGS["HalloSampler"]()
+    with pytest.raises(HalloInputError, match="HalloSampler: input 'model' must be a HALLO_MODEL"):
+        sampler.sample("hallo/net.pth", None, encoded["result"][0])
+    with pytest.raises(HalloInputError, match="input 'reference' must be a HALLO_REFERENCE.*got ndarray"):
+        sampler.sample(model, np.zeros(3), encoded["result"][0])
+    with pytest.raises(HalloInputError, match="HalloFaceAnalysis: input 'image' must be an IMAGE"):
+        NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, portrait[0], SIZE, SIZE)
+    with pytest.raises(HalloInputError, match="HalloAudioEncode: input 'audio' must be an AUDIO"):
+        NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, portrait, 25.0)
+    with pytest.raises(HalloInputError, match="input 'lip_mask' must be a MASK"):
+        NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, portrait, SIZE, SIZE, lip_mask=portrait)
+    with pytest.raises(ValueError, match="multiples? of 64"):
+        NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, portrait, 100, SIZE)
+
+
+@pytest.fixture(scope="module")
+def reference(model: HalloModel, portrait: torch.Tensor, face_out: dict):
+    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait, face_out["result"][0])
+    return ref
+
+
+def test_reference(reference, portrait: torch.Tensor, model: HalloModel, face_out: dict) -> None:
+    assert reference.size == (SIZE, SIZE) and reference.latent.shape == (1, 4, SIZE // 8, SIZE // 8)
+    with pytest.raises(ValueError, match="connect the same image"):
+        NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait[:, :300], face_out["result"][0])
+
+
+# ------------------------------------------------------------------------------------------------
+# sampler
+# ------------------------------------------------------------------------------------------------
+def test_sampler_chained_segments_equal_one_run(model: HalloModel, reference, encoded: dict, audio: dict) -> None:
+    features = encoded["result"][0]
+    node = NODE_CLASS_MAPPINGS["HalloSampler"]()
+    whole = node.sample(model, reference, features, **FAST, num_frames=32, audio=audio)["result"]
+    first = node.sample(model, reference, features, **FAST, num_frames=16, audio=audio)
+    images1, audio1, fps, motion = first["result"]
+    assert images1.shape == (16, SIZE, SIZE, 3) and fps == 25.0
+    assert isinstance(motion, MotionState) and motion.next_frame == 16
+    rate = audio["sample_rate"]
+    assert audio1["sample_rate"] == rate and audio1["waveform"].shape[-1] == round(16 / 25 * rate)
+    assert torch.equal(audio1["waveform"], audio["waveform"][..., : audio1["waveform"].shape[-1]])
+    second = node.sample(model, reference, features, **FAST, start_frame=-1, num_frames=0, audio=audio,
+                         motion=motion)
+    images2, audio2, _, motion2 = second["result"]
+    assert images2.shape[0] == 33 - 16 and motion2.next_frame == 48
+    assert second["ui"]["hallo_render"][0]["start_frame"] == 16
+    assert audio2["waveform"].shape[-1] == audio["waveform"].shape[-1] - round(16 / 25 * rate)
+    torch.testing.assert_close(torch.cat([images1, images2[:16]]), whole[0], atol=1e-5, rtol=0)
+
+
+def test_sampler_segment_errors(model: HalloModel, reference, encoded: dict) -> None:
+    features = encoded["result"][0]
+    node = NODE_CLASS_MAPPINGS["HalloSampler"]()
+    with pytest.raises(ValueError, match="start_frame must be a multiple of 16"):
+        node.sample(model, reference, features, **FAST, start_frame=8)
+    with pytest.raises(ValueError, match="needs the motion output"):
+        node.sample(model, reference, features, **FAST, start_frame=16)
+    with pytest.raises(ValueError, match="past the end of the audio"):
+        node.sample(model, reference, features, **FAST, start_frame=48, motion=MotionState(
+            torch.zeros(2, 3, SIZE, SIZE), 48, 42))
+    with pytest.raises(ValueError, match="num_frames must be a multiple of 16"):
+        node.sample(model, reference, features, **FAST, num_frames=10)
+
+
+def test_sampler_silence_without_audio(model: HalloModel, reference, encoded: dict) -> None:
+    out = NODE_CLASS_MAPPINGS["HalloSampler"]().sample(model, reference, encoded["result"][0], **FAST,
+                                                        num_frames=16)
+    assert out["result"][1]["sample_rate"] == 16000 and out["result"][1]["waveform"].abs().sum() == 0
+    assert out["result"][1]["waveform"].shape[-1] == round(16 / 25 * 16000)
+
+
+def test_interrupt_stops_within_a_step_and_next_run_succeeds(
+        model: HalloModel, reference, encoded: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps_seen: list[int] = []
+    original = adapter.Progress.update_absolute
+
+    def update(self, value, total=None, preview=None):
+        steps_seen.append(value)
+        if value == 1 and preview is None:
+            adapter.interrupt_current_processing()  # "Cancel" pressed during step 1
+        original(self, value, total, preview)
+
+    monkeypatch.setattr(adapter.Progress, "update_absolute", update)
+    node = NODE_CLASS_MAPPINGS["HalloSampler"]()
+    with pytest.raises(RenderCancelled, match="step 2"):
+        node.sample(model, reference, encoded["result"][0], steps=3, num_frames=16)
+    assert max(steps_seen) == 1
+    monkeypatch.setattr(adapter.Progress, "update_absolute", original)
+    out = node.sample(model, reference, encoded["result"][0], **FAST, num_frames=16)
+    assert out["result"][0].shape[0] == 16
+
+
+def test_progress_previews_and_interrupt_inside_comfyui(
+        model: HalloModel, reference, encoded: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    mods = fake_comfy_modules(tmp_path)
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    FakeProgressBar.instances.clear()
+    mm = mods["comfy.model_management"]
+    node = NODE_CLASS_MAPPINGS["HalloSampler"]()
+    node.sample(model, reference, encoded["result"][0], steps=2, num_frames=32)
+    bar = FakeProgressBar.instances[-1]
+    assert bar.total == 4
+    assert [c[0] for c in bar.calls if c[2] is None] == [1, 2, 3, 4]
+    previews = [c for c in bar.calls if c[2] is not None]
+    assert len(previews) == 2  # one per clip
+    for _, _, (fmt, image, max_size) in previews:
+        assert fmt == "JPEG" and isinstance(image, Image.Image) and image.size == (SIZE, SIZE) and max_size == 512
+    assert [p[0] for p in previews] == [2, 4]
+    assert mm.state["checks"] == 4 and mm.state["empty_cache"] >= 1
+    # Cancel: ComfyUI's own exception comes out (the queue reports "interrupted", not an error)
+    mm.interrupt_current_processing(True)
+    with pytest.raises(InterruptProcessingException):
+        node.sample(model, reference, encoded["result"][0], steps=2, num_frames=16)
+    assert mm.state["checks"] == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# crop / paste-back / render to file
+# ------------------------------------------------------------------------------------------------
+def test_crop_and_paste_back_round_trip(model: HalloModel) -> None:
+    photo = comfy_image("photo_woman.jpg")
+    crop_img, box = NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(model, photo, face_fraction=0.6, size=128)
+    assert crop_img.shape == (1, 128, 128, 3) and box.size == 128
+    (pasted,) = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(crop_img.repeat(3, 1, 1, 1), photo, box, feather=8)
+    assert pasted.shape == (3, *photo.shape[1:])
+    h, w = photo.shape[1:3]
+    outside = torch.ones(h, w, dtype=torch.bool)
+    outside[max(0, box.y0):box.y0 + box.side, max(0, box.x0):box.x0 + box.side] = False
+    assert torch.equal(pasted[0][outside], photo[0][outside])
+    inside = pasted[0][~outside] - photo[0][~outside]
+    assert float(inside.abs().mean()) < 0.03  # a down- and up-scaled copy of the same pixels
+    (black,) = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(torch.zeros_like(crop_img), photo, box, feather=8)
+    assert float(black[0][~outside].mean()) < float(photo[0][~outside].mean())
+    with pytest.raises(HalloInputError, match="input 'crop' must be a HALLO_CROP"):
+        NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(crop_img, photo, {"x0": 0})
+
+
+def test_render_to_video_file_with_paste_back(model: HalloModel, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
+    photo = comfy_image("photo_woman.jpg")
+    crop_img, box = NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(model, photo, size=SIZE)
+    face = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, crop_img, SIZE, SIZE)["result"][0]
+    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, crop_img, face)
+    speech = comfy_audio(0.9)  # 23 frames: two clips, the second trimmed
+    features = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, speech, 25.0)["result"][0]
+    out = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(
+        model, ref, features, speech, **FAST, filename_prefix="hallo/test", original=photo, crop=box)
+    assert out["result"] == (23,)
+    entry = out["ui"]["images"][0]
+    path = tmp_path / entry["subfolder"] / entry["filename"]
+    assert entry["filename"] == "test_00001_.mp4" and path.is_file() and out["ui"]["animated"] == [True]
+    with av.open(str(path)) as c:
+        video = c.streams.video[0]
+        assert (video.width, video.height) == (photo.shape[2] - photo.shape[2] % 2, photo.shape[1] - photo.shape[1] % 2)
+        assert sum(1 for _ in c.decode(video=0)) == 23
+        assert len(c.streams.audio) == 1
+        duration = float(c.streams.audio[0].duration * c.streams.audio[0].time_base)
+    assert duration == pytest.approx(23 / 25, abs=0.05)
+    with pytest.raises(ValueError, match="connect both 'original' and 'crop'"):
+        NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(model, ref, features, speech, **FAST, crop=box)

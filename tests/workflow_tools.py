@@ -1,0 +1,574 @@
+"""Build, convert and validate the shipped workflows against the node definitions.
+
+* ``object_info()``: node definitions in ComfyUI's ``/object_info`` shape: the pack's nodes rendered from
+  their ``INPUT_TYPES`` (as ComfyUI's server does) plus the core nodes recorded from a real ComfyUI
+  (``fixtures/comfyui_core_object_info.json``).
+* ``validate_ui`` / ``validate_api``: node types exist, links connect existing slots of matching types,
+  widget values are valid (combo membership, ranges, types), required inputs are present.
+* ``ui_to_api``: the API ("prompt") format a UI workflow turns into, widget by widget, as the frontend
+  does; the API twins in ``workflows/api`` must equal it.
+* ``python tests/workflow_tools.py``: (re)writes ``workflows/*.json``, ``workflows/api/*.json`` and the
+  thumbnails from the specs below.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+API_DIR = WORKFLOWS / "api"
+CORE_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "comfyui_core_object_info.json"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = ["fixed", "increment", "decrement", "randomize"]
+# Upload widgets the frontend adds after the file combo (their values are not sent to the server).
+EXTRA_UPLOAD_WIDGETS = {"image_upload": 1, "audio_upload": 2}
+PORTRAIT = "hallo_portrait.jpg"
+SPEECH = "hallo_speech.wav"
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------
+# node definitions
+# ------------------------------------------------------------------------------------------------
+def node_info(cls: type, name: str, display: str) -> dict:
+    """What ComfyUI's server reports for a V1 node class (server.py ``node_info``)."""
+    inputs = cls.INPUT_TYPES()
+    return {
+        "input": inputs,
+        "input_order": {k: list(v) for k, v in inputs.items()},
+        "output": list(cls.RETURN_TYPES),
+        "output_is_list": [False] * len(cls.RETURN_TYPES),
+        "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+        "name": name,
+        "display_name": display,
+        "description": getattr(cls, "DESCRIPTION", ""),
+        "category": cls.CATEGORY,
+        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+    }
+
+
+def pack_object_info() -> dict[str, dict]:
+    from hallo_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+    return {k: node_info(c, k, NODE_DISPLAY_NAME_MAPPINGS.get(k, k)) for k, c in NODE_CLASS_MAPPINGS.items()}
+
+
+def core_object_info() -> dict[str, dict]:
+    return json.loads(CORE_FIXTURE.read_text())["nodes"]
+
+
+def object_info() -> dict[str, dict]:
+    return {**core_object_info(), **pack_object_info()}
+
+
+def input_spec(info: dict, name: str) -> tuple[Any, dict, bool] | None:
+    """(type, options, required) of input ``name``."""
+    for section in ("required", "optional"):
+        spec = info["input"].get(section, {}).get(name)
+        if spec is not None:
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            return spec[0], opts, section == "required"
+    return None
+
+
+def type_name(t: Any) -> str:
+    return "COMBO" if isinstance(t, list) else str(t)
+
+
+def is_widget(t: Any, opts: dict) -> bool:
+    return type_name(t) in WIDGET_TYPES and not opts.get("forceInput")
+
+
+def combo_options(t: Any, opts: dict) -> list | None:
+    if isinstance(t, list):
+        return t
+    if t == "COMBO":
+        return list(opts.get("options", []))
+    return None
+
+
+def ordered_inputs(info: dict) -> list[str]:
+    order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
+    return list(order.get("required", [])) + list(order.get("optional", []))
+
+
+def widget_inputs(info: dict) -> list[str]:
+    out = []
+    for name in ordered_inputs(info):
+        t, opts, _ = input_spec(info, name)
+        if is_widget(t, opts):
+            out.append(name)
+    return out
+
+
+def has_control(name: str, opts: dict) -> bool:
+    return bool(opts.get("control_after_generate")) or name in ("seed", "noise_seed")
+
+
+def check_value(node: str, name: str, t: Any, opts: dict, value: Any) -> list[str]:
+    """Errors for a widget value."""
+    where = f"{node}.{name}"
+    kind = type_name(t)
+    if kind == "COMBO":
+        options = combo_options(t, opts)
+        if options and value not in options:
+            return [f"{where}: {value!r} is not one of {options}"]
+        if not isinstance(value, str):
+            return [f"{where}: combo value must be a string, got {value!r}"]
+        return []
+    if kind == "BOOLEAN":
+        return [] if isinstance(value, bool) else [f"{where}: expected a boolean, got {value!r}"]
+    if kind == "STRING":
+        return [] if isinstance(value, str) else [f"{where}: expected a string, got {value!r}"]
+    if kind in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return [f"{where}: expected a number, got {value!r}"]
+        if kind == "INT" and not float(value).is_integer():
+            return [f"{where}: expected an integer, got {value!r}"]
+        errs = []
+        if "min" in opts and value < opts["min"]:
+            errs.append(f"{where}: {value} is below the minimum {opts['min']}")
+        if "max" in opts and value > opts["max"]:
+            errs.append(f"{where}: {value} is above the maximum {opts['max']}")
+        return errs
+    return [f"{where}: {kind} is not a widget type"]
+
+
+def types_match(out_type: str, in_type: Any) -> bool:
+    in_name = type_name(in_type)
+    if "*" in (out_type, in_name):
+        return True
+    return bool(set(out_type.split(",")) & set(in_name.split(",")))
+
+
+# ------------------------------------------------------------------------------------------------
+# UI format
+# ------------------------------------------------------------------------------------------------
+def ui_widget_values(node: dict, info: dict) -> tuple[dict[str, Any], list[str]]:
+    """Map a UI node's ``widgets_values`` onto its widget inputs (as the frontend does)."""
+    values = list(node.get("widgets_values") or [])
+    errors: list[str] = []
+    out: dict[str, Any] = {}
+    i = 0
+    label = f"node {node['id']} ({node['type']})"
+    for name in widget_inputs(info):
+        t, opts, _ = input_spec(info, name)
+        if i >= len(values):
+            errors.append(f"{label}: no widget value for '{name}'")
+            break
+        out[name] = values[i]
+        i += 1
+        if type_name(t) == "INT" and has_control(name, opts):
+            if i >= len(values) or values[i] not in CONTROL_VALUES:
+                errors.append(f"{label}: '{name}' needs a control_after_generate value after it "
+                              f"(one of {CONTROL_VALUES})")
+            i += 1
+        for flag, extra in EXTRA_UPLOAD_WIDGETS.items():
+            if opts.get(flag):
+                i += extra
+    if len(values) > i:
+        errors.append(f"{label}: {len(values) - i} widget value(s) too many: {values[i:]}")
+    return out, errors
+
+
+def validate_ui(workflow: dict, info: dict[str, dict]) -> list[str]:
+    errors: list[str] = []
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for key in ("last_node_id", "last_link_id", "nodes", "links", "version"):
+        if key not in workflow:
+            errors.append(f"missing top-level key '{key}'")
+    links = {}
+    for link in workflow["links"]:
+        link_id, src, src_slot, dst, dst_slot, ltype = link
+        links[link_id] = link
+        if src not in nodes or dst not in nodes:
+            errors.append(f"link {link_id}: unknown node {src if src not in nodes else dst}")
+            continue
+        s_info, d_info = info.get(nodes[src]["type"]), info.get(nodes[dst]["type"])
+        if s_info is None or d_info is None:
+            continue
+        if src_slot >= len(s_info["output"]):
+            errors.append(f"link {link_id}: {nodes[src]['type']} has no output {src_slot}")
+            continue
+        out_type = s_info["output"][src_slot]
+        d_inputs = nodes[dst].get("inputs", [])
+        if dst_slot >= len(d_inputs):
+            errors.append(f"link {link_id}: {nodes[dst]['type']} has no input slot {dst_slot}")
+            continue
+        in_name = d_inputs[dst_slot]["name"]
+        spec = input_spec(d_info, in_name)
+        if spec is None:
+            errors.append(f"link {link_id}: {nodes[dst]['type']} has no input '{in_name}'")
+            continue
+        if not types_match(out_type, spec[0]) or ltype != out_type:
+            errors.append(f"link {link_id}: {nodes[src]['type']}.{s_info['output_name'][src_slot]} ({out_type}) -> "
+                          f"{nodes[dst]['type']}.{in_name} ({type_name(spec[0])}), link says {ltype}")
+        if d_inputs[dst_slot].get("link") != link_id:
+            errors.append(f"link {link_id}: input slot {in_name} of node {dst} does not point back to it")
+        if link_id not in (nodes[src]["outputs"][src_slot].get("links") or []):
+            errors.append(f"link {link_id}: output {src_slot} of node {src} does not list it")
+    for node in workflow["nodes"]:
+        ninfo = info.get(node["type"])
+        label = f"node {node['id']} ({node['type']})"
+        if ninfo is None:
+            errors.append(f"{label}: unknown node type")
+            continue
+        linked = {}
+        for slot in node.get("inputs", []):
+            spec = input_spec(ninfo, slot["name"])
+            if spec is None:
+                errors.append(f"{label}: unknown input '{slot['name']}'")
+                continue
+            if slot.get("link") is not None:
+                if slot["link"] not in links:
+                    errors.append(f"{label}: input '{slot['name']}' uses missing link {slot['link']}")
+                linked[slot["name"]] = slot["link"]
+        if len(node.get("outputs", [])) != len(ninfo["output"]):
+            errors.append(f"{label}: {len(node.get('outputs', []))} outputs, the node has {len(ninfo['output'])}")
+        values, errs = ui_widget_values(node, ninfo)
+        errors += errs
+        for name, value in values.items():
+            if name in linked:
+                continue
+            t, opts, _ = input_spec(ninfo, name)
+            errors += check_value(label, name, t, opts, value)
+        for name in ordered_inputs(ninfo):
+            t, opts, required = input_spec(ninfo, name)
+            if required and not is_widget(t, opts) and name not in linked:
+                errors.append(f"{label}: required input '{name}' ({type_name(t)}) is not connected")
+    return errors
+
+
+def ui_to_api(workflow: dict, info: dict[str, dict]) -> dict:
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    links = {lk[0]: lk for lk in workflow["links"]}
+    prompt = {}
+    for node in sorted(workflow["nodes"], key=lambda n: n["id"]):
+        if node.get("mode", 0) in (2, 4):  # muted / bypassed
+            continue
+        ninfo = info[node["type"]]
+        values, _ = ui_widget_values(node, ninfo)
+        inputs: dict[str, Any] = {}
+        linked = {s["name"]: s["link"] for s in node.get("inputs", []) if s.get("link") is not None}
+        for name in ordered_inputs(ninfo):
+            if name in linked:
+                link = links[linked[name]]
+                inputs[name] = [str(link[1]), link[2]]
+            elif name in values:
+                inputs[name] = values[name]
+        title = node.get("title") or ninfo.get("display_name") or node["type"]
+        prompt[str(node["id"])] = {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title}}
+    del nodes
+    return prompt
+
+
+# ------------------------------------------------------------------------------------------------
+# API format
+# ------------------------------------------------------------------------------------------------
+def validate_api(prompt: dict, info: dict[str, dict]) -> list[str]:
+    errors = []
+    for node_id, node in prompt.items():
+        ninfo = info.get(node.get("class_type"))
+        label = f"node {node_id} ({node.get('class_type')})"
+        if ninfo is None:
+            errors.append(f"{label}: unknown node type")
+            continue
+        inputs = node.get("inputs", {})
+        for name, value in inputs.items():
+            spec = input_spec(ninfo, name)
+            if spec is None:
+                errors.append(f"{label}: unknown input '{name}'")
+                continue
+            t, opts, _ = spec
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                src = prompt.get(value[0])
+                if src is None:
+                    errors.append(f"{label}.{name}: links to missing node {value[0]}")
+                    continue
+                s_info = info.get(src["class_type"])
+                if s_info is None:
+                    continue
+                if not 0 <= value[1] < len(s_info["output"]):
+                    errors.append(f"{label}.{name}: {src['class_type']} has no output {value[1]}")
+                    continue
+                out_type = s_info["output"][value[1]]
+                if not types_match(out_type, t):
+                    errors.append(f"{label}.{name}: expects {type_name(t)}, linked to {src['class_type']} "
+                                  f"output {value[1]} ({out_type})")
+            elif is_widget(t, opts):
+                errors += check_value(label, name, t, opts, value)
+            else:
+                errors.append(f"{label}.{name}: a {type_name(t)} input must be linked, got {value!r}")
+        for name in ordered_inputs(ninfo):
+            t, opts, required = input_spec(ninfo, name)
+            if required and name not in inputs:
+                errors.append(f"{label}: required input '{name}' missing")
+    if not any(info.get(n.get("class_type"), {}).get("output_node") for n in prompt.values()):
+        errors.append("the prompt has no output node")
+    return errors
+
+
+# ------------------------------------------------------------------------------------------------
+# building the shipped workflows
+# ------------------------------------------------------------------------------------------------
+class Graph:
+    """A tiny builder producing the UI format (litegraph 0.4) from nodes and links."""
+
+    def __init__(self, info: dict[str, dict]) -> None:
+        self.info = info
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+
+    def add(self, node_type: str, pos: tuple[int, int], widgets: dict[str, Any] | None = None,
+            title: str | None = None, size: tuple[int, int] = (320, 200)) -> int:
+        ninfo = self.info[node_type]
+        widgets = dict(widgets or {})
+        values: list[Any] = []
+        for name in widget_inputs(ninfo):
+            t, opts, _ = input_spec(ninfo, name)
+            if name in widgets:
+                value = widgets.pop(name)
+            elif "default" in opts:
+                value = opts["default"]
+            else:
+                options = combo_options(t, opts)
+                value = options[0] if options else None
+            values.append(value)
+            if type_name(t) == "INT" and has_control(name, opts):
+                values.append("fixed")
+            if opts.get("image_upload"):
+                values.append("image")
+            if opts.get("audio_upload"):
+                values += [None, None]
+        if widgets:
+            raise KeyError(f"{node_type}: unknown widgets {sorted(widgets)}")
+        inputs = []
+        for name in ordered_inputs(ninfo):
+            t, opts, _ = input_spec(ninfo, name)
+            if not is_widget(t, opts):
+                inputs.append({"name": name, "type": type_name(t), "link": None})
+        outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
+                   for i, (n, t) in enumerate(zip(ninfo["output_name"], ninfo["output"], strict=True))]
+        node_id = len(self.nodes) + 1
+        node = {"id": node_id, "type": node_type, "pos": list(pos), "size": list(size), "flags": {},
+                "order": node_id - 1, "mode": 0, "inputs": inputs, "outputs": outputs,
+                "properties": {"Node name for S&R": node_type}, "widgets_values": values}
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node_id
+
+    def connect(self, src: int, output: str, dst: int, input_name: str) -> None:
+        s, d = self.nodes[src - 1], self.nodes[dst - 1]
+        s_info, d_info = self.info[s["type"]], self.info[d["type"]]
+        slot = s_info["output_name"].index(output)
+        out_type = s_info["output"][slot]
+        in_slots = [i["name"] for i in d["inputs"]]
+        if input_name not in in_slots:  # a widget turned into a socket
+            t, opts, _ = input_spec(d_info, input_name)
+            d["inputs"].append({"name": input_name, "type": type_name(t), "widget": {"name": input_name},
+                                "link": None})
+            in_slots.append(input_name)
+        link_id = len(self.links) + 1
+        d["inputs"][in_slots.index(input_name)]["link"] = link_id
+        s["outputs"][slot]["links"].append(link_id)
+        self.links.append([link_id, src, slot, dst, in_slots.index(input_name), out_type])
+
+    def ui(self) -> dict:
+        order = topological(self.nodes, self.links)
+        for i, nid in enumerate(order):
+            self.nodes[nid - 1]["order"] = i
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {},
+                "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+
+
+def topological(nodes: list[dict], links: list[list]) -> list[int]:
+    deps: dict[int, set[int]] = {n["id"]: set() for n in nodes}
+    for _, src, _, dst, _, _ in links:
+        deps[dst].add(src)
+    order: list[int] = []
+    while deps:
+        ready = sorted(n for n, d in deps.items() if not d - set(order))
+        if not ready:
+            raise ValueError("the graph has a cycle")
+        order += ready
+        for n in ready:
+            deps.pop(n)
+    return order
+
+
+def _front(g: Graph, image_input: int | None = None) -> dict[str, int]:
+    """The loaders, audio encoding, face analysis and reference shared by every workflow."""
+    ids = {
+        "model": g.add("HalloModelLoader", (20, 40), {"checkpoint": "hallo/net.pth", "dtype": "auto"},
+                       size=(320, 110)),
+        "audio": g.add("LoadAudio", (20, 200), {"audio": SPEECH}, size=(320, 140)),
+    }
+    if image_input is None:
+        ids["image"] = g.add("LoadImage", (20, 380), {"image": PORTRAIT}, size=(320, 320))
+        image_input = ids["image"]
+    ids["encode"] = g.add("HalloAudioEncode", (380, 40), size=(320, 200))
+    ids["face"] = g.add("HalloFaceAnalysis", (380, 300), size=(320, 330))
+    ids["reference"] = g.add("HalloReference", (740, 300), size=(300, 100))
+    g.connect(ids["model"], "model", ids["encode"], "model")
+    g.connect(ids["audio"], "AUDIO", ids["encode"], "audio")
+    g.connect(ids["model"], "model", ids["face"], "model")
+    g.connect(image_input, "IMAGE" if g.nodes[image_input - 1]["type"] == "LoadImage" else "image",
+              ids["face"], "image")
+    g.connect(ids["model"], "model", ids["reference"], "model")
+    g.connect(image_input, "IMAGE" if g.nodes[image_input - 1]["type"] == "LoadImage" else "image",
+              ids["reference"], "image")
+    g.connect(ids["face"], "face", ids["reference"], "face")
+    return ids
+
+
+def _sampler(g: Graph, ids: dict[str, int], pos: tuple[int, int], widgets: dict | None = None,
+             title: str | None = None) -> int:
+    s = g.add("HalloSampler", pos, widgets, title=title, size=(340, 420))
+    g.connect(ids["model"], "model", s, "model")
+    g.connect(ids["reference"], "reference", s, "reference")
+    g.connect(ids["encode"], "audio_features", s, "audio_features")
+    g.connect(ids["audio"], "AUDIO", s, "audio")
+    return s
+
+
+def _save(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps: tuple[int, str], pos: tuple[int, int],
+          prefix: str) -> None:
+    create = g.add("CreateVideo", pos, size=(270, 100))
+    save = g.add("SaveVideo", (pos[0] + 300, pos[1]), {"filename_prefix": prefix}, size=(400, 400))
+    g.connect(images[0], images[1], create, "images")
+    g.connect(audio[0], audio[1], create, "audio")
+    g.connect(fps[0], fps[1], create, "fps")
+    g.connect(create, "VIDEO", save, "video")
+
+
+def build_basic(info: dict) -> dict:
+    g = Graph(info)
+    ids = _front(g)
+    s = _sampler(g, ids, (1080, 40))
+    _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1460, 40), "hallo/basic")
+    return g.ui()
+
+
+def build_crop_paste(info: dict) -> dict:
+    g = Graph(info)
+    model = g.add("HalloModelLoader", (20, 40), {"checkpoint": "hallo/net.pth"}, size=(320, 110))
+    photo = g.add("LoadImage", (20, 380), {"image": PORTRAIT}, size=(320, 320))
+    crop = g.add("HalloFaceCrop", (20, 740), size=(320, 230))
+    g.connect(model, "model", crop, "model")
+    g.connect(photo, "IMAGE", crop, "image")
+    g.nodes[model - 1]["pos"] = [20, 40]
+    ids = {"model": model}
+    ids["audio"] = g.add("LoadAudio", (20, 200), {"audio": SPEECH}, size=(320, 140))
+    ids["encode"] = g.add("HalloAudioEncode", (380, 40), size=(320, 200))
+    ids["face"] = g.add("HalloFaceAnalysis", (380, 300), size=(320, 330))
+    ids["reference"] = g.add("HalloReference", (740, 300), size=(300, 100))
+    g.connect(model, "model", ids["encode"], "model")
+    g.connect(ids["audio"], "AUDIO", ids["encode"], "audio")
+    g.connect(model, "model", ids["face"], "model")
+    g.connect(crop, "image", ids["face"], "image")
+    g.connect(model, "model", ids["reference"], "model")
+    g.connect(crop, "image", ids["reference"], "image")
+    g.connect(ids["face"], "face", ids["reference"], "face")
+    s = _sampler(g, ids, (1080, 40))
+    paste = g.add("HalloPasteBack", (1460, 300), size=(300, 130))
+    g.connect(s, "images", paste, "images")
+    g.connect(photo, "IMAGE", paste, "original")
+    g.connect(crop, "crop", paste, "crop")
+    _save(g, (paste, "images"), (s, "audio"), (s, "fps"), (1800, 40), "hallo/pasted")
+    return g.ui()
+
+
+def build_chained(info: dict) -> dict:
+    g = Graph(info)
+    ids = _front(g)
+    a = _sampler(g, ids, (1080, 40), {"num_frames": 96}, title="Hallo Sampler: segment 1 (frames 0-95)")
+    b = _sampler(g, ids, (1080, 520), {"start_frame": -1, "num_frames": 0},
+                 title="Hallo Sampler: segment 2 (continues from segment 1)")
+    g.connect(a, "motion", b, "motion")
+    _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1460, 40), "hallo/segment1")
+    _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1460, 520), "hallo/segment2")
+    return g.ui()
+
+
+def build_upscale(info: dict) -> dict:
+    g = Graph(info)
+    ids = _front(g)
+    s = _sampler(g, ids, (1080, 40))
+    up = g.add("ImageScaleBy", (1460, 300), {"upscale_method": "lanczos", "scale_by": 2.0}, size=(300, 100))
+    g.connect(s, "images", up, "image")
+    _save(g, (up, "IMAGE"), (s, "audio"), (s, "fps"), (1800, 40), "hallo/upscaled")
+    return g.ui()
+
+
+def build_render_to_file(info: dict) -> dict:
+    g = Graph(info)
+    ids = _front(g)
+    r = g.add("HalloRenderToVideoFile", (1080, 40), {"filename_prefix": "hallo/long"}, size=(360, 500))
+    g.connect(ids["model"], "model", r, "model")
+    g.connect(ids["reference"], "reference", r, "reference")
+    g.connect(ids["encode"], "audio_features", r, "audio_features")
+    g.connect(ids["audio"], "AUDIO", r, "audio")
+    return g.ui()
+
+
+BUILDERS = {
+    "hallo_basic": (build_basic, "portrait + voice -> video"),
+    "hallo_crop_paste_back": (build_crop_paste, "photo -> crop -> animate -> paste back"),
+    "hallo_long_audio_chained": (build_chained, "long audio in two chained segments"),
+    "hallo_upscale": (build_upscale, "frames -> ImageScaleBy x2 -> video"),
+    "hallo_render_to_file": (build_render_to_file, "long render streamed to an mp4"),
+}
+
+
+def shipped_workflows() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.json"))
+
+
+def make_thumbnail(path: Path, caption: str, assets: Path) -> None:
+    from PIL import Image, ImageDraw, ImageOps
+
+    portrait = Image.open(assets / "portraits" / "painting_girl.jpg").convert("RGB")
+    thumb = ImageOps.fit(portrait, (256, 256))
+    draw = ImageDraw.Draw(thumb)
+    draw.rectangle((0, 216, 256, 256), fill=(20, 20, 28))
+    draw.text((8, 222), "Hallo", fill=(255, 210, 90))
+    draw.text((8, 238), caption[:40], fill=(235, 235, 235))
+    thumb.save(path, quality=85)
+
+
+def write_all(assets: Path) -> list[Path]:
+    info = object_info()
+    API_DIR.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (builder, caption) in BUILDERS.items():
+        ui = builder(info)
+        errors = validate_ui(ui, info)
+        if errors:
+            raise ValueError(f"{name}: {errors}")
+        (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
+        (API_DIR / f"{name}.json").write_text(json.dumps(ui_to_api(ui, info), indent=2) + "\n")
+        make_thumbnail(WORKFLOWS / f"{name}.jpg", caption, assets)
+        written.append(WORKFLOWS / f"{name}.json")
+    return written
+
+
+def main(argv: Iterable[str] = ()) -> int:
+    logging.basicConfig(level=logging.INFO)
+    args = list(argv)
+    assets = Path(args[0]) if args else REPO.parent / "shared" / "assets"
+    for path in write_all(assets):
+        logger.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
