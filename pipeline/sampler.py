@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import torch
 from .models.net import HalloNet
 from .models.reference_bank import ReferenceBank
 from .models.unets import LevelMasks, UNetConditions
+from .offload import on_device
 from .scheduling import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,12 @@ class SamplerSettings:
     motion_frame_drop: float | None = None
     # VAE decode batch (frames per decoder call).
     decode_batch: int = 8
+    # Low-VRAM mode: CFG halves run one after the other; on CUDA the ReferenceNet and the VAE sit on the
+    # CPU and visit the GPU only while used (same output up to float rounding).
+    low_vram: bool = False
+    # Keep the scheduler's latents in float32 while the network runs in half precision.
+    # None = on for bfloat16 (8-bit mantissa), off otherwise (the original keeps fp16 latents).
+    upcast_latents: bool | None = None
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -131,24 +139,31 @@ class HalloSampler:
         self.device = torch.device(device) if device is not None else net.device
         self.dtype = dtype or net.dtype
         self.is_hallo2 = is_hallo2
+        self._offload = False  # set per generate() call by SamplerSettings.low_vram
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # -- VAE ------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> latent means * 0.18215."""
-        vae_dtype = next(self.vae.parameters()).dtype
-        dist = self.vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
-        return dist.mean * LATENT_SCALE
+        with on_device(self.vae, self.device, self._offload):
+            vae_dtype = next(self.vae.parameters()).dtype
+            dist = self.vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
+            return dist.mean * LATENT_SCALE
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, batch: int) -> torch.Tensor:
         """(N, 4, h, w) -> (N, 3, H, W) in 0..1, float32 on CPU, decoded ``batch`` frames at a time."""
-        vae_dtype = next(self.vae.parameters()).dtype
         out = []
-        for i in range(0, latents.shape[0], max(1, batch)):
-            chunk = latents[i:i + batch].to(vae_dtype) / LATENT_SCALE
-            image = self.vae.decode(chunk).sample
-            out.append((image / 2 + 0.5).clamp(0, 1).float().cpu())
+        with on_device(self.vae, self.device, self._offload):
+            vae_dtype = next(self.vae.parameters()).dtype
+            for i in range(0, latents.shape[0], max(1, batch)):
+                chunk = latents[i:i + batch].to(self.device, vae_dtype) / LATENT_SCALE
+                image = self.vae.decode(chunk).sample
+                out.append((image / 2 + 0.5).clamp(0, 1).float().cpu())
         return torch.cat(out)
 
     # -- per-clip preparation ----------------------------------------------------------------------
@@ -166,6 +181,11 @@ class HalloSampler:
     def reference_bank(self, reference: HalloReference, motion_latents: torch.Tensor, frames: int,
                        cfg: bool, faithful: bool) -> tuple[ReferenceBank, torch.Tensor]:
         """Run the ReferenceNet once for a clip; return the bank and the CFG face tokens [uncond, cond]."""
+        with on_device(self.net.reference_unet, self.device, self._offload):
+            return self._reference_bank(reference, motion_latents, frames, cfg, faithful)
+
+    def _reference_bank(self, reference: HalloReference, motion_latents: torch.Tensor, frames: int,
+                        cfg: bool, faithful: bool) -> tuple[ReferenceBank, torch.Tensor]:
         net = self.net
         emb = reference.face_embedding.to(self.device, self.dtype).reshape(1, -1)
         cond = net.imageproj(emb)
@@ -231,6 +251,10 @@ class HalloSampler:
         """
         settings = settings or SamplerSettings()
         settings.validate()
+        self._offload = bool(settings.low_vram) and self.device.type == "cuda"
+        upcast = settings.upcast_latents if settings.upcast_latents is not None else self.dtype == torch.bfloat16
+        latent_dtype = torch.float32 if upcast else self.dtype
+        timings = {"encode": 0.0, "reference": 0.0, "denoise": 0.0, "decode": 0.0}
         clip_len = settings.clip_length
         end_frame = num_frames if end_frame is None else min(int(end_frame), num_frames)
         if num_frames < 1:
@@ -285,11 +309,15 @@ class HalloSampler:
             clip = first_clip + k
             clip_start = clip * clip_len
             pixels = self._motion_pixels(reference, motion_pixels, drop, gen)
-            noise = torch.randn(latent_shape, generator=gen, dtype=self.dtype).to(self.device)
+            noise = torch.randn(latent_shape, generator=gen, dtype=self.dtype).to(self.device, latent_dtype)
+            started = time.perf_counter()
             if clip == 0 and motion is None and drop <= 0:
                 motion_latents = reference.latent.repeat(2, 1, 1, 1)
             else:
                 motion_latents = self.encode(pixels)
+            self._sync()
+            timings["encode"] += time.perf_counter() - started
+            started = time.perf_counter()
             bank, face_tokens = self.reference_bank(reference, motion_latents, clip_len, cfg, settings.faithful)
             bank = bank.to(self.device, self.dtype)
 
@@ -299,26 +327,37 @@ class HalloSampler:
                 audio_tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
             ctx = UNetConditions(face_tokens=face_tokens, audio_tokens=audio_tokens, masks=masks,
                                  face_locator=face_locator, bank=bank, motion_scale=settings.motion_scale)
+            self._sync()
+            timings["reference"] += time.perf_counter() - started
+            started = time.perf_counter()
             latents = noise * scheduler.init_noise_sigma
             scheduler.set_timesteps(settings.steps, device=self.device)
             for i, t in enumerate(timesteps):
                 if should_cancel is not None and should_cancel():
                     raise RenderCancelled(f"render cancelled in clip {clip + 1} at step {i + 1}")
-                model_in = scheduler.scale_model_input(latents, t)
-                if cfg and i < cfg_steps:
-                    v = net.denoising_unet(torch.cat([model_in, model_in]), t, ctx)
+                model_in = scheduler.scale_model_input(latents, t).to(self.dtype)
+                if cfg and i < cfg_steps and settings.low_vram:
+                    v_uncond = net.denoising_unet(model_in, t, _uncond_only(ctx, clip_len)).to(latents.dtype)
+                    v_cond = net.denoising_unet(model_in, t, _cond_only(ctx, clip_len)).to(latents.dtype)
+                    v = v_uncond + settings.guidance_scale * (v_cond - v_uncond)
+                elif cfg and i < cfg_steps:
+                    v = net.denoising_unet(torch.cat([model_in, model_in]), t, ctx).to(latents.dtype)
                     v_uncond, v_cond = v.chunk(2)
                     v = v_uncond + settings.guidance_scale * (v_cond - v_uncond)
                 else:
-                    v = net.denoising_unet(model_in, t, _cond_only(ctx, clip_len) if cfg else ctx)
+                    v = net.denoising_unet(model_in, t, _cond_only(ctx, clip_len) if cfg else ctx).to(latents.dtype)
                 latents = scheduler.step(v, t, latents, eta=0.0).prev_sample \
                     if settings.solver == "ddim" else scheduler.step(v, t, latents).prev_sample
                 step_counter += 1
                 if on_step is not None:
                     on_step(step_counter, total_steps)
 
+            self._sync()
+            timings["denoise"] += time.perf_counter() - started
+            started = time.perf_counter()
             flat = latents[0].permute(1, 0, 2, 3)  # (F, 4, h, w)
             decoded = self.decode(flat, settings.decode_batch)  # (F, 3, H, W) 0..1 CPU
+            timings["decode"] += time.perf_counter() - started
             motion_pixels = decoded[-settings.motion_frames:] * 2.0 - 1.0
             lo = max(clip_start, start_frame)
             hi = min(clip_start + clip_len, end_frame)
@@ -331,7 +370,24 @@ class HalloSampler:
         next_frame = (first_clip + n_clips) * clip_len
         state = MotionState(frames=motion_pixels, next_frame=next_frame, seed=settings.seed)
         result = torch.cat(collected) if collect else None
-        return GenerationResult(frames=result, motion=state, num_frames=end_frame - start_frame)
+        return GenerationResult(frames=result, motion=state, num_frames=end_frame - start_frame, timings=timings)
+
+
+def _uncond_only(ctx: UNetConditions, frames: int) -> UNetConditions:
+    """The unconditional half of a CFG-doubled set of conditions (low-VRAM mode: halves run in turn)."""
+    bank = ctx.bank
+    if bank is not None:
+        bank = ReferenceBank(bank.reference, {p: m[:1] for p, m in bank.motion.items()}, bank.row_source[:frames])
+        bank._kv_cache = ctx.bank._kv_cache
+    masks = LevelMasks(*(list(m[:frames] for m in group) for group in (ctx.masks.full, ctx.masks.face, ctx.masks.lip)))
+    return UNetConditions(
+        face_tokens=ctx.face_tokens[:1],
+        audio_tokens=ctx.audio_tokens[:1],
+        masks=masks,
+        face_locator=None if ctx.face_locator is None else ctx.face_locator[:frames],
+        bank=bank,
+        motion_scale=ctx.motion_scale,
+    )
 
 
 def _cond_only(ctx: UNetConditions, frames: int) -> UNetConditions:
