@@ -143,3 +143,13 @@ def test_hallo2_drops_motion_pixels_outside_the_face(tiny_model_dir: Path, asset
     p.sampler.generate(p.reference, p.features.features, p.features.num_frames,
                        SamplerSettings(steps=2, motion_frame_drop=0.0), end_frame=16)
     assert seen == []
+
+
+def test_non_square_output(tiny_model_dir: Path, assets: Path) -> None:
+    """The original is square-only; here any multiple of 64 works, e.g. a 128x64 portrait video."""
+    p = prepare(tiny_model_dir, assets, size=(128, 64))
+    assert [tuple(m.shape) for m in p.reference.full_masks] == [(16 * 8,), (8 * 4,), (4 * 2,), (2 * 1,)]
+    result = p.sampler.generate(p.reference, p.features.features, p.features.num_frames, SamplerSettings(steps=1),
+                                end_frame=32)
+    assert result.frames.shape == (32, 128, 64, 3)
+    assert float(result.frames.std()) > 0.01
