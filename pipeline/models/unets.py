@@ -29,9 +29,16 @@ from .reference_bank import ReferenceBank
 UNUSED_MOTION_BLOCKS = ("down_blocks.3", "up_blocks.0")
 
 
-def _sd_unet(arch: HalloArchitecture) -> UNet2DConditionModel:
+_BODY = ("conv_in", "time_proj", "time_embedding", "down_blocks", "up_blocks", "mid_block")
+_HEAD = ("conv_norm_out", "conv_act", "conv_out")
+
+
+def _adopt_sd_unet(target: nn.Module, arch: HalloArchitecture, parts: tuple[str, ...]) -> None:
+    """Build diffusers' SD-1.5 UNet and take over ``parts`` under their original names (same state-dict keys)."""
     arch.validate()
-    return UNet2DConditionModel(**arch.unet_kwargs())
+    sd = UNet2DConditionModel(**arch.unet_kwargs())
+    for name in parts:
+        setattr(target, name, getattr(sd, name))
 
 
 def spatial_paths(n_up_layers: int = 3) -> list[str]:
@@ -47,13 +54,7 @@ class ReferenceUNet(nn.Module):
 
     def __init__(self, arch: HalloArchitecture) -> None:
         super().__init__()
-        sd = _sd_unet(arch)
-        self.conv_in = sd.conv_in
-        self.time_proj = sd.time_proj
-        self.time_embedding = sd.time_embedding
-        self.down_blocks = sd.down_blocks
-        self.up_blocks = sd.up_blocks
-        self.mid_block = sd.mid_block
+        _adopt_sd_unet(self, arch, _BODY)  # no conv_norm_out / conv_out: its output image is never used
 
     def forward(self, latents: torch.Tensor, face_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run at timestep 0 on ``latents`` (N, 4, h, w); return {path: (N, HW, C)} attn1 inputs."""
@@ -123,16 +124,7 @@ class DenoisingUNet(nn.Module):
 
     def __init__(self, arch: HalloArchitecture) -> None:
         super().__init__()
-        sd = _sd_unet(arch)
-        self.conv_in = sd.conv_in
-        self.time_proj = sd.time_proj
-        self.time_embedding = sd.time_embedding
-        self.down_blocks = sd.down_blocks
-        self.up_blocks = sd.up_blocks
-        self.mid_block = sd.mid_block
-        self.conv_norm_out = sd.conv_norm_out
-        self.conv_act = sd.conv_act
-        self.conv_out = sd.conv_out
+        _adopt_sd_unet(self, arch, _BODY + _HEAD)
         groups = int(arch.unet.get("norm_num_groups", 32))
         widths = arch.block_out_channels
         motion = {"heads": arch.motion_heads, "max_len": arch.motion_max_len, "groups": groups}
