@@ -25,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("hallo.mp4"), help="output mp4 (default: hallo.mp4)")
     p.add_argument("--variant", choices=("hallo", "hallo2"), default="hallo", help="checkpoint: hallo/ or hallo2/")
     p.add_argument("--size", type=int, default=512, help="output width and height (multiple of 64; default 512)")
-    p.add_argument("--steps", type=int, default=40, help="denoising steps (default 40, as the original)")
+    p.add_argument("--preset", choices=("faithful", "balanced", "fast"), default="faithful",
+                   help="sampling recipe: faithful (original: 40 DDIM steps, CFG every step), balanced "
+                   "(25 DPM-Solver++ steps, CFG on 20), fast (20 steps, CFG on 10)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's, 40 for faithful)")
     p.add_argument("--cfg", type=float, default=3.5, help="guidance scale (default 3.5)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--pose-weight", type=float, default=1.0)
@@ -37,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--separate-vocals", action="store_true", help="isolate the voice first (needs audio-separator)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"),
+                   help="VAE precision (default: --dtype)")
+    p.add_argument("--low-vram", action="store_true",
+                   help="CFG halves one after the other; ReferenceNet, VAE and wav2vec2 on the GPU only while used")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (same output)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow first step)")
     p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
                    help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -79,14 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         build_parser().error("missing " + ", ".join(f"--{m}" for m in missing))
 
+    from .presets import preset_settings
     from .render import RenderOptions, render_file
 
-    settings = SamplerSettings(steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
-                               pose_weight=args.pose_weight, face_weight=args.face_weight, lip_weight=args.lip_weight)
+    settings = preset_settings(args.preset, SamplerSettings(
+        guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,
+        lip_weight=args.lip_weight, low_vram=args.low_vram))
+    if args.steps is not None:
+        settings.steps = args.steps
     options = RenderOptions(variant=args.variant, width=args.size, height=args.size,
                             face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                             allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
-                            device=args.device, dtype=args.dtype, sampler=settings)
+                            device=args.device, dtype=args.dtype, sampler=settings, vae_dtype=args.vae_dtype,
+                            channels_last=args.channels_last, compile=args.compile)
     try:
         timings = render_file(args.image, args.audio, args.models, args.out, options,
                               on_step=ProgressBar(not args.quiet))

@@ -39,6 +39,11 @@ class RenderOptions:
     device: str = "auto"
     dtype: str = "auto"
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    # VAE precision (None: same as dtype); "fp32" keeps the decode in full precision under fp16/bf16.
+    vae_dtype: str | None = None
+    # Opt-in speed switches (pipeline/acceleration.py): same math, different kernels.
+    channels_last: bool = False
+    compile: bool = False
 
 
 def pick_device(device: str) -> torch.device:
@@ -82,8 +87,17 @@ def render_file(
     rgb = load_image_rgb(image)
     waveform, sample_rate = load_audio_file(audio)
     net = load_net(folder, options.variant, device=device, dtype=dtype)
-    vae = load_vae(folder, device=device, dtype=dtype)
+    vae = load_vae(folder, device=device, dtype=parse_dtype(options.vae_dtype or dtype, device))
     encoder = load_wav2vec(folder.root, device=device)
+    if options.channels_last:
+        from .acceleration import use_channels_last
+
+        use_channels_last(net, vae)
+    if options.compile:
+        from .acceleration import compile_denoiser
+
+        compile_denoiser(net)
+    low_vram = options.sampler.low_vram and device.type == "cuda"
     timings["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -96,6 +110,8 @@ def render_file(
         separator_model=folder.vocal_separator if options.separate_vocals else None,
         loudness=options.loudness, segment_seconds=segment, device=device,
     )
+    if low_vram:
+        encoder.to(device="cpu")  # wav2vec2 is done for this render
     timings["audio"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -103,6 +119,10 @@ def render_file(
                         face_expand_ratio=options.face_expand_ratio, face_index=options.face_index,
                         allow_no_face=options.allow_no_face, device=str(device))
     reference = make_reference(vae, rgb, face, size=(options.height, options.width))
+    if low_vram:
+        from .offload import offload_to_cpu
+
+        offload_to_cpu(net.reference_unet, vae)  # they visit the GPU once per clip from here on
     timings["face"] = time.perf_counter() - started
 
     sampler = HalloSampler(net, vae, device=device, dtype=dtype, is_hallo2=options.variant == "hallo2")
@@ -111,8 +131,9 @@ def render_file(
         def write(clip: ClipOutput) -> None:
             writer.write(clip.frames)
 
-        sampler.generate(reference, features.features, features.num_frames, options.sampler,
-                         on_clip=write, on_step=on_step, should_cancel=should_cancel, collect=False)
+        result = sampler.generate(reference, features.features, features.num_frames, options.sampler,
+                                  on_clip=write, on_step=on_step, should_cancel=should_cancel, collect=False)
     timings["generate"] = time.perf_counter() - started
+    timings.update({f"generate_{k}": v for k, v in result.timings.items()})
     timings["video_seconds"] = features.num_frames / options.fps
     return timings

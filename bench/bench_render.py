@@ -1,0 +1,260 @@
+"""Render benchmark: one fixed input (real portrait + real speech), prints ONE JSON line.
+
+    python bench/bench_render.py                                   # tiny model, CPU, one clip, < 1 min
+    python bench/bench_render.py --full --size 256 --steps 2 --frames 16   # full-size random weights
+    python bench/bench_render.py --models /path/to/hallo --preset fast --device cuda --dtype bf16
+
+Stages (seconds): load, audio (wav2vec2), face (analysis + reference encode), encode (motion-frame VAE
+encodes), reference (ReferenceNet), denoise, decode (VAE), write (mp4). ``s_per_video_s`` is everything
+but load and face (both once per portrait) divided by the video length. ``achieved_tflops`` divides the
+analytic FLOP count (pipeline/flops.py) of the sampler stages by their time. ``--full`` builds the
+full-size network with random weights in memory (no 5 GB file) plus full-size VAE and wav2vec2; the face
+models are the tiny stand-ins (face time is not representative there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hallo_nodes.pipeline import flops as flop_count
+from hallo_nodes.pipeline.audio_features import encode_audio
+from hallo_nodes.pipeline.face_analysis import analyze_face
+from hallo_nodes.pipeline.loading import load_net, load_vae, parse_dtype
+from hallo_nodes.pipeline.media import VideoWriter, load_audio_file
+from hallo_nodes.pipeline.models.architecture import HalloArchitecture
+from hallo_nodes.pipeline.models.motion_module import PositionalEncoding, sinusoidal_table
+from hallo_nodes.pipeline.models.net import HalloNet, build_net
+from hallo_nodes.pipeline.offload import offload_to_cpu, peak_gpu_memory
+from hallo_nodes.pipeline.presets import PRESETS, preset_settings
+from hallo_nodes.pipeline.reference import make_reference
+from hallo_nodes.pipeline.render import load_image_rgb, pick_device
+from hallo_nodes.pipeline.sampler import ClipOutput, HalloSampler, SamplerSettings
+from hallo_nodes.pipeline.tiny_models import tiny_architecture, write_tiny_model_folder
+from hallo_nodes.pipeline.wav2vec import Wav2VecEncoder, load_wav2vec
+
+ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+IMAGE = "portraits/photo_woman.jpg"
+AUDIO = "audio/speech_7s_44k.wav"
+
+
+def peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if platform.system() != "Darwin" else kb / 2**20
+
+
+@torch.no_grad()
+def random_full_net(device: torch.device, dtype: torch.dtype, seed: int = 0) -> HalloNet:
+    """Full-size HalloNet with random weights, allocated once in ``dtype`` (fan-in scaled normal init)."""
+    torch.manual_seed(seed)
+    net = build_net(HalloArchitecture(), "meta")
+    net.denoising_unet.drop_unused_motion_modules()
+    net = net.to(dtype=dtype).to_empty(device=device)
+    for name, p in net.named_parameters():
+        if p.ndim >= 2:
+            p.normal_(0.0, 0.5 / math.sqrt(p[0].numel()))
+        elif name.endswith("weight"):
+            p.fill_(1.0)
+        else:
+            p.zero_()
+    for module in net.modules():
+        if isinstance(module, PositionalEncoding):
+            module.pe.copy_(sinusoidal_table(module.pe.shape[1], module.pe.shape[2]))
+    return net.eval().requires_grad_(False)
+
+
+def full_vae(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
+                        up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2, latent_channels=4)
+    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def full_wav2vec(device: torch.device) -> Wav2VecEncoder:
+    from hallo_nodes.pipeline.wav2vec import _build_model, wav2vec_config
+
+    return Wav2VecEncoder(_build_model(wav2vec_config(tiny=False)).to(device), "random-wav2vec2-base")
+
+
+def _straightforward_reference_attention(attn, n: torch.Tensor, bank, path: str) -> torch.Tensor:
+    """The original's way ("before" figures): every row attends to [own, tiled reference] tokens with K/V
+    projected from the concatenation at every step; the uncond half is then recomputed as self-attention."""
+    from hallo_nodes.pipeline.models.attention_ops import attend
+
+    if bank is None or path not in bank.reference:
+        return attend(attn, n)
+    ref = bank.reference[path].to(n.dtype)
+    rows = n.shape[0]
+    out = attend(attn, n, context=torch.cat([n, ref.repeat(rows // ref.shape[0], 1, 1)], dim=1))
+    if (bank.row_source < 0).any():
+        half = rows // 2
+        out[:half] = attend(attn, n[:half])
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, help="model folder (default: a tiny random one in a temp dir)")
+    ap.add_argument("--full", action="store_true", help="full-size network with random weights, built in memory")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    ap.add_argument("--cfg-steps", type=int, default=None, help="override the preset's CFG steps")
+    ap.add_argument("--preset", choices=tuple(PRESETS), default="faithful")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="render only the first N frames (multiple of 16; default: 16 for the tiny model, else all)")
+    ap.add_argument("--audio", default=AUDIO, help="audio file under the assets folder, or a path")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    ap.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default: --dtype")
+    ap.add_argument("--low-vram", action="store_true")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser pieces (opt-in)")
+    ap.add_argument("--decode-batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--straightforward", action="store_true",
+                    help="'before' figures: the original's reference attention (all rows, K/V every step)")
+    ap.add_argument("--out", type=Path, default=None, help="mp4 path (default: temp file, deleted)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = pick_device(args.device)
+    dtype = parse_dtype(args.dtype, device)
+    vae_dtype = parse_dtype(args.vae_dtype, device) if args.vae_dtype else dtype
+    settings = preset_settings(args.preset, SamplerSettings(decode_batch=args.decode_batch, low_vram=args.low_vram))
+    if args.steps is not None:
+        settings.steps = args.steps
+    if args.cfg_steps is not None:
+        settings.cfg_steps = args.cfg_steps
+    tmp = tempfile.TemporaryDirectory()
+    stages: dict[str, float] = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    t0 = time.perf_counter()
+    if args.models is None:
+        models = write_tiny_model_folder(Path(tmp.name) / "models", variants=("hallo",))
+        label = "tiny (random)"
+    else:
+        models, label = args.models, str(args.models)
+    if args.full:
+        net = random_full_net(device, dtype)
+        vae = full_vae(device, vae_dtype)
+        encoder = full_wav2vec(device)
+        arch, label = HalloArchitecture(), "full-size (random weights)"
+    else:
+        net = load_net(models, "hallo", device=device, dtype=dtype)
+        vae = load_vae(models, device=device, dtype=vae_dtype)
+        encoder = load_wav2vec(models, device=device)
+        arch = net.arch if args.models is not None else tiny_architecture()
+    if args.straightforward:
+        from hallo_nodes.pipeline.models.unets import DenoisingUNet
+
+        DenoisingUNet._reference_self_attention = staticmethod(_straightforward_reference_attention)
+    if args.channels_last:
+        from hallo_nodes.pipeline.acceleration import use_channels_last
+
+        use_channels_last(net, vae)
+    if args.compile:
+        from hallo_nodes.pipeline.acceleration import compile_denoiser
+
+        compile_denoiser(net)
+    stages["load"] = time.perf_counter() - t0
+
+    audio_path = Path(args.audio) if Path(args.audio).is_file() else ASSETS / args.audio
+    waveform, rate = load_audio_file(audio_path)
+    t0 = time.perf_counter()
+    features = encode_audio(waveform, rate, encoder, device=device, use_cache=False)
+    if args.low_vram and device.type == "cuda":
+        encoder.to(device="cpu")
+    stages["audio"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rgb = load_image_rgb(ASSETS / IMAGE)
+    size = (args.size, args.size)
+    face = analyze_face(rgb, models, output_size=size, device=str(device))
+    reference = make_reference(vae, rgb, face, size=size)
+    if args.low_vram and device.type == "cuda":
+        offload_to_cpu(net.reference_unet, vae)
+    stages["face"] = time.perf_counter() - t0
+
+    frames = args.frames if args.frames is not None else (16 if args.models is None and not args.full else None)
+    end = features.num_frames if frames is None else min(frames, features.num_frames)
+    sampler = HalloSampler(net, vae, device=device, dtype=dtype)
+    out_path = args.out or Path(tmp.name) / "bench.mp4"
+    write_time = 0.0
+    t0 = time.perf_counter()
+    writer = VideoWriter(out_path, 25.0, args.size, args.size, audio=(waveform, rate))
+    try:
+        def write(clip: ClipOutput) -> None:
+            nonlocal write_time
+            started = time.perf_counter()
+            writer.write(clip.frames)
+            write_time += time.perf_counter() - started
+
+        result = sampler.generate(reference, features.features, features.num_frames, settings, end_frame=end,
+                                  on_clip=write, collect=False)
+        started = time.perf_counter()
+    finally:
+        writer.close()
+    write_time += time.perf_counter() - started
+    generate_wall = time.perf_counter() - t0
+    stages.update({k: v for k, v in result.timings.items()})
+    stages["write"] = write_time
+
+    video_s = end / 25.0
+    vae_cfg = dict(vae.config) if hasattr(vae, "config") else None
+    fl = flop_count.render_flops(arch, args.size, args.size, end, steps=settings.steps,
+                                 cfg=settings.guidance_scale > 1.0, cfg_steps=settings.cfg_steps, vae_config=vae_cfg)
+    ref_encode = flop_count.vae_encode_flops(args.size, args.size, vae_cfg)
+    sampler_s = sum(stages[k] for k in ("encode", "reference", "denoise", "decode"))
+    denoise_tflop = fl.denoise / 1e12
+    gpu = peak_gpu_memory(device)
+    report = {
+        "model": label,
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "dtype": str(dtype).replace("torch.", ""),
+        "vae_dtype": str(vae_dtype).replace("torch.", ""),
+        "size": args.size,
+        "preset": args.preset,
+        "solver": settings.solver,
+        "steps": settings.steps,
+        "cfg_steps": settings.cfg_steps,
+        "low_vram": args.low_vram,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "straightforward_reference_attention": args.straightforward,
+        "decode_batch": settings.decode_batch,
+        "frames": end,
+        "video_seconds": round(video_s, 3),
+        "s_per_video_s": round((generate_wall + stages["audio"]) / video_s, 3),
+        "stages_s": {k: round(v, 3) for k, v in stages.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_gpu_mb": None if gpu is None else round(gpu / 2**20, 1),
+        "tflop": {k: round(v / 1e12, 4) for k, v in fl.as_dict().items() if k != "per_video_second"},
+        "tflop_per_video_s": round(fl.per_video_second / 1e12, 4),
+        # sampler stages only: the reference-image encode belongs to the face stage
+        "achieved_tflops": round((fl.total - ref_encode) / 1e12 / max(sampler_s, 1e-9), 4),
+        "denoise_tflops": round(denoise_tflop / max(stages["denoise"], 1e-9), 4),
+    }
+    print(json.dumps(report))
+    sys.stdout.flush()
+    tmp.cleanup()
+    return report
+
+
+if __name__ == "__main__":
+    main()

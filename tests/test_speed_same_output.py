@@ -1,0 +1,178 @@
+"""Same-output speedups: the optimised fp32 path against a straightforward one written here, on latents.
+
+The straightforward path is how the original computes the reference attention (hallo.md §2.5): every
+row attends to [own tokens, tiled reference tokens] with the keys/values projected from that concatenation
+at every step (nothing cached), the bank tiled with the original's interleaving ``repeat``, and then the
+unconditional rows overwritten with plain self-attention. It uses the same SDPA kernel, so the comparison
+isolates the restructuring; a separate test checks SDPA against an explicit softmax on one call.
+
+Float rounding and the tiny random network: with random weights and CFG 3.5 the sampler is not
+contractive, it amplifies rounding by ~20x per step (fp32 latents differ by 2e-6 after 1 step, 4e-5 after
+2, 1e-2 after 40; in float64 by 2e-13 after 3 steps), and the decode -> re-encode of the motion frames
+amplifies it again. So the fp32 comparison (<= 1e-4, as required) runs one denoising step per clip, and
+the multi-step comparisons run in float64 (<= 1e-9; 1e-7 where clip 2 re-encodes clip 1's frames), which
+shows the restructured math is the same. In the reference-attention test clip 2 starts on both paths from
+the same motion frames, handed over as a ``MotionState``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from generator_helpers import prepare
+from hallo_nodes.pipeline.models.unets import DenoisingUNet
+from hallo_nodes.pipeline.sampler import SamplerSettings
+
+CLIP = 16
+BASE = SamplerSettings(steps=3)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_model_dir: Path, assets: Path):
+    return prepare(tiny_model_dir, assets)
+
+
+@pytest.fixture(scope="module")
+def prepared64(tiny_model_dir: Path, assets: Path):
+    return prepare(tiny_model_dir, assets, dtype=torch.float64)
+
+
+def _attention(attn, query_in: torch.Tensor, context: torch.Tensor, explicit: bool = False) -> torch.Tensor:
+    b, n, _ = query_in.shape
+    heads = attn.heads
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.view(b, x.shape[1], heads, -1).transpose(1, 2)
+
+    q, k, v = split(attn.to_q(query_in)), split(attn.to_k(context)), split(attn.to_v(context))
+    if explicit:
+        out = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1) @ v
+    else:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=attn.scale)
+    out = out.transpose(1, 2).reshape(b, n, -1)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def _straightforward_reference_attention(attn, n: torch.Tensor, bank, path: str) -> torch.Tensor:
+    if bank is None or path not in bank.reference:
+        return _attention(attn, n, n)
+    ref = bank.reference[path]  # (copies, HW, C): [uncond copy, cond copy] in faithful mode
+    rows = n.shape[0]
+    tiled = ref.repeat(rows // ref.shape[0], 1, 1)  # the original's interleaving: x0, x1, x0, x1, ...
+    out = _attention(attn, n, torch.cat([n, tiled], dim=1))
+    if rows == 2 * CLIP:  # CFG batch: the first half is unconditional -> plain self-attention
+        half = rows // 2
+        out[:half] = _attention(attn, n[:half], n[:half])
+    return out
+
+
+def _latents(prepared, settings: SamplerSettings, end_frame: int = 32, **kwargs) -> list[torch.Tensor]:
+    captured: list[torch.Tensor] = []
+    sampler = prepared.sampler
+    original = sampler.decode
+
+    def recording(latents: torch.Tensor, batch: int) -> torch.Tensor:
+        captured.append(latents.clone())
+        return original(latents, batch)
+
+    sampler.decode = recording
+    try:
+        sampler.generate(prepared.reference, prepared.features.features, prepared.features.num_frames, settings,
+                         end_frame=end_frame, collect=False, **kwargs)
+    finally:
+        del sampler.decode
+    return captured
+
+
+@pytest.mark.parametrize(("precision", "faithful"), [("fp32", True), ("fp32", False), ("fp64", True)])
+def test_optimised_reference_attention_matches_the_straightforward_path(prepared, prepared64, monkeypatch,
+                                                                        precision, faithful) -> None:
+    prepared = prepared if precision == "fp32" else prepared64
+    settings = replace(BASE, faithful=faithful, steps=1 if precision == "fp32" else 2)
+    tolerance = 1e-4 if precision == "fp32" else 1e-9
+    sampler, features = prepared.sampler, prepared.features
+    first = sampler.generate(prepared.reference, features.features, features.num_frames, settings, end_frame=16)
+    motion = first.motion  # clip 2 starts from the same re-encoded motion frames on both paths
+
+    def both_clips() -> list[torch.Tensor]:
+        return _latents(prepared, settings, 16) + _latents(prepared, settings, 32, start_frame=16, motion=motion)
+
+    fast = both_clips()
+    monkeypatch.setattr(DenoisingUNet, "_reference_self_attention",
+                        staticmethod(_straightforward_reference_attention))
+    slow = both_clips()
+    assert len(fast) == len(slow) == 2
+    for a, b in zip(fast, slow, strict=True):
+        assert float(a.abs().max()) > 0.1
+        assert float((a - b).abs().max()) < tolerance
+
+
+def test_sdpa_matches_an_explicit_softmax(prepared) -> None:
+    attn = prepared.sampler.net.denoising_unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, attn.to_q.in_features)
+    ctx = torch.randn(4, 128, attn.to_q.in_features)
+    with torch.no_grad():
+        assert float((_attention(attn, x, ctx) - _attention(attn, x, ctx, explicit=True)).abs().max()) < 1e-5
+
+
+def test_straightforward_path_is_sensitive_to_the_reference(prepared, monkeypatch) -> None:
+    """Guard: the comparison above can fail (dropping the reference tokens changes the latents)."""
+    fast = _latents(prepared, BASE, end_frame=16)
+
+    def no_reference(attn, n, bank, path):
+        return _attention(attn, n, n)
+
+    monkeypatch.setattr(DenoisingUNet, "_reference_self_attention", staticmethod(no_reference))
+    other = _latents(prepared, BASE, end_frame=16)
+    assert float((fast[0] - other[0]).abs().max()) > 1e-3
+
+
+def test_low_vram_sequential_cfg_matches_batched_cfg(prepared, prepared64) -> None:
+    one_step = replace(BASE, steps=1)
+    a, b = _latents(prepared, one_step, 16)[0], _latents(prepared, replace(one_step, low_vram=True), 16)[0]
+    assert float((a - b).abs().max()) < 1e-4
+    # several steps, CFG only on the first two, the multistep solver, two clips: float64
+    mixed = replace(BASE, solver="dpmpp", steps=3, cfg_steps=2)
+    batched = _latents(prepared64, mixed)
+    sequential = _latents(prepared64, replace(mixed, low_vram=True))
+    for a, b in zip(batched, sequential, strict=True):  # clip 2 re-encodes clip 1's frames: ~1e-9 in fp64
+        assert float((a - b).abs().max()) < 1e-7
+
+
+def test_batched_vae_decode_matches_frame_by_frame(prepared) -> None:
+    latents = _latents(prepared, BASE, end_frame=16)[0]
+    one = prepared.sampler.decode(latents, 1)  # the original decodes one frame at a time
+    for batch in (4, 16):
+        assert float((prepared.sampler.decode(latents, batch) - one).abs().max()) < 1e-5
+
+
+def test_fp32_latent_upcast_is_a_no_op_in_fp32(prepared) -> None:
+    a = _latents(prepared, BASE, end_frame=16)
+    b = _latents(prepared, replace(BASE, upcast_latents=True), end_frame=16)
+    assert torch.equal(a[0], b[0])
+
+
+def test_channels_last_matches(tiny_model_dir: Path, assets: Path) -> None:
+    """Different conv kernels, same math: float64 (fp32 rounding is amplified as explained above)."""
+    from hallo_nodes.pipeline.acceleration import use_channels_last
+
+    p = prepare(tiny_model_dir, assets, dtype=torch.float64)
+    before = _latents(p, BASE, end_frame=16)[0]
+    use_channels_last(p.sampler.net, p.sampler.vae)
+    after = _latents(p, BASE, end_frame=16)[0]
+    assert float((before - after).abs().max()) < 1e-9
+
+
+def test_compile_flag_wires_up(tiny_model_dir: Path, assets: Path) -> None:
+    """The opt-in compile wraps the denoiser pieces; with the eager backend the output is unchanged."""
+    from hallo_nodes.pipeline.acceleration import compile_denoiser
+
+    p = prepare(tiny_model_dir, assets)
+    before = _latents(p, replace(BASE, steps=1), end_frame=16)[0]
+    assert compile_denoiser(p.sampler.net, backend="eager") > 10
+    after = _latents(p, replace(BASE, steps=1), end_frame=16)[0]
+    assert float((before - after).abs().max()) < 1e-5
