@@ -14,34 +14,89 @@ import torch
 logger = logging.getLogger(__name__)
 
 
-def load_audio_file(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Decode any audio file PyAV/FFmpeg reads into a float32 waveform [C, T] and its sample rate."""
+def _open_audio(path: Path):
     import av
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise ValueError(f"{path} has no audio stream")
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"cannot open audio file {path}: {exc}") from exc
+    if not container.streams.audio:
+        container.close()
+        raise ValueError(f"{path} has no audio stream")
+    return container
+
+
+def _frame_to_float(frame) -> np.ndarray:
+    """An AudioFrame as float32 [C, n]."""
+    arr = frame.to_ndarray()
+    data = arr if frame.format.is_planar else arr.reshape(-1, len(frame.layout.channels)).T
+    if np.issubdtype(arr.dtype, np.integer):
+        return data.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    return data.astype(np.float32, copy=False)
+
+
+def audio_file_info(path: str | Path) -> tuple[int, int]:
+    """(sample rate, channels) of the first audio stream."""
+    with _open_audio(Path(path)) as container:
+        ctx = container.streams.audio[0].codec_context
+        return int(ctx.sample_rate), int(ctx.channels)
+
+
+def load_audio_file(
+    path: str | Path, *, sample_rate: int | None = None, mono: bool = False
+) -> tuple[torch.Tensor, int]:
+    """Decode any audio file PyAV/FFmpeg reads into a float32 waveform [C, T] and its sample rate.
+
+    With ``sample_rate``/``mono`` the audio is resampled/downmixed by FFmpeg while decoding (the original
+    resamples with ``ffmpeg -ar 16000`` too), so a long file never exists in memory at its full rate. The
+    output is written into one preallocated buffer: peak memory is the decoded result, not twice it.
+    """
+    import av
+
+    path = Path(path)
+    try:
+        with _open_audio(path) as container:
             stream = container.streams.audio[0]
             rate = int(stream.codec_context.sample_rate or stream.rate)
-            chunks = []
+            channels = int(stream.codec_context.channels) or 1
+            out_rate = int(sample_rate or rate)
+            out_channels = 1 if mono else channels
+            resampler = None
+            if sample_rate is not None or mono:
+                resampler = av.AudioResampler(format="fltp", layout="mono" if mono else stream.layout.name,
+                                              rate=out_rate)
+            seconds = float(stream.duration * stream.time_base) if stream.duration else (
+                container.duration / 1_000_000 if container.duration else 0.0)
+            buffer = np.empty((out_channels, int(seconds * out_rate) + out_rate), dtype=np.float32)
+            filled = 0
+
+            def put(data: np.ndarray) -> None:
+                nonlocal buffer, filled
+                n = data.shape[1]
+                if filled + n > buffer.shape[1]:  # the duration was underestimated: grow geometrically
+                    grown = np.empty((out_channels, max(2 * buffer.shape[1], filled + n)), dtype=np.float32)
+                    grown[:, :filled] = buffer[:, :filled]
+                    buffer = grown
+                buffer[:, filled:filled + n] = data
+                filled += n
+
             for frame in container.decode(stream):
-                arr = frame.to_ndarray()
-                if frame.format.is_planar:
-                    data = arr.astype(np.float32)
+                if resampler is None:
+                    put(_frame_to_float(frame))
                 else:
-                    data = arr.reshape(-1, len(frame.layout.channels)).T.astype(np.float32)
-                if np.issubdtype(arr.dtype, np.integer):
-                    data = data / float(np.iinfo(arr.dtype).max)
-                chunks.append(data)
+                    for res in resampler.resample(frame):
+                        put(_frame_to_float(res))
+            if resampler is not None:
+                for res in resampler.resample(None):
+                    put(_frame_to_float(res))
     except av.error.FFmpegError as exc:
         raise ValueError(f"cannot decode audio file {path}: {exc}") from exc
-    if not chunks:
+    if filled == 0:
         raise ValueError(f"{path} contains no audio samples")
-    return torch.from_numpy(np.concatenate(chunks, axis=1)), rate
+    return torch.from_numpy(buffer[:, :filled]), out_rate
 
 
 def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
@@ -57,7 +112,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int, *,
-                 audio: tuple[torch.Tensor, int] | None = None, crf: int = 18) -> None:
+                 audio: tuple[torch.Tensor, int] | str | Path | None = None, crf: int = 18) -> None:
         import av
 
         self.path = Path(path)
@@ -74,8 +129,11 @@ class VideoWriter:
         self._audio = audio
         self._audio_stream = None
         if audio is not None:
-            channels = 1 if (audio[0].shape[-2] if audio[0].ndim >= 2 else 1) == 1 else 2
-            self._audio_stream = self._container.add_stream("aac", rate=int(audio[1]))
+            if isinstance(audio, str | Path):
+                rate, channels = audio_file_info(audio)
+            else:
+                rate, channels = int(audio[1]), (audio[0].shape[-2] if audio[0].ndim >= 2 else 1)
+            self._audio_stream = self._container.add_stream("aac", rate=rate)
             self._audio_stream.layout = "mono" if channels == 1 else "stereo"
         self._closed = False
 
@@ -90,28 +148,51 @@ class VideoWriter:
                 self._container.mux(packet)
             self.frames_written += 1
 
-    def _mux_audio(self) -> None:
+    def _audio_chunks(self, limit: int):
+        """The audio track as float32 [C, n] chunks, at most ``limit`` samples in all."""
         import av
 
-        waveform, rate = self._audio
-        wave = waveform.detach().float().cpu()
-        if wave.ndim == 3:
-            wave = wave[0]
-        wave = wave[:2]
-        duration = self.frames_written / float(self.fps)
-        if wave.ndim == 1:
-            wave = wave[None]
-        wave = wave[:, : int(round(duration * rate))].clamp(-1, 1).numpy()
         stream = self._audio_stream
         layout = stream.layout.name
-        frame_size = 1024
-        for start in range(0, wave.shape[1], frame_size):
-            chunk = np.ascontiguousarray(wave[:, start:start + frame_size], dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-            frame.sample_rate = int(rate)
-            frame.pts = start
-            for packet in stream.encode(frame):
-                self._container.mux(packet)
+        if isinstance(self._audio, str | Path):  # transcode from the source file, streaming
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=stream.rate)
+            with _open_audio(Path(self._audio)) as container:
+                for frame in container.decode(container.streams.audio[0]):
+                    for res in resampler.resample(frame):
+                        yield _frame_to_float(res)
+                for res in resampler.resample(None):
+                    yield _frame_to_float(res)
+            return
+        wave = self._audio[0].detach()
+        wave = wave[0] if wave.ndim == 3 else wave
+        wave = wave[None] if wave.ndim == 1 else wave[:2]
+        for start in range(0, min(wave.shape[1], limit), 1 << 16):
+            yield wave[:, start:start + (1 << 16)].float().cpu().numpy()
+
+    def _mux_audio(self) -> None:
+        """Encode the audio track, trimmed to the video's duration (as the original's ``subclip``)."""
+        import av
+
+        stream = self._audio_stream
+        rate = int(stream.rate)
+        limit = int(round(self.frames_written / float(self.fps) * rate))
+        layout = stream.layout.name
+        channels = 1 if layout == "mono" else 2
+        written = 0
+        for chunk in self._audio_chunks(limit):
+            chunk = chunk[:channels, : limit - written]
+            if chunk.shape[0] < channels:
+                chunk = np.repeat(chunk, channels, axis=0)
+            for start in range(0, chunk.shape[1], 1024):
+                piece = np.ascontiguousarray(np.clip(chunk[:, start:start + 1024], -1, 1), dtype=np.float32)
+                frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+                frame.sample_rate = rate
+                frame.pts = written + start
+                for packet in stream.encode(frame):
+                    self._container.mux(packet)
+            written += chunk.shape[1]
+            if written >= limit:
+                break
         for packet in stream.encode(None):
             self._container.mux(packet)
 

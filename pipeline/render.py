@@ -85,7 +85,10 @@ def render_file(
 
     started = time.perf_counter()
     rgb = load_image_rgb(image)
-    waveform, sample_rate = load_audio_file(audio)
+    if options.separate_vocals:  # the separator works on the full-rate stereo signal
+        waveform, sample_rate = load_audio_file(audio)
+    else:  # decode straight to 16 kHz mono: a long file never sits in memory at 48 kHz stereo
+        waveform, sample_rate = load_audio_file(audio, sample_rate=16000, mono=True)
     net = load_net(folder, options.variant, device=device, dtype=dtype)
     vae = load_vae(folder, device=device, dtype=parse_dtype(options.vae_dtype or dtype, device))
     encoder = load_wav2vec(folder.root, device=device)
@@ -110,6 +113,7 @@ def render_file(
         separator_model=folder.vocal_separator if options.separate_vocals else None,
         loudness=options.loudness, segment_seconds=segment, device=device,
     )
+    del waveform  # the video's audio track is transcoded from the file itself
     if low_vram:
         encoder.to(device="cpu")  # wav2vec2 is done for this render
     timings["audio"] = time.perf_counter() - started
@@ -127,7 +131,7 @@ def render_file(
 
     sampler = HalloSampler(net, vae, device=device, dtype=dtype, is_hallo2=options.variant == "hallo2")
     started = time.perf_counter()
-    with VideoWriter(out, options.fps, options.width, options.height, audio=(waveform, sample_rate)) as writer:
+    with VideoWriter(out, options.fps, options.width, options.height, audio=audio) as writer:
         def write(clip: ClipOutput) -> None:
             writer.write(clip.frames)
 
