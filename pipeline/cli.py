@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("hallo.mp4"), help="output mp4 (default: hallo.mp4)")
     p.add_argument("--variant", choices=("hallo", "hallo2"), default="hallo", help="checkpoint: hallo/ or hallo2/")
     p.add_argument("--size", type=int, default=512, help="output width and height (multiple of 64; default 512)")
+    p.add_argument("--width", type=int, default=None, help="output width, overrides --size (multiple of 64)")
+    p.add_argument("--height", type=int, default=None, help="output height, overrides --size (multiple of 64)")
     p.add_argument("--preset", choices=("faithful", "balanced", "fast"), default="faithful",
                    help="sampling recipe: faithful (original: 40 DDIM steps, CFG every step), balanced "
                    "(25 DPM-Solver++ steps, CFG on 20), fast (20 steps, CFG on 10)")
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         lip_weight=args.lip_weight, low_vram=args.low_vram))
     if args.steps is not None:
         settings.steps = args.steps
-    options = RenderOptions(variant=args.variant, width=args.size, height=args.size,
+    options = RenderOptions(variant=args.variant, width=args.width or args.size,
+                            height=args.height or args.size,
                             face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                             allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
                             device=args.device, dtype=args.dtype, sampler=settings, vae_dtype=args.vae_dtype,

@@ -17,6 +17,7 @@ points are mapped back (``used_crop`` in the result). Images larger than
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,9 @@ class LandmarkResult:
 
 
 def _import_mediapipe():
+    # MediaPipe's C++ side logs through glog/absl to stderr; keep it to warnings and above.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import mediapipe as mp
     except ImportError as exc:  # pragma: no cover - depends on the environment

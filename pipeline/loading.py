@@ -109,7 +109,7 @@ def load_vae(folder: ModelFolder | str | Path, *, device: torch.device | str = "
     weights = [vae_dir / "diffusion_pytorch_model.safetensors", vae_dir / "diffusion_pytorch_model.bin"]
     if not any(p.is_file() for p in weights):
         raise missing_file_error(weights[0], "VAE weights", "sd-vae-ft-mse/diffusion_pytorch_model.safetensors")
-    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=parse_dtype(dtype, device))
+    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=parse_dtype(dtype, device), low_cpu_mem_usage=False)
     vae.to(device)
     vae.requires_grad_(False)
     vae.eval()
