@@ -30,9 +30,6 @@ def assets() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random model folder with hallo/ and hallo2/ checkpoints, VAE, wav2vec2 and face models."""
-    import importlib.util
-
     from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
 
-    has_face = importlib.util.find_spec("hallo_nodes.pipeline.tiny_face_models") is not None  # TEMP
-    return write_tiny_model_folder(tmp_path_factory.mktemp("models"), with_face_models=has_face)
+    return write_tiny_model_folder(tmp_path_factory.mktemp("models"), with_face_models=True)

@@ -132,9 +132,13 @@ def test_straightforward_path_is_sensitive_to_the_reference(prepared, monkeypatc
 
 
 def test_low_vram_sequential_cfg_matches_batched_cfg(prepared, prepared64) -> None:
+    # fp32, one step: batch 16 instead of 32 changes the CPU kernels' blocking, so the two differ by
+    # rounding only, amplified by the random network (module docstring): 1e-4 here, more or less on other
+    # CPUs. The bound only catches gross mistakes; the float64 comparison below is the exact check.
     one_step = replace(BASE, steps=1)
     a, b = _latents(prepared, one_step, 16)[0], _latents(prepared, replace(one_step, low_vram=True), 16)[0]
-    assert float((a - b).abs().max()) < 1e-4
+    assert float(a.abs().max()) > 0.1
+    assert float((a - b).abs().max()) < 1e-3
     # several steps, CFG only on the first two, the multistep solver, two clips: float64
     mixed = replace(BASE, solver="dpmpp", steps=3, cfg_steps=2)
     batched = _latents(prepared64, mixed)
