@@ -20,15 +20,31 @@ import time
 from pathlib import Path
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's peak over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def child(models: Path, variant: str, dtype: str) -> None:
+    import torch
     from hallo_nodes.pipeline.loading import load_net
 
     started = time.perf_counter()
     net = load_net(models, variant, dtype=dtype)
     seconds = time.perf_counter() - started
+    after_load = peak_rss_mb()
+    # A memory-mapped checkpoint is paged in on first use: read every weight once to see the resident cost.
+    started = time.perf_counter()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.sum()
+    touch = time.perf_counter() - started
     params = sum(p.numel() for p in net.parameters())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"load_s": round(seconds, 2), "params_m": round(params / 1e6, 1), "peak_rss_mb": round(peak)}))
+    print(json.dumps({"load_s": round(seconds, 2), "first_touch_s": round(touch, 2), "params_m": round(params / 1e6, 1),
+                      "peak_rss_after_load_mb": round(after_load), "peak_rss_after_touch_mb": round(peak_rss_mb())}))
 
 
 def write_full_folder(root: Path) -> None:
@@ -68,7 +84,8 @@ def main() -> None:
         out = subprocess.run([sys.executable, __file__, "--child", str(root), "--dtype", args.dtype],
                              capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         result = json.loads(out)
-        size = sum(f.stat().st_size for f in (root / "hallo").iterdir())
+        name = "net.safetensors" if args.safetensors else "net.pth"
+        size = (root / "hallo" / name).stat().st_size
         result.update({"model": "full" if args.full else "tiny", "dtype": args.dtype,
                        "format": "safetensors" if args.safetensors else "pth", "checkpoint_mb": round(size / 2**20)})
         print(json.dumps(result))
