@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..pipeline.audio_features import LOUDNESS_MODES, AudioFeatures, encode_audio
+from ..pipeline.vocal_separation import SEPARATION_MODES
 from . import comfy_adapter as comfy
 from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect
 
@@ -50,10 +51,12 @@ class HalloAudioEncode:
                                                "LoadAudio."}),
                 "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 60.0, "step": 1.0,
                                   "tooltip": "Video frame rate. Hallo was trained at 25 fps."}),
-                "separate_vocals": ("BOOLEAN", {"default": False,
-                                                "tooltip": "Isolate the voice from music/noise first (needs the "
-                                                           "optional audio-separator package and "
-                                                           "audio_separator/Kim_Vocal_2.onnx in the model folder)."}),
+                "separate_vocals": (list(SEPARATION_MODES), {
+                    "default": "auto",
+                    "tooltip": "Isolate the voice from music/noise before wav2vec2, as the original Hallo always "
+                               "does. auto = when the optional audio-separator package and "
+                               "audio_separator/Kim_Vocal_2.onnx in the model folder are there (otherwise the raw "
+                               "audio is used and the log says what is missing); on = required; off = never."}),
                 "loudness": (list(LOUDNESS_MODES), {"default": "none",
                                                     "tooltip": "Gain before vocal separation. none = as the "
                                                                "original (the features are gain-invariant anyway)."}),
@@ -64,7 +67,7 @@ class HalloAudioEncode:
             }
         }
 
-    def encode(self, model: HalloModel, audio: dict, fps: float = 25.0, separate_vocals: bool = False,
+    def encode(self, model: HalloModel, audio: dict, fps: float = 25.0, separate_vocals: str = "auto",
                loudness: str = "none", segment_seconds: float = 0.0) -> dict:
         model = expect(model, HalloModel, NODE, "model", HALLO_MODEL)
         waveform, sample_rate = check_audio(audio, NODE)
@@ -73,8 +76,7 @@ class HalloAudioEncode:
         progress = comfy.Progress(1000)
         features = encode_audio(
             waveform, sample_rate, model.wav2vec, fps=float(fps), clip_length=CLIP_LENGTH,
-            separate_vocals=bool(separate_vocals),
-            separator_model=model.folder.vocal_separator if separate_vocals else None,
+            separate_vocals=separate_vocals, separator_model=model.folder.root,
             loudness=loudness, segment_seconds=segment,
             progress=lambda done, total: progress.update_absolute(done, total),
         )

@@ -367,7 +367,7 @@ def encode_audio(
     *,
     fps: float = 25.0,
     clip_length: int = 16,
-    separate_vocals: bool = False,
+    separate_vocals: bool | str = False,
     separator_model: Path | None = None,
     loudness: str = "none",
     segment_seconds: float | None = None,
@@ -379,6 +379,8 @@ def encode_audio(
 ) -> AudioFeatures:
     """Encode a ComfyUI AUDIO waveform into Hallo's per-frame features (see module docstring).
 
+    ``separate_vocals``: ``"auto"``/``"on"``/``"off"`` or a bool (see ``pipeline.vocal_separation``; the
+    original always separates, ``"auto"`` does when the optional package and ``separator_model`` exist).
     ``loudness``: ``"none"`` (original: only the whole-file zero-mean/unit-variance, which is
     already gain-invariant) or ``"peak"``/``"rms"``: a gain applied to the input before vocal
     separation, whose output does depend on the input level. ``segment_seconds``: Hallo2's
@@ -408,6 +410,9 @@ def encode_audio(
             f"audio is {duration * 1000:.1f} ms long, shorter than one video frame: provide at least "
             f"{1000.0 / fps:.1f} ms of audio ({math.ceil(rate / fps)} samples at {rate} Hz, {fps:g} fps)"
         )
+    from .vocal_separation import resolve_separation
+
+    separator_file = resolve_separation(separate_vocals, separator_model)
     if device is not None and torch.device(device) != enc.device:
         logger.info("moving the wav2vec encoder to %s", device)
         enc.to(device=device)
@@ -417,10 +422,9 @@ def encode_audio(
         h = hashlib.blake2b(digest_size=20)
         h.update(memoryview(wav.numpy()).cast("B"))
         sep_id = ""
-        if separate_vocals and separator_model is not None:
-            p = Path(separator_model)
-            sep_id = f"{p.resolve()}:{p.stat().st_size if p.is_file() else -1}"
-        h.update(repr((tuple(wav.shape), rate, float(fps), clip_length, bool(separate_vocals), sep_id, loudness,
+        if separator_file is not None:
+            sep_id = f"{separator_file.resolve()}:{separator_file.stat().st_size}"
+        h.update(repr((tuple(wav.shape), rate, float(fps), clip_length, sep_id, loudness,
                        segment_seconds, float(max_window_seconds), float(overlap_seconds),
                        _encoder_identity(enc))).encode())
         key = h.hexdigest()
@@ -433,10 +437,10 @@ def encode_audio(
             return hit
 
     wav = _apply_loudness(wav, loudness)
-    if separate_vocals:
+    if separator_file is not None:
         from .vocal_separation import separate_vocals as _separate
 
-        wav, sep_rate = _separate(wav, rate, separator_model)
+        wav, sep_rate = _separate(wav, rate, separator_file)
         wave16 = resample(downmix_mono(wav), sep_rate, SR)
     else:
         wave16 = resample(downmix_mono(wav), rate, SR)

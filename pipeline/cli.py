@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .sampler import RenderCancelled, SamplerSettings
+from .vocal_separation import SEPARATION_MODES, VocalSeparationUnavailable
 
 logger = logging.getLogger("hallo_nodes")
 
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-expand-ratio", type=float, default=1.2)
     p.add_argument("--face-index", type=int, default=None, help="face to animate in a group photo (0 = largest)")
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
-    p.add_argument("--separate-vocals", action="store_true", help="isolate the voice first (needs audio-separator)")
+    p.add_argument("--separate-vocals", nargs="?", const="on", default="auto", choices=SEPARATION_MODES,
+                   help="isolate the voice before wav2vec2 as the original does: auto (default: when the optional "
+                   "audio-separator package and audio_separator/Kim_Vocal_2.onnx are there), on, off")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"),
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         timings = render_file(args.image, args.audio, args.models, args.out, options,
                               on_step=ProgressBar(not args.quiet))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, VocalSeparationUnavailable) as exc:
         logger.error("%s", exc)
         return 2
     except (KeyboardInterrupt, RenderCancelled):

@@ -78,13 +78,6 @@ class ModelFolder:
             raise missing_file_error(path, "face analysis models", "face_analysis/models/")
         return path
 
-    @property
-    def vocal_separator(self) -> Path:
-        path = self.root / "audio_separator" / "Kim_Vocal_2.onnx"
-        if not path.is_file():
-            raise missing_file_error(path, "vocal separation model", "audio_separator/Kim_Vocal_2.onnx")
-        return path
-
     def available_variants(self) -> list[str]:
         return [v for v in VARIANTS if (self.root / v / "net.pth").is_file()
                 or (self.root / v / "net.safetensors").is_file()]

@@ -18,6 +18,7 @@ from .media import VideoWriter, load_audio_file
 from .model_folder import ModelFolder
 from .reference import check_output_size, make_reference
 from .sampler import ClipOutput, HalloSampler, SamplerSettings
+from .vocal_separation import resolve_separation
 from .wav2vec import load_wav2vec
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ class RenderOptions:
     face_expand_ratio: float = 1.2
     face_index: int | None = None
     allow_no_face: bool = False
-    separate_vocals: bool = False
+    # "auto" (separate as the original when audio-separator and the model file are there), "on" or "off".
+    separate_vocals: str = "auto"
     loudness: str = "none"
     # Hallo2 encodes audio in 60-s segments; None = 60 for hallo2, a single pass for hallo.
     audio_segment_seconds: float | None = None
@@ -85,7 +87,8 @@ def render_file(
 
     started = time.perf_counter()
     rgb = load_image_rgb(image)
-    if options.separate_vocals:  # the separator works on the full-rate stereo signal
+    separator = resolve_separation(options.separate_vocals, folder.root)
+    if separator is not None:  # the separator works on the full-rate stereo signal
         waveform, sample_rate = load_audio_file(audio)
     else:  # decode straight to 16 kHz mono: a long file never sits in memory at 48 kHz stereo
         waveform, sample_rate = load_audio_file(audio, sample_rate=16000, mono=True)
@@ -109,8 +112,7 @@ def render_file(
         segment = 60.0
     features: AudioFeatures = encode_audio(
         waveform, sample_rate, encoder, fps=options.fps, clip_length=options.sampler.clip_length,
-        separate_vocals=options.separate_vocals,
-        separator_model=folder.vocal_separator if options.separate_vocals else None,
+        separate_vocals=separator is not None, separator_model=separator,
         loudness=options.loudness, segment_seconds=segment, device=device,
     )
     del waveform  # the video's audio track is transcoded from the file itself

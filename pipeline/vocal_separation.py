@@ -1,9 +1,13 @@
-"""Optional vocal separation with the released MDX-Net model ``audio_separator/Kim_Vocal_2.onnx``.
+"""Vocal separation with the released MDX-Net model ``audio_separator/Kim_Vocal_2.onnx``.
 
-Hallo runs ``audio_separator.separator.Separator(output_single_stem="vocals")`` with
+Hallo always runs ``audio_separator.separator.Separator(output_single_stem="vocals")`` with
 ``Kim_Vocal_2.onnx`` on the driving audio before wav2vec. The ``audio-separator`` package is an
-optional extra, imported only when separation is asked for; a missing package or model file gives
-an error that says which one is missing and how to fix it.
+optional extra, imported only when separation runs. Modes (:data:`SEPARATION_MODES`):
+
+* ``"auto"`` (the default of the nodes and the CLI): separate as the original does when the package and
+  the model file are there; otherwise continue on the raw audio and say once what is missing;
+* ``"on"``: separate, or fail with an error that says which piece is missing and how to fix it;
+* ``"off"``: never separate.
 """
 
 from __future__ import annotations
@@ -23,8 +27,45 @@ SEPARATOR_MODEL = "Kim_Vocal_2.onnx"
 HF_REPO = "fudan-generative-ai/hallo"
 
 
+SEPARATION_MODES = ("auto", "on", "off")
+_warned_auto: set[str] = set()
+
+
 class VocalSeparationUnavailable(RuntimeError):
     """The optional separator package or its model file is missing."""
+
+
+def separation_mode(value: bool | str) -> str:
+    """Normalise ``True``/``False`` or a mode name to one of :data:`SEPARATION_MODES`."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in SEPARATION_MODES:
+        raise ValueError(f"separate_vocals must be one of {SEPARATION_MODES} (or True/False), got {value!r}")
+    return value
+
+
+def resolve_separation(value: bool | str, model_path: Path | str | None) -> Path | None:
+    """The separator model file to use, or None to encode the raw audio.
+
+    ``"on"`` raises :class:`VocalSeparationUnavailable` when the package or the file is missing; ``"auto"``
+    logs that once per missing piece and returns None.
+    """
+    mode = separation_mode(value)
+    if mode == "off":
+        return None
+    if mode == "on":
+        return check_separator(model_path)
+    model_file, problems = _missing_pieces(model_path)
+    if not problems:
+        return model_file
+    reason = "; ".join(problems)
+    if reason not in _warned_auto:
+        _warned_auto.add(reason)
+        logger.warning(
+            "vocal separation skipped (separate_vocals='auto'): %s. The original Hallo isolates the voice before "
+            "wav2vec2, so music or noise in the track changes the lip motion; set 'off' to silence this message.",
+            reason)
+    return None
 
 
 def resolve_separator_model(path: Path | str) -> Path:
@@ -37,8 +78,8 @@ def resolve_separator_model(path: Path | str) -> Path:
     return path / SEPARATOR_SUBDIR / SEPARATOR_MODEL
 
 
-def check_separator(model_path: Path | str | None) -> Path:
-    """Raise ``VocalSeparationUnavailable`` naming what is missing; return the model file path."""
+def _missing_pieces(model_path: Path | str | None) -> tuple[Path | None, list[str]]:
+    """The model file path and what keeps separation from running (empty when it can run)."""
     problems: list[str] = []
     model_file = resolve_separator_model(model_path) if model_path is not None else None
     try:
@@ -59,6 +100,12 @@ def check_separator(model_path: Path | str | None) -> Path:
             f"'{SEPARATOR_SUBDIR.as_posix()}/{SEPARATOR_MODEL}' from the Hugging Face repo '{HF_REPO}' "
             f"and put it there)"
         )
+    return model_file, problems
+
+
+def check_separator(model_path: Path | str | None) -> Path:
+    """Raise ``VocalSeparationUnavailable`` naming what is missing; return the model file path."""
+    model_file, problems = _missing_pieces(model_path)
     if problems:
         raise VocalSeparationUnavailable(
             "vocal separation was requested but cannot run: " + "; ".join(problems)

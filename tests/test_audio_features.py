@@ -368,6 +368,76 @@ def test_separation_missing_model_only(tmp_path: Path, monkeypatch: pytest.Monke
         check_separator(None)
 
 
+def _fake_separator_package(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    """A stand-in for the optional ``audio-separator`` package with its file protocol: it reads the input
+    wav and writes a "vocals" wav (the input at half gain plus a 440 Hz tone, so the features change)."""
+    import types
+
+    class Separator:
+        def __init__(self, output_dir: str, output_single_stem: str, model_file_dir: str, output_format: str):
+            assert output_single_stem == "vocals" and output_format == "WAV"
+            self.output_dir = Path(output_dir)
+
+        def load_model(self, model_filename: str) -> None:
+            calls.append(model_filename)
+
+        def separate(self, src: str) -> list[str]:
+            from hallo_nodes.pipeline.vocal_separation import _write_wav_float, read_audio_file
+
+            wave, rate = read_audio_file(src)
+            t = torch.arange(wave.shape[1]) / rate
+            vocals = 0.5 * wave + 0.3 * torch.sin(2 * math.pi * 440 * t)
+            _write_wav_float(self.output_dir / "input_(Vocals).wav", vocals.numpy(), rate)
+            return ["input_(Vocals).wav"]
+
+    fake = types.ModuleType("audio_separator")
+    fake_sep = types.ModuleType("audio_separator.separator")
+    fake_sep.Separator = Separator  # type: ignore[attr-defined]
+    fake.separator = fake_sep  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "audio_separator", fake)
+    monkeypatch.setitem(sys.modules, "audio_separator.separator", fake_sep)
+
+
+def test_separation_auto_falls_back_to_raw_audio_and_says_why(enc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from hallo_nodes.pipeline import vocal_separation
+
+    monkeypatch.setitem(sys.modules, "audio_separator", None)
+    monkeypatch.setitem(sys.modules, "audio_separator.separator", None)
+    monkeypatch.setattr(vocal_separation, "_warned_auto", set())
+    wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(3))
+    with caplog.at_level(logging.WARNING):
+        auto = encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path, use_cache=False)
+        encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path, use_cache=False)
+    warnings = [r.getMessage() for r in caplog.records if "vocal separation skipped" in r.getMessage()]
+    assert len(warnings) == 1  # said once, not on every run
+    assert "pip install audio-separator" in warnings[0] and "Kim_Vocal_2.onnx" in warnings[0]
+    off = encode_audio(wav, 16000, enc, separate_vocals="off", use_cache=False)
+    assert torch.equal(auto.features, off.features)
+    with pytest.raises(VocalSeparationUnavailable):
+        encode_audio(wav, 16000, enc, separate_vocals="on", separator_model=tmp_path, use_cache=False)
+    with pytest.raises(ValueError, match="separate_vocals must be one of"):
+        encode_audio(wav, 16000, enc, separate_vocals="yes", use_cache=False)
+
+
+def test_separation_auto_runs_the_separator_when_it_is_there(enc, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    _fake_separator_package(monkeypatch, calls)
+    model = tmp_path / "audio_separator" / "Kim_Vocal_2.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"onnx")
+    t = torch.arange(44100 * 2) / 44100
+    wav = torch.stack([torch.sin(2 * math.pi * 220 * t), torch.sin(2 * math.pi * 330 * t)]) * 0.5
+    raw = encode_audio(wav, 44100, enc, separate_vocals="off")
+    separated = encode_audio(wav, 44100, enc, separate_vocals="auto", separator_model=tmp_path)
+    assert calls == ["Kim_Vocal_2.onnx"]
+    assert separated.num_frames == raw.num_frames == 50
+    assert float((separated.features - raw.features).abs().max()) > 1e-3  # the vocals stem was encoded
+    again = encode_audio(wav, 44100, enc, separate_vocals=True, separator_model=tmp_path)
+    assert again is separated and calls == ["Kim_Vocal_2.onnx"]  # "on" = "auto" here: one cache entry
+
+
 def test_audio_features_dataclass_fields() -> None:
     names = [f for f in AudioFeatures.__dataclass_fields__]
     assert names == ["features", "num_frames", "fps", "clip_length", "duration_s"]
