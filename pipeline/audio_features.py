@@ -337,13 +337,33 @@ def _encode_wave(
 
 def _pad_for_clips(wave: torch.Tensor, seq_len: int, total_before: int, clip_length: int, fps: float
                    ) -> tuple[torch.Tensor, int]:
-    """Zero-pad a normalised wave so that ``total_before + seq_len`` becomes a multiple of the clip."""
-    rem = (total_before + seq_len) % clip_length
-    if rem == 0:
+    """Zero-pad the normalised last piece of the audio exactly as the original does.
+
+    Hallo (one piece, ``total_before`` = 0): pad to the next multiple of the clip length. Hallo2 (the last
+    of several segments): the padding is decided on the segment's own length (``seq_len % clip``) but sized
+    from the total (``clip - (total_before + seq_len) % clip``), so a total that is already a multiple gets a
+    whole clip of zeros, and a segment that is itself a multiple gets none (the caller then extends the
+    features, see ``_extend_to_clips``).
+    """
+    if seq_len % clip_length == 0:
         return wave, seq_len
-    extra = clip_length - rem
+    extra = clip_length - (total_before + seq_len) % clip_length
     hop = int(SR // fps)
     return F.pad(wave, (0, extra * hop)), seq_len + extra
+
+
+def _extend_to_clips(states: torch.Tensor, clip_length: int) -> torch.Tensor:
+    """Repeat the last frame's states until the length is a multiple of the clip length.
+
+    Only for Hallo2 audio whose last segment is a multiple of the clip length while the total is not: the
+    original encodes that segment unpadded and then never renders the final partial clip (the video ends up
+    to 15 frames short of the audio). Encoding it unpadded keeps every feature the original renders; the
+    repeated tail lets the last, partial clip be rendered too (its extra frames are trimmed).
+    """
+    rem = states.shape[0] % clip_length
+    if rem == 0:
+        return states
+    return torch.cat([states, states[-1:].expand(clip_length - rem, -1, -1)])
 
 
 def _encoder_identity(encoder: Wav2VecEncoder) -> str:
@@ -385,9 +405,8 @@ def encode_audio(
     already gain-invariant) or ``"peak"``/``"rms"``: a gain applied to the input before vocal
     separation, whose output does depend on the input level. ``segment_seconds``: Hallo2's
     independent segments (60 s there), each normalised and encoded on its own, only the last one
-    padded (so the total becomes a multiple of ``clip_length``; Hallo2 skips that padding when the
-    last segment alone is a multiple), ``num_frames`` = sum of per-segment frame counts as in
-    Hallo2. ``max_window_seconds``/``overlap_seconds``: bound of the
+    padded, by Hallo2's rule (see ``_pad_for_clips``), ``num_frames`` = sum of per-segment frame counts
+    as in Hallo2. ``max_window_seconds``/``overlap_seconds``: bound of the
     quadratic encoder for long audio. ``device``: where the encoder runs (moves it there);
     default: where it is. Results are cached in memory (LRU) unless ``use_cache=False``.
     """
@@ -472,7 +491,7 @@ def encode_audio(
         report = progress if total_steps == 1 else _sub
         states.append(_encode_wave(enc, normed, seq, fps, max_window_seconds, overlap_seconds, report))
         padded_total += seq
-    frame_states = torch.cat(states, dim=0) if len(states) > 1 else states[0]
+    frame_states = _extend_to_clips(torch.cat(states, dim=0) if len(states) > 1 else states[0], clip_length)
     feats = AudioFeatures(
         features=stack_window(frame_states.contiguous()),
         num_frames=true_frames,

@@ -162,6 +162,25 @@ def test_segments_are_independent(enc, speech) -> None:
     assert torch.allclose(out.frame_states[200:], enc(last, 104), atol=1e-5)
 
 
+def test_hallo2_padding_rule_on_the_last_segment(enc, speech) -> None:
+    """Hallo2 (``inference_long.py`` + ``AudioProcessor.preprocess(padding=True)``): the last segment is padded
+    only when its *own* frame count is not a multiple of 16, by ``16 - total % 16`` frames of zeros."""
+    wav, rate = speech[SPEECH_48K]
+    wave16 = to_mono_16k(wav, rate)
+    # (b) total 100 + 28 = 128 frames, a multiple of 16, but the last segment (28) is not: Hallo2 pads 16 more.
+    out = encode_audio(wave16[None, :81900], 16000, enc, segment_seconds=4.0)
+    assert (out.num_frames, out.num_padded_frames) == (128, 144)
+    last = torch.nn.functional.pad(normalize_wave(wave16[64000:81900]), (0, 16 * 640))
+    assert torch.allclose(out.frame_states[100:], enc(last, 44), atol=1e-5)
+    # (a) total 100 + 32 = 132, the last segment (32) is a multiple: Hallo2 encodes it unpadded (and never
+    # renders the partial clip); the features it does use are kept, the tail repeats the last frame.
+    out = encode_audio(wave16[None, :84480], 16000, enc, segment_seconds=4.0)
+    assert (out.num_frames, out.num_padded_frames) == (132, 144)
+    tail = enc(normalize_wave(wave16[64000:84480]), 32)
+    assert torch.allclose(out.frame_states[100:132], tail, atol=1e-5)
+    assert torch.equal(out.frame_states[132:], tail[-1:].expand(12, -1, -1))
+
+
 # -- long audio ---------------------------------------------------------------------------------
 def test_plan_windows_cover_and_overlap() -> None:
     for n, w, o in [(304, 100, 25), (15008, 1500, 125), (101, 100, 25), (1000, 100, 33)]:
