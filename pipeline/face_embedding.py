@@ -272,16 +272,11 @@ class ArcFaceRecognizer:
     def __init__(self, path: Path, device: str | object | None = "cpu") -> None:
         self.path = Path(path)
         # insightface's rule: graphs converted from MXNet start with Sub/Mul nodes that normalise
-        # the input themselves; those get raw 0..255 pixels. Reading node names needs the optional
-        # `onnx` package; without it the PyTorch-export convention (glintr100) is assumed.
-        try:
-            import onnx
-        except ImportError:
-            logger.debug("onnx not installed; assuming %s normalises with 127.5/127.5", self.path.name)
-            names: list[str] = []
-        else:
-            graph = onnx.load(str(self.path), load_external_data=False).graph
-            names = [node.name for node in graph.node[:8]]
+        # the input themselves; those get raw 0..255 pixels, the others (x - 127.5) / 127.5.
+        import onnx
+
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        names = [node.name for node in graph.node[:8]]
         mxnet = any(n.startswith(("Sub", "_minus")) for n in names) and any(
             n.startswith(("Mul", "_mul")) for n in names)
         self.input_mean, self.input_std = (0.0, 1.0) if mxnet else (127.5, 127.5)

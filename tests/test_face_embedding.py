@@ -164,3 +164,44 @@ def test_missing_model_files_named(tmp_path):
 def test_nms_merges_overlaps():
     dets = np.array([[0, 0, 100, 100, 0.9], [5, 5, 105, 105, 0.8], [200, 200, 300, 300, 0.7]], np.float32)
     assert nms(dets, 0.4) == [0, 2]
+
+
+def _recognizer_graph(path: Path, normalises_itself: bool) -> Path:
+    """An ArcFace-signature graph ([1,3,112,112] -> [1,512]); MXNet conversions start with Sub/Mul nodes that
+    normalise raw 0..255 pixels themselves, PyTorch exports expect (x - 127.5) / 127.5 already applied."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.normal(0, 1, (3, 512)).astype(np.float32), "w")
+    nodes, inits, x = [], [w], "data"
+    if normalises_itself:
+        inits += [numpy_helper.from_array(np.array(127.5, np.float32), "mean"),
+                  numpy_helper.from_array(np.array(1 / 127.5, np.float32), "scale")]
+        nodes += [helper.make_node("Sub", ["data", "mean"], ["centred"], name="_minus0"),
+                  helper.make_node("Mul", ["centred", "scale"], ["normed"], name="_mulscalar0")]
+        x = "normed"
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"),
+              helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+              helper.make_node("MatMul", ["flat", "w"], ["fc1"], name="fc1")]
+    graph = helper.make_graph(nodes, "arcface", [helper.make_tensor_value_info("data", TensorProto.FLOAT,
+                                                                               [1, 3, 112, 112])],
+                              [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 512])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_recognizer_input_normalisation_follows_the_graph(tmp_path):
+    """insightface's rule: a graph that normalises itself gets raw pixels; both graphs then embed alike."""
+    from hallo_nodes.pipeline.face_embedding import ArcFaceRecognizer
+
+    mx = ArcFaceRecognizer(_recognizer_graph(tmp_path / "mx.onnx", True))
+    pt = ArcFaceRecognizer(_recognizer_graph(tmp_path / "pt.onnx", False))
+    assert (mx.input_mean, mx.input_std) == (0.0, 1.0)
+    assert (pt.input_mean, pt.input_std) == (127.5, 127.5)
+    face = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    expect = ((face.astype(np.float64) - 127.5) / 127.5).mean(axis=(0, 1)) @ np.random.default_rng(5).normal(
+        0, 1, (3, 512))
+    assert np.allclose(mx.embed_aligned(face), expect, atol=1e-4)
+    assert np.allclose(pt.embed_aligned(face), expect, atol=1e-4)
