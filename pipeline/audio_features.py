@@ -12,10 +12,12 @@ Hallo (``hallo/datasets/audio_processor.py``, ``scripts/inference.py``):
    layer outputs -> ``(N, 12, C)``;
 5. ``+-2``-frame window with edge clamp -> ``(N, 5, 12, C)``.
 
-Audio longer than ``max_window_seconds`` keeps steps 1-3 and the 50 Hz -> frame-rate interpolation
-exact (the CNN runs in chunks with whole-file GroupNorm statistics, so its output equals the
-single-pass output), and runs only the transformer encoder in overlapping windows that are
-cross-faded in the middle of each overlap. ``segment_seconds`` reproduces Hallo2's ``use_cut``:
+Long audio keeps every step exact: the CNN runs in chunks with whole-file GroupNorm statistics (its
+output equals the single-pass output), and the transformer encoder runs over the whole sequence in one
+pass as the original does, with SDPA attention whose memory grows linearly. Only audio longer than
+``max_window_seconds`` (10 minutes by default; its compute grows quadratically) runs the encoder in
+overlapping windows that are cross-faded in the middle of each overlap, an approximation.
+``segment_seconds`` reproduces Hallo2's ``use_cut``:
 independent segments, each normalised and encoded on its own.
 """
 
@@ -309,16 +311,24 @@ def _encode_wave(
     if wave.shape[0] < encoder.cnn_field:  # too short for one CNN frame: zero-extend (post-normalisation)
         wave = F.pad(wave, (0, encoder.cnn_field - wave.shape[0]))
     window = max(16, int(round(max_window_seconds * fps)))
-    if seq_len <= window:
+    chunk_frames = max(64, int(_CNN_CHUNK_SECONDS * SR / encoder.cnn_hop))
+    if wave.shape[0] <= chunk_frames * encoder.cnn_hop and seq_len <= window:
         out = encoder(wave.to(dev, dt), seq_len).cpu()
         if progress is not None:
             progress(1, 1)
         return out
     x = wave.to(dev, dt)[None]
-    chunk_frames = max(64, int(_CNN_CHUNK_SECONDS * SR / encoder.cnn_hop))
+    # Long audio: the CNN runs in chunks (exact: whole-file GroupNorm statistics), so its activations stay
+    # bounded; the transformer then runs over the whole sequence in one pass, as the original does, as long as
+    # it fits in ``window`` frames (SDPA keeps its attention memory linear in length).
     cnn = _cnn_chunked(encoder, x, chunk_frames)
     hidden = encoder.project(interpolate_frames(cnn, seq_len))
     del cnn
+    if seq_len <= window:
+        out = encoder.encode_hidden(hidden).float().cpu()
+        if progress is not None:
+            progress(1, 1)
+        return out
     overlap = int(round(overlap_seconds * fps))
     overlap = max(4, min(overlap, window // 3))
     spans = plan_windows(seq_len, window, overlap)
@@ -391,7 +401,7 @@ def encode_audio(
     separator_model: Path | None = None,
     loudness: str = "none",
     segment_seconds: float | None = None,
-    max_window_seconds: float = 60.0,
+    max_window_seconds: float = 600.0,
     overlap_seconds: float = 10.0,
     device: torch.device | str | None = None,
     progress: ProgressFn | None = None,
@@ -406,8 +416,9 @@ def encode_audio(
     separation, whose output does depend on the input level. ``segment_seconds``: Hallo2's
     independent segments (60 s there), each normalised and encoded on its own, only the last one
     padded, by Hallo2's rule (see ``_pad_for_clips``), ``num_frames`` = sum of per-segment frame counts
-    as in Hallo2. ``max_window_seconds``/``overlap_seconds``: bound of the
-    quadratic encoder for long audio. ``device``: where the encoder runs (moves it there);
+    as in Hallo2. ``max_window_seconds``/``overlap_seconds``: beyond this length the
+    encoder (quadratic compute) runs in overlapping windows; below it, in one pass as the original.
+    ``device``: where the encoder runs (moves it there);
     default: where it is. Results are cached in memory (LRU) unless ``use_cache=False``.
     """
     enc = _as_encoder(encoder)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +224,16 @@ def test_windowed_encoder_exact_when_attention_is_local(tmp_path: Path, speech) 
     assert not torch.allclose(short.features, single.features, atol=1e-3)
 
 
+def test_long_audio_is_one_exact_encoder_pass(enc, speech) -> None:
+    """Past the CNN's 20-s chunk the features still equal the original's single pass over the whole file."""
+    wav, rate = speech[SPEECH_48K]
+    wave16 = to_mono_16k(wav, rate).repeat(3)[: 30 * 16000]  # 30 s
+    out = encode_audio(wave16[None], 16000, enc, use_cache=False)
+    assert (out.num_frames, out.num_padded_frames) == (750, 752)
+    padded = torch.nn.functional.pad(normalize_wave(wave16), (0, 2 * 640))
+    assert torch.allclose(out.frame_states, enc(padded, 752), atol=1e-4)
+
+
 def test_windowed_encoder_close_to_single_pass_at_stitches(enc, speech) -> None:
     """Full random model (global attention): windows of 4-8 s vs one pass over 12 s of speech."""
     wav, rate = speech[SPEECH_48K]
@@ -259,12 +268,9 @@ def test_ten_minutes_of_audio(enc, speech) -> None:
     wav, rate = speech[SPEECH_48K]
     reps = math.ceil(600 * rate / wav.shape[1])
     long = wav.repeat(1, reps)[:, : 600 * rate]
-    t0 = time.perf_counter()
-    out = encode_audio(long, rate, enc, use_cache=False)
-    elapsed = time.perf_counter() - t0
+    out = encode_audio(long, rate, enc, use_cache=False)  # time and memory: bench/bench_audio.py
     assert out.num_frames == 15000 and out.num_padded_frames == 15008
     assert torch.isfinite(out.features).all()
-    assert elapsed < 120, f"10 minutes took {elapsed:.1f} s"
     # periodic input -> the features of repeated speech far from the ends repeat too (same grid)
     period = 300  # 12 s at 25 fps
     a, b = out.frame_states[3000:3100], out.frame_states[3000 + period : 3100 + period]
