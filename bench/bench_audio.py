@@ -51,7 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--full", action="store_true", help="full-size wav2vec2-base config (random weights)")
     ap.add_argument("--lengths", default="10,600", help="comma-separated audio lengths in seconds")
-    ap.add_argument("--max-window", type=float, default=60.0, help="max_window_seconds")
+    ap.add_argument("--max-window", type=float, default=600.0, help="max_window_seconds (encode_audio default: 600)")
     args = ap.parse_args()
     results: dict[str, object] = {
         "model": "wav2vec2-base (random weights)" if args.full else "tiny wav2vec2 (random weights)",

@@ -136,7 +136,7 @@ def start_server(comfy: Path, base: Path, model_dir: Path) -> ComfyServer:
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
            "--disable-api-nodes", "--extra-model-paths-config", str(config), "--output-directory",
            str(base / "output"), "--input-directory", str(base / "input"), "--temp-directory", str(base / "temp"),
-           "--user-directory", str(base / "user")]
+           "--user-directory", str(base / "user"), "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}"]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=comfy, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = ComfyServer(base, port, process, log)
