@@ -197,14 +197,19 @@ def window_indices(num: int, radius: int = WINDOW_RADIUS) -> torch.Tensor:
     return (torch.arange(num)[:, None] + offsets[None, :]).clamp_(0, num - 1)
 
 
-def stack_window(states: torch.Tensor, radius: int = WINDOW_RADIUS) -> torch.Tensor:
-    """``(N, L, C)`` -> ``(N, 2r+1, L, C)`` edge-clamped window, as a view over an edge-padded copy."""
+def stack_window(states: torch.Tensor, radius: int = WINDOW_RADIUS, length: int | None = None) -> torch.Tensor:
+    """``(N, L, C)`` -> ``(length, 2r+1, L, C)`` edge-clamped window, as a view over one edge-padded copy.
+
+    ``length`` (default N) may exceed N: the extra frames repeat the last one (see ``encode_audio``).
+    """
     n = states.shape[0]
+    length = n if length is None else int(length)
+    tail = radius + max(0, length - n)
     padded = torch.cat([states[:1].expand(radius, *states.shape[1:]), states,
-                        states[-1:].expand(radius, *states.shape[1:])], dim=0)
-    # unfold(0, size, 1): (n, L, C, 2r+1) view -> (n, 2r+1, L, C)
-    view = padded.unfold(0, 2 * radius + 1, 1).permute(0, 3, 1, 2)
-    assert view.shape[0] == n
+                        states[-1:].expand(tail, *states.shape[1:])], dim=0)
+    # unfold(0, size, 1): (length, L, C, 2r+1) view -> (length, 2r+1, L, C)
+    view = padded[: length + 2 * radius].unfold(0, 2 * radius + 1, 1).permute(0, 3, 1, 2)
+    assert view.shape[0] == length
     return view
 
 
@@ -305,14 +310,19 @@ def _encode_wave(
     max_window_seconds: float,
     overlap_seconds: float,
     progress: ProgressFn | None,
+    single_pass: bool = True,
 ) -> torch.Tensor:
-    """Normalised, padded 16 kHz wave -> ``(seq_len, 12, C)`` float32 CPU."""
+    """Normalised, padded 16 kHz wave -> ``(seq_len, 12, C)`` float32 CPU.
+
+    ``single_pass``: one encoder pass over the whole sequence (as the original); otherwise overlapping windows
+    of ``max_window_seconds``.
+    """
     dev, dt = encoder.device, encoder.dtype
     if wave.shape[0] < encoder.cnn_field:  # too short for one CNN frame: zero-extend (post-normalisation)
         wave = F.pad(wave, (0, encoder.cnn_field - wave.shape[0]))
     window = max(16, int(round(max_window_seconds * fps)))
     chunk_frames = max(64, int(_CNN_CHUNK_SECONDS * SR / encoder.cnn_hop))
-    if wave.shape[0] <= chunk_frames * encoder.cnn_hop and seq_len <= window:
+    if wave.shape[0] <= chunk_frames * encoder.cnn_hop and single_pass:
         out = encoder(wave.to(dev, dt), seq_len).cpu()
         if progress is not None:
             progress(1, 1)
@@ -320,11 +330,11 @@ def _encode_wave(
     x = wave.to(dev, dt)[None]
     # Long audio: the CNN runs in chunks (exact: whole-file GroupNorm statistics), so its activations stay
     # bounded; the transformer then runs over the whole sequence in one pass, as the original does, as long as
-    # it fits in ``window`` frames (SDPA keeps its attention memory linear in length).
+    # it is not longer than ``max_window_seconds`` (SDPA keeps its attention memory linear in length).
     cnn = _cnn_chunked(encoder, x, chunk_frames)
     hidden = encoder.project(interpolate_frames(cnn, seq_len))
     del cnn
-    if seq_len <= window:
+    if single_pass or seq_len <= window:
         out = encoder.encode_hidden(hidden).float().cpu()
         if progress is not None:
             progress(1, 1)
@@ -352,28 +362,14 @@ def _pad_for_clips(wave: torch.Tensor, seq_len: int, total_before: int, clip_len
     Hallo (one piece, ``total_before`` = 0): pad to the next multiple of the clip length. Hallo2 (the last
     of several segments): the padding is decided on the segment's own length (``seq_len % clip``) but sized
     from the total (``clip - (total_before + seq_len) % clip``), so a total that is already a multiple gets a
-    whole clip of zeros, and a segment that is itself a multiple gets none (the caller then extends the
-    features, see ``_extend_to_clips``).
+    whole clip of zeros, and a segment that is itself a multiple gets none (the caller then repeats its last
+    features up to the next multiple, see ``encode_audio``).
     """
     if seq_len % clip_length == 0:
         return wave, seq_len
     extra = clip_length - (total_before + seq_len) % clip_length
     hop = int(SR // fps)
     return F.pad(wave, (0, extra * hop)), seq_len + extra
-
-
-def _extend_to_clips(states: torch.Tensor, clip_length: int) -> torch.Tensor:
-    """Repeat the last frame's states until the length is a multiple of the clip length.
-
-    Only for Hallo2 audio whose last segment is a multiple of the clip length while the total is not: the
-    original encodes that segment unpadded and then never renders the final partial clip (the video ends up
-    to 15 frames short of the audio). Encoding it unpadded keeps every feature the original renders; the
-    repeated tail lets the last, partial clip be rendered too (its extra frames are trimmed).
-    """
-    rem = states.shape[0] % clip_length
-    if rem == 0:
-        return states
-    return torch.cat([states, states[-1:].expand(clip_length - rem, -1, -1)])
 
 
 def _encoder_identity(encoder: Wav2VecEncoder) -> str:
@@ -500,11 +496,17 @@ def encode_audio(
                 progress(_i * 1000 + done * 1000 // max(total, 1), total_steps * 1000)
 
         report = progress if total_steps == 1 else _sub
-        states.append(_encode_wave(enc, normed, seq, fps, max_window_seconds, overlap_seconds, report))
+        single = piece.shape[0] <= max_window_seconds * SR  # the bound is on the audio, not on its padding
+        states.append(_encode_wave(enc, normed, seq, fps, max_window_seconds, overlap_seconds, report, single))
         padded_total += seq
-    frame_states = _extend_to_clips(torch.cat(states, dim=0) if len(states) > 1 else states[0], clip_length)
+    frame_states = torch.cat(states, dim=0) if len(states) > 1 else states[0]
+    # Hallo2 audio whose last segment is a clip multiple while the total is not: the original encodes that
+    # segment unpadded and never renders the final partial clip (its video ends up to 15 frames short).
+    # Encoding it unpadded keeps every feature the original renders; repeating the last frame's states up to
+    # the next clip multiple lets the partial clip render too (its extra frames are trimmed).
+    padded_len = math.ceil(frame_states.shape[0] / clip_length) * clip_length
     feats = AudioFeatures(
-        features=stack_window(frame_states.contiguous()),
+        features=stack_window(frame_states, length=padded_len),
         num_frames=true_frames,
         fps=float(fps),
         clip_length=clip_length,

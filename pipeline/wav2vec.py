@@ -174,14 +174,15 @@ class Wav2VecEncoder:
         if not stable:
             h = enc.layer_norm(h)
         h = enc.dropout(h)
-        states: list[torch.Tensor] = []
+        # written layer by layer into one tensor: no list of 12 outputs plus a stacked copy of them
+        states = torch.empty(h.shape[1], len(enc.layers), h.shape[2], dtype=h.dtype, device=h.device)
         for i, layer in enumerate(enc.layers):
             out = layer(h, attention_mask=None)
             h = out[0] if isinstance(out, tuple) else out
             if stable and i == len(enc.layers) - 1:
                 h = enc.layer_norm(h)
-            states.append(h[0])
-        return torch.stack(states, dim=1)
+            states[:, i] = h[0]
+        return states
 
     @torch.no_grad()
     def __call__(self, wave: torch.Tensor, seq_len: int) -> torch.Tensor:
