@@ -44,8 +44,17 @@ def test_package_import_is_light_and_exposes_the_comfy_entry() -> None:
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert hallo_nodes.WEB_DIRECTORY == './js'\n"
+        "assert len(hallo_nodes.NODE_CLASS_MAPPINGS) >= 8\n"
         "assert all(k.startswith('Hallo') for k in hallo_nodes.NODE_CLASS_MAPPINGS)\n"
         "assert set(hallo_nodes.NODE_CLASS_MAPPINGS) == set(hallo_nodes.NODE_DISPLAY_NAME_MAPPINGS)\n"
     )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr
+
+
+def test_entry_file_loads_alone() -> None:
+    """pytest imports the root ``__init__.py`` as a lone file when the checkout's folder name is not an
+    identifier (``git clone ... hallo-nodes``): that must not fail the whole run."""
+    code = f"import runpy; ns = runpy.run_path({str(REPO / '__init__.py')!r}); assert ns['WEB_DIRECTORY'] == './js'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr
