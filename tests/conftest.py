@@ -32,4 +32,4 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random model folder with hallo/ and hallo2/ checkpoints, VAE, wav2vec2 and face models."""
     from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
 
-    return write_tiny_model_folder(tmp_path_factory.mktemp("models"), with_face_models=True)
+    return write_tiny_model_folder(tmp_path_factory.mktemp("models"))
