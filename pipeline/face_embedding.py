@@ -57,11 +57,14 @@ class NoFaceError(ValueError):
     """The detector found no face in the image."""
 
 
-NO_FACE_MESSAGE = (
+NO_FACE_HINT = (
     "no face was found in the image; use a closer crop where the face fills 50–70 % of the frame, "
-    "seen from the front (turned less than about 30°), well lit and not covered. For stylised or "
-    "non-photographic faces the detector may fail: then enable 'allow_no_face' to continue with the "
-    "original Hallo fallback (zero identity embedding, whole image as face box)."
+    "seen from the front (turned less than about 30°), well lit and not covered."
+)
+NO_FACE_MESSAGE = (
+    f"{NO_FACE_HINT} For stylised or non-photographic faces the detector may fail: then enable "
+    "'allow_no_face' to continue with the original Hallo fallback (zero identity embedding; masks from "
+    "MediaPipe, or from the image centre)."
 )
 
 

@@ -76,8 +76,13 @@ def write_vae(folder: Path, seed: int) -> Path:
 
 
 def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("hallo", "hallo2"),
-                            seed: int = 0, with_face_models: bool = True, with_wav2vec: bool = True) -> Path:
-    """Create ``root`` laid out like the Hugging Face ``fudan-generative-ai/hallo`` download."""
+                            seed: int = 0, with_face_models: bool = True, with_wav2vec: bool = True,
+                            landmarker_task: Path | str | None = None) -> Path:
+    """Create ``root`` laid out like the Hugging Face ``fudan-generative-ai/hallo`` download.
+
+    ``landmarker_task``: the real ``face_landmarker_v2_with_blendshapes.task`` (MediaPipe's model
+    cannot be made up), copied into ``face_analysis/models``; without it the face masks stop with an
+    error naming the missing file. Ignored when ``with_face_models`` is false."""
     root = Path(root)
     arch = tiny_architecture()
     unet_dir = root / "stable-diffusion-v1-5" / "unet"
@@ -93,6 +98,6 @@ def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("h
     if with_face_models:
         from .tiny_face_models import write_face_models
 
-        write_face_models(root / "face_analysis" / "models", seed=seed)
+        write_face_models(root / "face_analysis" / "models", seed=seed, landmarker_task=landmarker_task)
     logger.info("wrote tiny model folder %s", root)
     return root

@@ -13,6 +13,8 @@ from PIL import Image
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "portraits"
 if not PORTRAITS.is_dir():  # the checkout may live elsewhere; the assets are in /work/shared
     PORTRAITS = Path("/work/shared/assets/portraits")
+#: The real MediaPipe Tasks model (released in fudan-generative-ai/hallo face_analysis/models).
+LANDMARKER_TASK = PORTRAITS.parent / "models" / "face_landmarker_v2_with_blendshapes.task"
 
 SINGLE_PORTRAITS = ["painting_girl.jpg", "stylized_3d.jpg", "statue.jpg", "photo_woman.jpg"]
 GROUP = "group_six_faces.jpg"
@@ -42,9 +44,11 @@ def to_comfy(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]
 
 
-def make_model_dir(root: Path, faces=None, seed: int = 0) -> Path:
-    """A ``hallo`` model folder with tiny face models; returns the folder (parent of face_analysis)."""
-    write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces)
+def make_model_dir(root: Path, faces=None, seed: int = 0, landmarker: bool = True) -> Path:
+    """A ``hallo`` model folder with tiny face models and (``landmarker``) the real MediaPipe
+    ``.task``; returns the folder (parent of face_analysis)."""
+    write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces,
+                      landmarker_task=LANDMARKER_TASK if landmarker else None)
     return root
 
 
