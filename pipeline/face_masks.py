@@ -13,6 +13,9 @@
 One deliberate difference: where an expanded box is larger than the image, the original shifts it
 to a negative start and numpy slicing then wraps (the mask covers only a strip at the far edge);
 here the box is clamped to the image, which is what the shift intends.
+
+Without landmarks (the ``allow_no_face`` fallback) :func:`build_box_masks` makes the same masks from a
+face box, with the lip box placed where the mouth sits in a frontal face.
 """
 
 from __future__ import annotations
