@@ -15,7 +15,11 @@ This re-implements what Hallo gets from insightface 0.7.3
   does), output the raw, un-normalised 512-d vector.
 
 insightface converts RGB to BGR and its blobs swap back to RGB; all steps are per channel, so this
-module works on RGB directly with identical numbers.
+module works on RGB directly with identical numbers. The tests check it against insightface's own
+``model_zoo`` SCRFD / ArcFaceONNX classes on the same files (same boxes and points, embeddings within
+1e-4); the package itself is not used because it pulls in the GUI ``opencv-python`` (a third OpenCV
+build next to ours and MediaPipe's, all writing the same ``cv2`` folder), scipy, scikit-image and
+requests, and its alignment calls a scikit-image API that is deprecated for removal.
 """
 
 from __future__ import annotations
