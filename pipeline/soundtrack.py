@@ -3,7 +3,7 @@
 The source (a file or an in-memory waveform) is decoded, downmixed to stereo (or kept mono) by
 libswresample with the source's channel layout, so a 5.1 track with the dialogue in the centre channel
 keeps it, resampled to the nearest sample rate AAC encodes, and encoded into AAC packets held in memory
-(about 1 MB a minute). The writer muxes them when the video is complete: moving or rewriting the source
+(about 1 MB a minute at 128 kbit/s). The writer muxes them when the video is complete: moving or rewriting the source
 file during a render changes nothing, and a track that cannot be read or encoded fails before the render.
 """
 
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 AAC_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 AAC_FRAME = 1024
-AAC_BIT_RATE = 192000
+AAC_BIT_RATE = 128000
 
 SoundtrackSource = tuple[torch.Tensor, int] | str | Path
 
