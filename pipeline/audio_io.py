@@ -196,7 +196,8 @@ def load_audio_file(path: str | Path, *, sample_rate: int | None = None, mono: b
 
     With ``sample_rate``/``mono`` it is resampled (libswresample) and averaged to mono while decoding, so a
     long file never sits in memory at its full rate; the samples equal :func:`to_mono_16k` of the file's
-    full-rate waveform bit for bit. Memory grows with what is decoded, not with the header's duration.
+    full-rate waveform bit for bit; the file's own rate must then be one :func:`check_sample_rate` accepts.
+    Memory grows with what is decoded, not with the duration the header claims.
     """
     import av
 

@@ -59,10 +59,6 @@ class Soundtrack:
     layout: str
     packets: list = field(default_factory=list)
 
-    @property
-    def seconds(self) -> float:
-        return sum(int(p.duration or 0) for p in self.packets) / self.rate
-
     def add_stream(self, container):
         """Add the matching AAC stream to an output container."""
         stream = container.add_stream("aac", rate=self.rate)
