@@ -75,6 +75,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_float_dtypes(state: dict[str, torch.Tensor], path: Path | str) -> None:
+    """Refuse tensors that are not floating point (a quantized, boolean or mis-converted checkpoint)."""
+    for key, tensor in state.items():
+        if not tensor.is_floating_point():
+            raise CheckpointError(
+                f"checkpoint {path}: tensor {key} is {str(tensor.dtype).removeprefix('torch.')}, not floating point "
+                f"(a quantized or mis-converted file?). {_redownload_hint(Path(path))}")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path | str) -> None:
+    """Refuse NaN or infinite weights (a corrupt file, or values beyond the range of the dtype cast to).
+
+    One reduction per tensor, done where the tensors already are (on the GPU after the move there).
+    """
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"checkpoint {path}: tensor {key} holds NaN or infinite values, so every frame would come out "
+                f"black or noise. {_redownload_hint(Path(path))}")
+
+
 @dataclass
 class KeyReport:
     missing: list[str]
