@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from .vocal_separation import resolve_separation
 from .wav2vec import load_wav2vec
 
 logger = logging.getLogger(__name__)
+
+TASK_FILE = "face_landmarker_v2_with_blendshapes.task"  # MediaPipe's face landmarker bundle (a zip archive)
 
 
 @dataclass
@@ -74,8 +77,8 @@ def pick_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
-        raise HalloInputError(f"--device {device!r} is not a device name torch knows; use auto, cpu, cuda, "
-                              "cuda:1 or mps") from None
+        raise HalloInputError(f"--device {device} is not a device name torch knows; use --device auto, "
+                              "--device cpu, cuda, cuda:1 or mps") from None
     if not _device_available(dev):
         raise HalloInputError(f"--device {device}: this machine (or this torch build) has no such device; use "
                               "--device auto or --device cpu")
@@ -84,7 +87,7 @@ def pick_device(device: str) -> torch.device:
 
 def _face_model_errors() -> tuple[type[BaseException], ...]:
     """Errors the face models raise on a truncated or corrupt model file."""
-    errors: list[type[BaseException]] = [LandmarkError]
+    errors: list[type[BaseException]] = []
     try:
         from google.protobuf.message import DecodeError
 
@@ -101,14 +104,23 @@ def _face_model_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _check_task_file(folder: ModelFolder) -> None:
+    """A ``.task`` bundle is a zip archive: a truncated download fails here with its name, not in MediaPipe."""
+    task = folder.root / "face_analysis" / "models" / TASK_FILE
+    if task.is_file() and not zipfile.is_zipfile(task):
+        raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
+                              f"face_analysis/models/{TASK_FILE} again from 'fudan-generative-ai/hallo'")
+
+
 def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, device: torch.device
              ) -> FaceAnalysisResult:
     """The face stage, first of all (cheap next to the network loads): no face -> one clear error."""
+    _check_task_file(folder)
     try:
         return analyze_face(rgb, folder.root, output_size=(options.height, options.width),
                             face_expand_ratio=options.face_expand_ratio, face_index=options.face_index,
                             allow_no_face=options.allow_no_face, device=str(device))
-    except ValueError as exc:  # no face, a face index out of range, an image the face stage cannot use
+    except (ValueError, LandmarkError) as exc:  # no face, a face index out of range, no landmarker
         raise HalloInputError(f"image {image}: {exc}") from exc
     except _face_model_errors() as exc:
         raise HalloInputError(
