@@ -37,7 +37,8 @@ def _check_parent(out: Path) -> None:
         raise HalloInputError(f"output {out}: {parent} is a file, not a folder; choose another output path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise HalloInputError(
-            f"output {out}: the folder {parent} is not writable (permission denied); choose a folder you can write to")
+            f"output {out}: the folder {parent} is not writable (permission denied or a read-only file system); "
+            "choose a folder you can write to")
 
 
 def check_output_path(out: str | Path, *, inputs: dict[str, Path], models: Path | None = None,

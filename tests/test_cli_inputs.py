@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -193,3 +194,39 @@ def test_damaged_model_files(damage, models: Path, assets: Path, audio: Path, tm
     assert code == 2
     assert_one_line_error(err, named)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "voice.wav"]  # no output, no temporary file
+
+
+needs_non_root = pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                                    reason="root reads and writes through any permission bits")
+
+
+@needs_non_root
+def test_unwritable_output_folder(models: Path, assets: Path, audio: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    out = locked / "o.mp4"
+    code, err = run_main(_argv(assets / "portraits" / "statue.jpg", audio, models, out), capsys)
+    assert code == 2
+    assert_one_line_error(err, str(out), "not writable")
+
+
+@needs_non_root
+def test_unreadable_image(models: Path, assets: Path, audio: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "private.jpg"
+    shutil.copyfile(assets / "portraits" / "statue.jpg", image)
+    image.chmod(0o000)
+    code, err = run_main(_argv(image, audio, models, tmp_path / "o.mp4"), capsys)
+    assert code == 2
+    assert_one_line_error(err, str(image), "permission")
+
+
+def test_output_inside_the_model_folder_refused(models: Path, assets: Path, audio: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = models / "hallo" / "render.mp4"
+    code, err = run_main(_argv(assets / "portraits" / "statue.jpg", audio, models, out), capsys)
+    assert code == 2
+    assert_one_line_error(err, str(out), "model folder")
+    assert not out.exists()
