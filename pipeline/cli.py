@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import HalloInputError
+from .errors import HalloInputError, raised_in_pipeline
 from .sampler import RenderCancelled, SamplerSettings
 from .vocal_separation import SEPARATION_MODES, VocalSeparationUnavailable
 
@@ -22,8 +22,15 @@ PROG = "hallo-render"
 # torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negative seeds wrap around and alias positive ones).
 SEED_MAX = 2**64 - 1
 # Errors that mean "this input cannot be used": reported as one line with exit status 2. Anything else is a
-# bug and keeps its traceback.
+# bug and keeps its traceback; so does a ValueError raised outside pipeline/ (in torch, numpy, ...).
 INPUT_ERRORS = (HalloInputError, FileNotFoundError, ValueError, VocalSeparationUnavailable)
+
+
+def is_input_error(exc: BaseException) -> bool:
+    """True for our own input errors; a plain ValueError counts only when ``pipeline/`` code raised it."""
+    if not isinstance(exc, INPUT_ERRORS):
+        return False
+    return type(exc) is not ValueError or raised_in_pipeline(exc)
 
 
 class Parser(argparse.ArgumentParser):
@@ -221,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(args, parser)
         except INPUT_ERRORS as exc:
+            if not is_input_error(exc):
+                raise
             return report_error(exc)
         except Terminated:
             logger.error("terminated (SIGTERM); no output was written")

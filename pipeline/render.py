@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .audio_features import AudioFeatures, encode_audio
-from .errors import HalloInputError
+from .errors import HalloInputError, raised_in_pipeline
 from .face_analysis import FaceAnalysisResult, analyze_face
 from .face_landmarks import LandmarkError
 from .image_file import load_image_rgb
@@ -121,6 +121,8 @@ def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, devi
                             face_expand_ratio=options.face_expand_ratio, face_index=options.face_index,
                             allow_no_face=options.allow_no_face, device=str(device))
     except (ValueError, LandmarkError) as exc:  # no face, a face index out of range, no landmarker
+        if isinstance(exc, ValueError) and not raised_in_pipeline(exc):
+            raise  # a library's ValueError is a bug, not bad input: keep its traceback
         raise HalloInputError(f"image {image}: {exc}") from exc
     except _face_model_errors() as exc:
         raise HalloInputError(

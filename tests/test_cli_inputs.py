@@ -230,3 +230,17 @@ def test_output_inside_the_model_folder_refused(models: Path, assets: Path, audi
     assert code == 2
     assert_one_line_error(err, str(out), "model folder")
     assert not out.exists()
+
+
+def test_only_our_own_value_errors_count_as_input_errors() -> None:
+    """A ValueError from deep inside numpy/torch is a bug: it keeps its traceback instead of one vague line."""
+    from hallo_nodes.pipeline.cli import is_input_error
+    from hallo_nodes.pipeline.reference import check_output_size
+
+    with pytest.raises(ValueError) as ours:
+        check_output_size(100, 100)
+    assert is_input_error(ours.value)
+    with pytest.raises(ValueError) as foreign:
+        np.zeros(3).reshape(2, 2)
+    assert not is_input_error(foreign.value)
+    assert not is_input_error(RuntimeError("a bug"))
