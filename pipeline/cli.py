@@ -68,6 +68,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def index_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (0 = the largest face)")
+    return value
+
+
 def seed_int(text: str) -> int:
     try:
         value = int(text)
@@ -107,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-weight", type=finite_float, default=1.0)
     p.add_argument("--lip-weight", type=finite_float, default=1.0)
     p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
-    p.add_argument("--face-index", type=int, default=None, help="face to animate in a group photo (0 = largest)")
+    p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
     p.add_argument("--separate-vocals", nargs="?", const="on", default="auto", choices=SEPARATION_MODES,
                    help="isolate the voice before wav2vec2 as the original does: auto (default: when the optional "

@@ -203,6 +203,8 @@ def render_file(
                             overwrite=options.overwrite)
     device = pick_device(options.device)
     dtype = parse_dtype(options.dtype, device)
+    if audio.is_dir():
+        raise HalloInputError(f"audio {audio} is a directory; give the voice recording's file name")
     rgb = load_image_rgb(image)
     with VideoWriter(out, options.fps, options.width, options.height, audio=audio,
                      overwrite=options.overwrite) as writer:

@@ -244,3 +244,16 @@ def test_only_our_own_value_errors_count_as_input_errors() -> None:
         np.zeros(3).reshape(2, 2)
     assert not is_input_error(foreign.value)
     assert not is_input_error(RuntimeError("a bug"))
+
+
+def test_audio_is_a_directory(models: Path, assets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_main(_argv(assets / "portraits" / "statue.jpg", tmp_path, models, tmp_path / "o.mp4"), capsys)
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path), "directory")
+
+
+def test_negative_face_index_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_main(["--image", "x.png", "--audio", "x.wav", "--models", str(tmp_path), "--face-index=-1"],
+                         capsys)
+    assert code == 2
+    assert_one_line_error(err, "--face-index", "0 or more")
