@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from .audio_io import load_audio_file
+from .errors import HalloInputError
 from .soundtrack import SoundtrackSource, encode_soundtrack
 
 __all__ = ["VideoWriter", "load_audio_file", "to_uint8_frames"]
@@ -24,21 +26,48 @@ def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
+def reserve_partial_path(path: Path) -> Path:
+    """Create and return an empty temporary file beside ``path``, unique to this call (O_EXCL)."""
+    for _ in range(100):
+        name = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
+        except FileExistsError:
+            continue
+        except OSError as exc:  # permission denied, read-only file system, a file where a folder should be
+            raise HalloInputError(f"output {path}: cannot create a file in {path.parent} ({exc.strerror or exc}); "
+                                  "choose a folder you can write to") from exc
+        os.close(fd)
+        return name
+    raise FileExistsError(f"could not create a temporary file beside {path}")  # pragma: no cover
+
+
 class VideoWriter:
     """Streams frames into an H.264 mp4 with an AAC audio track; the file appears only when complete.
 
-    Frames go to ``<out>.partial.mp4`` and are renamed on success, so a crash or a cancel never leaves a
-    half-written video under the requested name.
+    Frames go to a hidden temporary file unique to this writer (``.<stem>.<pid>-<random>.partial.mp4`` beside
+    the output) that is renamed on success, so a crash, a cancel or a concurrent render to the same name never
+    leaves a half-written video under the requested name. With ``overwrite=False`` an output that appeared
+    meanwhile is never replaced: the finished video stays under its temporary name and an error says where.
     """
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int, *,
-                 audio: SoundtrackSource | None = None, crf: int = 18) -> None:
-        import av
-
+                 audio: SoundtrackSource | None = None, crf: int = 18, overwrite: bool = True) -> None:
         self._soundtrack = encode_soundtrack(audio) if audio is not None else None  # read once, now
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+        self._closed = True  # until the container is open: close() then has nothing to finish
+        self.partial = reserve_partial_path(self.path)
+        try:
+            self._open(fps, width, height, crf=crf)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _open(self, fps: float, width: int, height: int, *, crf: int) -> None:
+        import av
+
         self.fps = Fraction(fps).limit_denominator(1001)
         self.frames_written = 0
         self._container = av.open(str(self.partial), mode="w")
@@ -84,9 +113,38 @@ class VideoWriter:
         if not success or self.frames_written == 0:
             self.partial.unlink(missing_ok=True)
             return None
-        os.replace(self.partial, self.path)
+        self._publish()
         logger.info("wrote %s (%d frames at %s fps)", self.path, self.frames_written, self.fps)
         return self.path
+
+    def _discard(self) -> None:
+        """Drop the temporary file after a failed start."""
+        container = getattr(self, "_container", None)
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                logger.debug("closing the half-opened container of %s failed", self.partial, exc_info=True)
+        self.partial.unlink(missing_ok=True)
+
+    def _publish(self) -> None:
+        """Move the finished file to its name: atomic, and never over a file that appeared meanwhile."""
+        if self.overwrite:
+            os.replace(self.partial, self.path)
+            return
+        try:
+            os.link(self.partial, self.path)  # fails if the name exists: no clobbering, no race window
+        except FileExistsError:
+            raise HalloInputError(
+                f"output {self.path} was created by another program while rendering and was left alone; this "
+                f"render is kept as {self.partial}: rename it or render again with --overwrite") from None
+        except OSError:  # a file system without hard links: check, then rename
+            if self.path.exists():
+                raise HalloInputError(f"output {self.path} appeared while rendering and was left alone; this "
+                                      f"render is kept as {self.partial}") from None
+            os.replace(self.partial, self.path)
+            return
+        self.partial.unlink()
 
     def __enter__(self) -> VideoWriter:
         return self
