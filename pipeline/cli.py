@@ -164,7 +164,12 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, ``docker stop``, ``kill``): unwinds like Ctrl-C so temporary files are removed."""
 
 
+_termination_requested = False
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
+    global _termination_requested
+    _termination_requested = True  # a C extension may turn the exception below into another (ImportError, ...)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not interrupt the cleanup
     raise Terminated()
 
@@ -253,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         except (KeyboardInterrupt, RenderCancelled):
             logger.error("cancelled; no output was written")
             return 130
+        except BaseException:
+            if _termination_requested:  # SIGTERM arrived inside a library call that re-raised it as its own error
+                logger.error("terminated (SIGTERM); no output was written")
+                return 143
+            raise
 
 
 if __name__ == "__main__":  # pragma: no cover
