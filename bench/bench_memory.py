@@ -114,7 +114,7 @@ def photo_child(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     (model,) = N["HalloModelLoader"]().load("hallo/net.pth", "fp32")
-    width = int(round((args.photo_mp * 1e6 * 4 / 3) ** 0.5))
+    width = int(round((float(args.photo_mp) * 1e6 * 4 / 3) ** 0.5))
     height = int(round(width * 3 / 4))
     with Image.open(args.image) as img:
         photo = torch.from_numpy(np.asarray(img.convert("RGB").resize((width, height), Image.BICUBIC),
@@ -150,7 +150,9 @@ def photo_sweep(args: argparse.Namespace, models: Path, tmp_path: Path) -> dict:
         cmd = [sys.executable, __file__, "--child", "--photo-mp", str(mp), "--models", str(models), "--image",
                str(args.image), "--audio", str(audio), "--out", str(out), "--size", str(args.size),
                "--steps", str(args.steps), "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"the {mp:g} MP render failed:\n{proc.stderr[-3000:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         results[f"{mp:g}MP"] = row
         print(json.dumps({f"{mp:g}MP": row}), file=sys.stderr, flush=True)

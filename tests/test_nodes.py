@@ -575,3 +575,24 @@ def test_render_to_file_pastes_back_frame_by_frame(model: HalloModel, tmp_path: 
         first = next(c.decode(video=0)).to_ndarray(format="rgb24")
     corner = (photo[0, :40, :40].numpy() * 255).astype(np.float32)  # outside the crop: the photo itself
     assert np.abs(first[:40, :40].astype(np.float32) - corner).mean() < 6  # H.264 error only
+
+
+def test_notices_reach_every_run_but_log_once_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    """The plumbing for node notices (e.g. skipped vocal separation on HalloAudioEncode)."""
+    import logging
+
+    from hallo_nodes.nodes.common import with_notes
+    from hallo_nodes.pipeline.notices import collect_notices, notice
+
+    log = logging.getLogger("hallo_nodes.test_notices")
+    runs = []
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        for _ in range(2):
+            with collect_notices() as notes:
+                notice(log, "vocal separation skipped: test", once=True)
+                notice(log, "vocal separation skipped: test", once=True)
+            runs.append(with_notes({"hallo_audio": [{}]}, notes))
+        notice(log, "outside any node")  # logged, collected nowhere
+    assert [r["text"] for r in runs] == [["vocal separation skipped: test"]] * 2
+    assert caplog.text.count("vocal separation skipped: test") == 1 and "outside any node" in caplog.text
+    assert with_notes({}, []) == {}
