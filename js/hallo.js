@@ -1,12 +1,20 @@
 // Hallo nodes: small graph helpers.
 // * HalloSampler / HalloRenderToVideoFile show the frames, clips and duration they will render once the
-//   connected HalloAudioEncode has run (it reports them in its "hallo_audio" ui output), and the render time.
+//   connected HalloAudioEncode has run (it reports them in its "hallo_audio" ui output); after a run they show
+//   what that run itself reported ("hallo_render"), so a cached encoder cannot leave the text stale.
 // * HalloFaceAnalysis shows how many faces were found and a legend for the mask overlay preview it returns.
+// * Every Hallo node shows the notices of its last run (its "text" ui output: silent audio, a stretched
+//   portrait, an odd photo size, skipped vocal separation, ...).
+// The text sits in a widget of its own above any preview, not at the node's bottom edge, where the frontend
+// writes the size of a previewed image. The widget is never saved in workflows nor sent with prompts.
 import { app } from "../../scripts/app.js";
 
 const CLIP = 16;
 const SAMPLERS = new Set(["HalloSampler", "HalloRenderToVideoFile"]);
 const INFO_COLOR = "#9fd4ff";
+const NOTE_COLOR = "#ffcf6e";
+const LINE = 14;
+const INFO_WIDGET = "hallo_info";
 
 function getLink(graph, id) {
   if (id == null || !graph) return null;
@@ -30,6 +38,14 @@ function plural(n, word) {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
+function summary(start, end, total, fps) {
+  const frames = Math.max(0, end - start);
+  const clips = Math.max(0, Math.ceil(end / CLIP) - Math.floor(start / CLIP));
+  const seconds = (frames / fps).toFixed(2);
+  const range = start > 0 || end < total ? ` (frames ${start}-${end - 1} of ${total})` : "";
+  return `${plural(frames, "frame")} · ${plural(clips, "clip")} · ${seconds} s @ ${fps} fps${range}`;
+}
+
 // What a sampler will render, from the audio summary of its HalloAudioEncode.
 export function samplerInfo(node) {
   const enc = inputNode(node, "audio_features");
@@ -46,11 +62,14 @@ export function samplerInfo(node) {
     return `continues the previous segment: ${frames} of ${total} @ ${audio.fps} fps`;
   }
   const end = num > 0 ? Math.min(total, start + num) : total;
-  const frames = Math.max(0, end - start);
-  const clips = Math.max(0, Math.ceil(end / CLIP) - Math.floor(start / CLIP));
-  const seconds = (frames / audio.fps).toFixed(2);
-  const range = start > 0 || end < total ? ` (frames ${start}-${end - 1} of ${total})` : "";
-  return `${plural(frames, "frame")} · ${plural(clips, "clip")} · ${seconds} s @ ${audio.fps} fps${range}`;
+  return summary(start, end, total, audio.fps);
+}
+
+// What a sampler's own run rendered (its "hallo_render" ui output).
+export function renderInfo(r) {
+  let text = summary(r.start_frame, r.end_frame, r.total_frames, r.fps);
+  if (r.render_seconds != null) text += ` · rendered in ${r.render_seconds} s`;
+  return text;
 }
 
 function faceInfo(face) {
@@ -60,14 +79,70 @@ function faceInfo(face) {
   return `${found} · ${face.width}x${face.height} · ${masks}: red lip, green face, blue full`;
 }
 
-function drawInfo(node, ctx, text) {
-  if (!text || node.flags?.collapsed) return;
-  ctx.save();
-  ctx.font = "11px sans-serif";
-  ctx.fillStyle = INFO_COLOR;
-  ctx.textAlign = "left";
-  ctx.fillText(text, 8, node.size[1] - 6, node.size[0] - 16);
-  ctx.restore();
+function infoLines(node) {
+  const lines = [];
+  if (node.hallo_info) lines.push([node.hallo_info, INFO_COLOR]);
+  for (const note of node.hallo_notes ?? []) lines.push([`⚠ ${note}`, NOTE_COLOR]);
+  return lines;
+}
+
+function wrap(ctx, text, width) {
+  const out = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const next = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(next).width > width) {
+      out.push(line);
+      line = word;
+    } else {
+      line = next;
+    }
+  }
+  if (line) out.push(line);
+  return out;
+}
+
+// A read-only text widget: drawn in the widget area, never serialized (workflow or prompt).
+function infoWidget(node) {
+  let widget = (node.widgets || []).find((w) => w.name === INFO_WIDGET);
+  if (widget || typeof node.addCustomWidget !== "function") return widget;
+  widget = node.addCustomWidget({
+    name: INFO_WIDGET,
+    type: "hallo_info",
+    value: "",
+    serialize: false,
+    options: { serialize: false },
+    rows: 1,
+    draw(ctx, owner, width, y) {
+      ctx.save();
+      ctx.font = "11px sans-serif";
+      ctx.textAlign = "left";
+      let row = 0;
+      for (const [text, color] of infoLines(owner)) {
+        ctx.fillStyle = color;
+        for (const part of wrap(ctx, text, width - 16)) {
+          ctx.fillText(part, 8, y + LINE * (row + 1) - 2, width - 16);
+          row += 1;
+        }
+      }
+      ctx.restore();
+      if (row !== this.rows) {
+        this.rows = row;
+        owner.setSize?.([owner.size[0], Math.max(owner.size[1], owner.computeSize()[1])]);
+      }
+    },
+    computeSize(width) {
+      return [width, Math.max(1, this.rows) * LINE + 4];
+    },
+  });
+  return widget;
+}
+
+function show(node, info, notes) {
+  if (info !== undefined) node.hallo_info = info;
+  if (notes !== undefined) node.hallo_notes = notes;
+  infoWidget(node);
+  node.setDirtyCanvas?.(true, true);
 }
 
 function chain(proto, name, fn) {
@@ -81,54 +156,53 @@ function chain(proto, name, fn) {
 
 function refreshSamplers() {
   for (const node of app.graph?._nodes ?? []) {
-    if (SAMPLERS.has(node.comfyClass ?? node.type)) {
-      node.hallo_info = samplerInfo(node);
+    if (SAMPLERS.has(node.comfyClass ?? node.type) && !node.hallo_render) {
+      show(node, samplerInfo(node));
     }
   }
   app.graph?.setDirtyCanvas(true, false);
+}
+
+function projected() {
+  this.hallo_render = null; // the settings changed: show what the next run will render
+  show(this, samplerInfo(this));
 }
 
 app.registerExtension({
   name: "hallo.nodes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const name = nodeData.name;
+    if (!name?.startsWith("Hallo")) return;
+    chain(nodeType.prototype, "onExecuted", function (message) {
+      show(this, undefined, Array.isArray(message?.text) ? message.text.map(String) : []);
+    });
     if (name === "HalloAudioEncode") {
       chain(nodeType.prototype, "onExecuted", function (message) {
         const audio = message?.hallo_audio?.[0];
         if (!audio) return;
         this.hallo_audio = audio;
-        this.hallo_info = `${plural(audio.frames, "frame")} · ${plural(audio.clips, "clip")} · ${audio.duration.toFixed(2)} s`;
+        show(this, `${plural(audio.frames, "frame")} · ${plural(audio.clips, "clip")} · ${audio.duration.toFixed(2)} s`);
         refreshSamplers();
       });
-      chain(nodeType.prototype, "onDrawForeground", function (ctx) {
-        drawInfo(this, ctx, this.hallo_info);
-      });
     } else if (SAMPLERS.has(name)) {
-      chain(nodeType.prototype, "onNodeCreated", function () {
-        this.hallo_info = samplerInfo(this);
-      });
-      chain(nodeType.prototype, "onConnectionsChange", function () {
-        this.hallo_info = samplerInfo(this);
-      });
-      chain(nodeType.prototype, "onWidgetChanged", function () {
-        this.hallo_info = samplerInfo(this);
+      chain(nodeType.prototype, "onNodeCreated", projected);
+      chain(nodeType.prototype, "onConnectionsChange", projected);
+      chain(nodeType.prototype, "onWidgetChanged", function (widgetName) {
+        if (widgetName !== INFO_WIDGET) projected.call(this);
       });
       chain(nodeType.prototype, "onExecuted", function (message) {
         const r = message?.hallo_render?.[0];
-        this.hallo_info = samplerInfo(this);
-        if (r?.render_seconds != null) this.hallo_info += ` · rendered in ${r.render_seconds} s`;
+        if (!r) return;
+        this.hallo_render = r;
+        show(this, renderInfo(r));
       });
-      chain(nodeType.prototype, "onDrawForeground", function (ctx) {
-        if (!this.hallo_info || !this.hallo_info.includes("rendered")) this.hallo_info = samplerInfo(this);
-        drawInfo(this, ctx, this.hallo_info);
+      chain(nodeType.prototype, "onDrawForeground", function () {
+        if (!this.hallo_render) this.hallo_info = samplerInfo(this);
       });
     } else if (name === "HalloFaceAnalysis") {
       chain(nodeType.prototype, "onExecuted", function (message) {
         this.hallo_face = message?.hallo_face?.[0] ?? null;
-        this.hallo_info = faceInfo(this.hallo_face);
-      });
-      chain(nodeType.prototype, "onDrawForeground", function (ctx) {
-        drawInfo(this, ctx, this.hallo_info);
+        show(this, faceInfo(this.hallo_face));
       });
     }
   },

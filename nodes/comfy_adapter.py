@@ -270,19 +270,38 @@ def temp_directory() -> Path:
     return Path(tempfile.gettempdir()) / "hallo_nodes"
 
 
+DEFAULT_FILENAME = "Hallo"
+
+
+def folder_prefix(prefix: str) -> str:
+    """``"hallo/"`` means the folder ``hallo``: give it a file name (core would write ``hallo_00001_`` into the
+    output root instead). An empty prefix becomes the default file name."""
+    prefix = prefix.strip()
+    if not prefix or prefix.endswith(("/", "\\")):
+        return prefix + DEFAULT_FILENAME
+    return prefix
+
+
 def next_output_path(prefix: str, ext: str, width: int, height: int) -> tuple[Path, str, str]:
-    """A fresh ``<output>/<subfolder>/<name>_00001_.<ext>``; returns (path, subfolder, filename)."""
+    """A fresh ``<output>/<subfolder>/<name>_00001_.<ext>``; returns (path, subfolder, filename).
+
+    The prefix follows core's SaveImage (``%width%``-style variables inside ComfyUI, ``a/b`` = file ``b`` in
+    folder ``a``, no way out of the output folder); a trailing slash names a folder, the file is then
+    ``Hallo_00001_``.
+    """
+    prefix = folder_prefix(prefix)
     out_dir = output_directory()
     fp = _comfy("folder_paths")
     if fp is not None:
         full_folder, filename, counter, subfolder, _ = fp.get_save_image_path(prefix, str(out_dir), width, height)
         folder = Path(full_folder)
     else:
-        prefix_path = Path(prefix)
+        prefix_path = Path(prefix.replace("\\", "/"))
         if prefix_path.is_absolute() or ".." in prefix_path.parts:
             raise ValueError(f"filename_prefix must be a relative name inside the output folder, got {prefix!r}")
         folder = out_dir / prefix_path.parent
-        filename, subfolder = prefix_path.name, str(prefix_path.parent).replace(".", "")
+        parent = prefix_path.parent.as_posix()
+        filename, subfolder = prefix_path.name, "" if parent == "." else parent
         counter = 1
         if folder.is_dir():
             used = [p.name[len(filename) + 1:].split("_")[0] for p in folder.glob(f"{filename}_*_.*")]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..pipeline.errors import public_name
 from ..pipeline.model_folder import ModelFolder
+from ..pipeline.notices import notice
 from .comfy_adapter import ManagedModels
+
+logger = logging.getLogger(__name__)
 
 CATEGORY = "Hallo"
 
@@ -21,6 +27,7 @@ HALLO_MOTION = "HALLO_MOTION"
 HALLO_CROP = "HALLO_CROP"
 
 
+@public_name
 class HalloInputError(TypeError):
     """An input has the wrong type or layout; the message names the node, the input and what it needs."""
 
@@ -97,5 +104,56 @@ def check_audio(audio: Any, node: str, name: str = "audio") -> tuple[torch.Tenso
     return wave, int(audio["sample_rate"])
 
 
+def with_notes(ui: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """Add the node's notices to its ``ui`` output as ``"text"`` (the pack's frontend shows them on the node)."""
+    if notes:
+        ui["text"] = list(notes)
+    return ui
+
+
+def odd_size_notes(node: str, height: int, width: int) -> list[str]:
+    """The notice for a photo whose side is odd (cut to even: H.264 in yuv420p needs even sides)."""
+    if not (height % 2 or width % 2):
+        return []
+    even_h, even_w = height - height % 2, width - width % 2
+    message = (f"{node}: the photo is {width}x{height}; the frames are {even_w}x{even_h} (the last odd "
+               "column / row dropped: H.264 video needs even sides)")
+    notice(logger, message)
+    return [message]
+
+
 def tooltip_opts(tooltip: str, **opts: Any) -> dict[str, Any]:
     return {"tooltip": tooltip, **opts}
+
+
+def non_finite_message(node: str, name: str, value: Any) -> str:
+    return (f"{node}: widget '{name}' is {value}, not a finite number: NaN or Inf would silently give an all-black "
+            "video. Enter a number (check the node that feeds it, if it is connected).")
+
+
+def check_finite(node: str, **values: Any) -> None:
+    """Refuse NaN / Inf in FLOAT widgets (ComfyUI's min/max checks let NaN through: every comparison is False)."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(float(value)):
+            raise ValueError(non_finite_message(node, name, value))
+
+
+def validate_floats(node: str, spec: dict[str, tuple], values: dict[str, Any]) -> bool | str:
+    """For ``VALIDATE_INPUTS``: the literal FLOAT widgets are finite and within their min/max.
+
+    ComfyUI skips its own min/max check for every input that ``VALIDATE_INPUTS`` takes, so it is redone here.
+    Connected inputs arrive as None and are checked when the node runs.
+    """
+    for name, value in values.items():
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"{node}: widget '{name}' must be a number, got {value!r}"
+        if not math.isfinite(number):
+            return non_finite_message(node, name, value)
+        opts = spec[name][1]
+        if number < opts.get("min", -math.inf) or number > opts.get("max", math.inf):
+            return f"{node}: widget '{name}' is {number}, outside {opts.get('min')}..{opts.get('max')}"
+    return True

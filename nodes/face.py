@@ -24,6 +24,8 @@ from .common import (
     check_image,
     check_mask,
     expect,
+    odd_size_notes,
+    with_notes,
 )
 
 logger = logging.getLogger(__name__)
@@ -279,12 +281,14 @@ class HalloFaceCrop:
 class HalloPasteBack:
     DESCRIPTION = (
         "Puts rendered square frames back into the original photo at the place HalloFaceCrop cut them from, "
-        "with a feathered seam, giving full-resolution frames."
+        "with a feathered seam, giving full-resolution frames. An odd width or height loses its last pixel "
+        "column / row, so video encoders (H.264 needs even sides) accept the frames."
     )
     CATEGORY = f"{CATEGORY}/face"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("Full-resolution frames.",)
+    OUTPUT_TOOLTIPS = ("Full-resolution frames; an odd-sized photo comes out one pixel narrower / shorter (even "
+                       "sides, as H.264 video needs).",)
     FUNCTION = "paste"
 
     @classmethod
@@ -299,9 +303,11 @@ class HalloPasteBack:
             }
         }
 
-    def paste(self, images: torch.Tensor, original: torch.Tensor, crop: CropBox, feather: int = 16) -> tuple:
+    def paste(self, images: torch.Tensor, original: torch.Tensor, crop: CropBox, feather: int = 16) -> dict:
         node = "HalloPasteBack"
         images = check_image(images, node, "images")
         original = check_image(original, node, "original")
         crop = expect(crop, CropBox, node, "crop", HALLO_CROP)
-        return (paste_back(images, original[0], crop, feather=int(feather)),)
+        out = paste_back(images, original[0], crop, feather=int(feather), even=True)
+        notes = odd_size_notes(node, crop.image_height, crop.image_width)
+        return {"ui": with_notes({}, notes), "result": (out,)}

@@ -51,11 +51,11 @@ class HalloModelLoader:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, checkpoint: str, dtype: str) -> bool | str:
+    def VALIDATE_INPUTS(cls, checkpoint: str) -> bool | str:
+        """Only 'checkpoint': ComfyUI marks every input this method takes with its error, and checks 'dtype'
+        (a fixed list) itself."""
         if checkpoint not in {e.name for e in comfy.find_checkpoints()}:
             return no_checkpoint_message(checkpoint)
-        if dtype not in DTYPES:
-            return f"dtype must be one of {DTYPES}, got {dtype!r}"
         return True
 
     @classmethod

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..pipeline.face_analysis import FaceAnalysisResult
 from ..pipeline.image_prep import comfy_image_to_rgb
-from .common import CATEGORY, HALLO_FACE, HALLO_MODEL, HALLO_REFERENCE, HalloModel, check_image, expect
+from ..pipeline.notices import collect_notices, notice
+from .common import CATEGORY, HALLO_FACE, HALLO_MODEL, HALLO_REFERENCE, HalloModel, check_image, expect, with_notes
+
+logger = logging.getLogger(__name__)
 
 NODE = "HalloReference"
 
@@ -31,7 +36,7 @@ class HalloReference:
             }
         }
 
-    def prepare(self, model: HalloModel, image, face: FaceAnalysisResult) -> tuple:
+    def prepare(self, model: HalloModel, image, face: FaceAnalysisResult) -> dict:
         model = expect(model, HalloModel, NODE, "model", HALLO_MODEL)
         face = expect(face, FaceAnalysisResult, NODE, "face", HALLO_FACE)
         rgb = comfy_image_to_rgb(check_image(image, NODE), name=f"{NODE} image")
@@ -42,5 +47,17 @@ class HalloReference:
         size = tuple(int(v) for v in face.masks.face_locator.shape[-2:])
         from ..pipeline.reference import make_reference
 
-        model.managed.load(["vae"])
-        return (make_reference(model.vae, rgb, face, size=size),)
+        with collect_notices() as notes:
+            stretch_notice(rgb.shape[0], rgb.shape[1], size)
+            model.managed.load(["vae"])
+            reference = make_reference(model.vae, rgb, face, size=size)
+        return {"ui": with_notes({}, notes), "result": (reference,)}
+
+
+def stretch_notice(height: int, width: int, size: tuple[int, int]) -> None:
+    """The portrait is resized to the output size as the original does: tell the user when that distorts it."""
+    out_h, out_w = size
+    if abs(width / height - out_w / out_h) <= 0.01 * out_w / out_h:
+        return
+    notice(logger, f"{NODE}: the {width}x{height} portrait is stretched to {out_w}x{out_h} (the original resizes "
+                   "without cropping); crop it to the output's shape first, e.g. with HalloFaceCrop")

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..pipeline.audio_features import AudioFeatures
-from ..pipeline.image_prep import CropBox, paste_back
+from ..pipeline.audio_features import SILENCE_PEAK, AudioFeatures
+from ..pipeline.image_prep import CropBox, PasteCompositor
 from ..pipeline.media import VideoWriter
+from ..pipeline.notices import collect_notices, notice
 from . import comfy_adapter as comfy
 from .common import (
     CATEGORY,
@@ -24,8 +25,12 @@ from .common import (
     HALLO_REFERENCE,
     HalloModel,
     check_audio,
+    check_finite,
     check_image,
     expect,
+    odd_size_notes,
+    validate_floats,
+    with_notes,
 )
 
 if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
@@ -107,10 +112,21 @@ def resolve_segment(features: AudioFeatures, start_frame: int, num_frames: int, 
     return Segment(start, end)
 
 
-def build_settings(steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float, lip_weight: float,
-                   faithful: bool, motion_frame_drop: float) -> SamplerSettings:
+FLOAT_WIDGETS = ("cfg", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop")
+
+
+def validate_float_widgets(node: str, values: dict[str, Any]) -> bool | str:
+    """``VALIDATE_INPUTS`` of the sampler nodes: NaN / Inf (and, as ComfyUI then skips it, min / max)."""
+    spec = {**settings_inputs(), **advanced_inputs()}
+    return validate_floats(node, spec, {k: values[k] for k in FLOAT_WIDGETS})
+
+
+def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float,
+                   lip_weight: float, faithful: bool, motion_frame_drop: float) -> SamplerSettings:
     from ..pipeline.sampler import SamplerSettings
 
+    check_finite(node, cfg=cfg, pose_weight=pose_weight, face_weight=face_weight, lip_weight=lip_weight,
+                 motion_frame_drop=motion_frame_drop)
     return SamplerSettings(
         steps=int(steps), guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=float(pose_weight),
         face_weight=float(face_weight), lip_weight=float(lip_weight), faithful=bool(faithful),
@@ -163,6 +179,13 @@ def trim_audio(audio: dict | None, features: AudioFeatures, segment: Segment, no
     lo = min(wave.shape[-1], int(round(segment.start / fps * rate)))
     hi = min(wave.shape[-1], int(round(segment.end / fps * rate)))
     return {"waveform": wave[..., lo:hi].contiguous(), "sample_rate": rate}
+
+
+def silent_audio_notice(node: str, wave: torch.Tensor) -> None:
+    """Tell the user (on the node) when the voice track is silent: the face would not speak."""
+    if wave.numel() and float(wave.abs().max()) < SILENCE_PEAK:
+        notice(logger, f"{node}: the audio is silent (peak below {SILENCE_PEAK:.0e}): the face will not speak; "
+                       "check the audio input")
 
 
 def check_payloads(node: str, model: Any, reference: Any, audio_features: Any, motion: Any) -> None:
@@ -218,6 +241,12 @@ class HalloSampler:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg: float | None = None, pose_weight: float | None = None,
+                        face_weight: float | None = None, lip_weight: float | None = None,
+                        motion_frame_drop: float | None = None) -> bool | str:
+        return validate_float_widgets("HalloSampler", locals())
+
     def sample(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, steps: int = 40,
                cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0, face_weight: float = 1.0,
                lip_weight: float = 1.0, start_frame: int = -1, num_frames: int = 0, faithful: bool = True,
@@ -226,13 +255,16 @@ class HalloSampler:
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
         segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
-        settings = build_settings(steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
+        settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
         started = time.perf_counter()
-        result = generate(model, reference, audio_features, settings, segment, motion, collect=True)
-        out_audio = trim_audio(audio, audio_features, segment, node)
+        with collect_notices() as notes:
+            out_audio = trim_audio(audio, audio_features, segment, node)
+            if audio is not None:
+                silent_audio_notice(node, out_audio["waveform"])
+            result = generate(model, reference, audio_features, settings, segment, motion, collect=True)
         info = render_summary(audio_features, segment, time.perf_counter() - started)
-        return {"ui": {"hallo_render": [info]},
+        return {"ui": with_notes({"hallo_render": [info]}, notes),
                 "result": (result.frames, out_audio, float(audio_features.fps), result.motion)}
 
 
@@ -260,7 +292,8 @@ class HalloRenderToVideoFile:
                 **advanced_inputs(),
                 "filename_prefix": ("STRING", {"default": "hallo/Hallo",
                                                "tooltip": "Name of the mp4 inside ComfyUI's output folder; a "
-                                                          "counter is appended."}),
+                                                          "counter is appended. 'a/b' = file b in folder a; "
+                                                          "'a/' = file Hallo in folder a."}),
             },
             "optional": {
                 "original": ("IMAGE", {"tooltip": "The photo that went into HalloFaceCrop: every frame is pasted "
@@ -271,6 +304,12 @@ class HalloRenderToVideoFile:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg: float | None = None, pose_weight: float | None = None,
+                        face_weight: float | None = None, lip_weight: float | None = None,
+                        motion_frame_drop: float | None = None) -> bool | str:
+        return validate_float_widgets("HalloRenderToVideoFile", locals())
+
     def render(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, audio: dict,
                steps: int = 40, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
                face_weight: float = 1.0, lip_weight: float = 1.0, faithful: bool = True,
@@ -279,31 +318,36 @@ class HalloRenderToVideoFile:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
-        if (original is None) != (crop is None):
-            raise ValueError(f"{node}: connect both 'original' and 'crop' to paste the frames back, or neither")
-        if crop is not None:
-            expect(crop, CropBox, node, "crop", HALLO_CROP)
-            original = check_image(original, node, "original")
-            height, width = crop.image_height, crop.image_width
-        else:
-            height, width = reference.size
-        # H.264 with yuv420p needs even sides: drop the last row/column of an odd-sized photo.
-        even_h, even_w = height - height % 2, width - width % 2
-        segment = Segment(0, int(audio_features.num_frames))
-        settings = build_settings(steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
+        settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
-        path, subfolder, filename = comfy.next_output_path(filename_prefix, "mp4", even_w, even_h)
-        started = time.perf_counter()
-        with VideoWriter(path, float(audio_features.fps), even_w, even_h, audio=(wave, rate)) as writer:
-            def write(clip: ClipOutput) -> None:
-                frames = clip.frames
-                if crop is not None:
-                    frames = paste_back(frames, original[0], crop, feather=int(feather))
-                writer.write(frames[:, :even_h, :even_w])
+        segment = Segment(0, int(audio_features.num_frames))
+        with collect_notices() as notes:
+            silent_audio_notice(node, wave)
+            compositor = paste_compositor(node, original, crop, int(feather))
+            height, width = reference.size if compositor is None else (compositor.height, compositor.width)
+            path, subfolder, filename = comfy.next_output_path(filename_prefix, "mp4", width, height)
+            started = time.perf_counter()
+            with VideoWriter(path, float(audio_features.fps), width, height, audio=(wave, rate)) as writer:
+                def write(clip: ClipOutput) -> None:  # frame by frame: one photo-sized uint8 frame at a time
+                    for frame in clip.frames:
+                        writer.write(frame[None] if compositor is None else compositor.to_uint8(frame)[None])
 
-            generate(model, reference, audio_features, settings, segment, None, collect=False, on_clip=write)
+                generate(model, reference, audio_features, settings, segment, None, collect=False, on_clip=write)
         info = render_summary(audio_features, segment, time.perf_counter() - started)
         ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output",
                           "format": "video/h264-mp4"}],
               "animated": [True], "hallo_render": [info]}
-        return {"ui": ui, "result": (int(writer.frames_written),)}
+        return {"ui": with_notes(ui, notes), "result": (int(writer.frames_written),)}
+
+
+def paste_compositor(node: str, original: torch.Tensor | None, crop: CropBox | None,
+                     feather: int) -> PasteCompositor | None:
+    """The paste-back of HalloRenderToVideoFile (None without it); an odd-sized photo is cut to even sides."""
+    if (original is None) != (crop is None):
+        raise ValueError(f"{node}: connect both 'original' and 'crop' to paste the frames back, or neither")
+    if crop is None:
+        return None
+    expect(crop, CropBox, node, "crop", HALLO_CROP)
+    original = check_image(original, node, "original")
+    odd_size_notes(node, crop.image_height, crop.image_width)
+    return PasteCompositor(original[0], crop, feather, even=True)

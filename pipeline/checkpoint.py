@@ -11,9 +11,12 @@ from pathlib import Path
 
 import torch
 
+from .errors import public_name
+
 logger = logging.getLogger(__name__)
 
 
+@public_name
 class CheckpointError(ValueError):
     """The checkpoint file cannot be used; the message says why and what to do."""
 

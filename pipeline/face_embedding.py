@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import public_name
 from .lazy_import import cv2
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ ARCFACE_TEMPLATE = np.array(
 FaceOrder = Literal["largest", "left_to_right"]
 
 
+@public_name
 class FaceModelMissingError(FileNotFoundError):
     """A face-analysis model file is not where it must be."""
 
 
+@public_name
 class NoFaceError(ValueError):
     """The detector found no face in the image."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import public_name
 from .face_embedding import require_model_file
 from .lazy_import import cv2
 
@@ -35,6 +36,7 @@ MAX_LANDMARK_SIDE = 4096
 MATCH_IOU = 0.2
 
 
+@public_name
 class LandmarkError(RuntimeError):
     """MediaPipe found no usable face or could not run."""
 

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 #: Smallest accepted image side. Below this neither the face detector nor MediaPipe find faces.
 MIN_IMAGE_SIDE = 64
 
+#: Rows blended at a time by the paste-back (bounds its float32 temporaries).
+BLEND_ROWS = 128
+
 AlphaMode = Literal["drop", "white", "black"]
 PadMode = Literal["edge", "reflect", "constant"]
 
@@ -183,49 +186,122 @@ def _feather_weights(box: CropBox, feather: int) -> np.ndarray:
     return wy[:, None] * wx[None, :]
 
 
+def even_size(height: int, width: int) -> tuple[int, int]:
+    """The largest even height and width that fit (H.264 in yuv420p needs even sides)."""
+    return height - height % 2, width - width % 2
+
+
+def _float_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """An [H,W,C] / [1,H,W,C] image as an RGB view (float 0..1, or uint8), without copying when possible."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 4:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"paste_back: the original must be an RGB(A) image [H,W,C], got shape {tuple(arr.shape)}")
+    return arr[:, :, :3]
+
+
+class PasteCompositor:
+    """Pastes rendered square frames into one photo at a :class:`CropBox`, one frame at a time.
+
+    Only the crop square is blended (in float32, at most ``side`` x ``side``); the rest of each frame is a
+    plain copy of the photo, so the memory a frame needs is the output frame itself. ``even=True`` drops
+    the last row / column of an odd-sized photo (what H.264 in yuv420p needs).
+    """
+
+    def __init__(self, original: torch.Tensor | np.ndarray, crop_box: CropBox, feather: int = 16, *,
+                 even: bool = False) -> None:
+        self.source = _float_rgb(original)
+        h, w = self.source.shape[:2]
+        if (h, w) != (crop_box.image_height, crop_box.image_width):
+            raise ValueError(
+                f"paste_back: the original image is {w}x{h} but the crop box was made for "
+                f"{crop_box.image_width}x{crop_box.image_height}"
+            )
+        self.box = crop_box
+        self.height, self.width = even_size(h, w) if even else (h, w)
+        n = crop_box.side
+        ix0, iy0 = max(0, crop_box.x0), max(0, crop_box.y0)
+        ix1, iy1 = min(self.width, crop_box.x0 + n), min(self.height, crop_box.y0 + n)
+        if ix1 <= ix0 or iy1 <= iy0:
+            raise ValueError("paste_back: the crop box does not overlap the original image")
+        self.rows, self.cols = slice(iy0, iy1), slice(ix0, ix1)
+        cy0, cx0 = iy0 - crop_box.y0, ix0 - crop_box.x0
+        self.crop_rows, self.crop_cols = slice(cy0, cy0 + iy1 - iy0), slice(cx0, cx0 + ix1 - ix0)
+        self.weights = _feather_weights(crop_box, feather)[self.crop_rows, self.crop_cols, None]
+        self._uint8: np.ndarray | None = None
+
+    def _resized(self, frame: torch.Tensor | np.ndarray, uint8: bool) -> np.ndarray:
+        """One rendered frame scaled to the crop's side (bicubic): float32 0..1, or uint8 for a video."""
+        f = frame.detach().cpu().float().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+        f = np.clip(f[:, :, :3].astype(np.float32, copy=False), 0.0, 1.0)
+        if uint8:  # 3 bytes per crop pixel instead of 12 (cv2 saturates the bicubic overshoot)
+            f = np.rint(f * 255.0).astype(np.uint8)
+        n = self.box.side
+        if f.shape[:2] != (n, n):
+            f = cv2.resize(f, (n, n), interpolation=cv2.INTER_CUBIC)
+        return f[self.crop_rows, self.crop_cols]
+
+    def _blend(self, region: np.ndarray, dst: np.ndarray, top: float) -> None:
+        """``dst = clip(region * w + dst * (1 - w), 0, top)``, in bands of rows (small float32 temporaries)."""
+        for y in range(0, dst.shape[0], BLEND_ROWS):
+            w = self.weights[y:y + BLEND_ROWS]
+            mixed = region[y:y + BLEND_ROWS].astype(np.float32) * w
+            mixed += dst[y:y + BLEND_ROWS].astype(np.float32) * (1.0 - w)
+            np.clip(mixed, 0.0, top, out=mixed)
+            dst[y:y + BLEND_ROWS] = np.rint(mixed) if dst.dtype == np.uint8 else mixed
+
+    def to_float(self, frame: torch.Tensor | np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Composite ``frame`` into ``out`` (float32 [height, width, 3], e.g. one slot of an IMAGE batch)."""
+        src = self.source[: self.height, : self.width]
+        if src.dtype == np.uint8:
+            np.divide(src, np.float32(255.0), out=out, dtype=np.float32)
+        else:
+            out[...] = src
+        self._blend(self._resized(frame, uint8=False), out[self.rows, self.cols], 1.0)
+        return out
+
+    def to_uint8(self, frame: torch.Tensor | np.ndarray) -> np.ndarray:
+        """One composited frame as a new uint8 [height, width, 3] array (for a video writer)."""
+        if self._uint8 is None:  # the photo in uint8, once: 3 bytes per pixel
+            src = self.source[: self.height, : self.width]
+            self._uint8 = src.copy() if src.dtype == np.uint8 else _to_uint8(src)
+        out = self._uint8.copy()
+        self._blend(self._resized(frame, uint8=True), out[self.rows, self.cols], 255.0)
+        return out
+
+
+def _to_uint8(image: np.ndarray, rows: int = 256) -> np.ndarray:
+    """float 0..1 [H,W,3] -> uint8, a band of rows at a time (no full-size float temporary)."""
+    out = np.empty(image.shape, np.uint8)
+    for y in range(0, image.shape[0], rows):
+        band = np.nan_to_num(image[y:y + rows].astype(np.float32), nan=0.0)
+        out[y:y + rows] = np.rint(np.clip(band, 0.0, 1.0) * 255.0)
+    return out
+
+
 def paste_back(
     frames: torch.Tensor | np.ndarray,
     original: torch.Tensor | np.ndarray,
     crop_box: CropBox,
     feather: int = 16,
+    *,
+    even: bool = False,
 ) -> torch.Tensor:
     """Paste rendered square frames (``[N,h,w,3]`` float 0..1, or one ``[h,w,3]``) back into the
     original image (``[H,W,3]``/``[1,H,W,3]`` float 0..1, or uint8) at ``crop_box``.
 
     Each frame is resized to the crop's source side (bicubic), blended with a linear feather of
-    ``feather`` source pixels along crop edges inside the image, and clipped to the image.
-    Returns a float32 ComfyUI IMAGE ``[N, H, W, 3]``.
+    ``feather`` source pixels along crop edges inside the image, and clipped to the image. Outside the
+    crop square the output is the original, unchanged. ``even=True`` drops the last row / column of an
+    odd-sized image. Returns a float32 ComfyUI IMAGE ``[N, H, W, 3]``; besides it only one frame's crop
+    region is held in float32 at a time.
     """
-    fr = frames.detach().cpu().float().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if fr.ndim == 3:
-        fr = fr[None]
-    orig = original.detach().cpu().numpy() if isinstance(original, torch.Tensor) else np.asarray(original)
-    if orig.ndim == 4:
-        orig = orig[0]
-    orig = orig.astype(np.float32) / 255.0 if orig.dtype == np.uint8 else orig.astype(np.float32)
-    orig = orig[:, :, :3]
-    h, w = orig.shape[:2]
-    if (h, w) != (crop_box.image_height, crop_box.image_width):
-        raise ValueError(
-            f"paste_back: the original image is {w}x{h} but the crop box was made for "
-            f"{crop_box.image_width}x{crop_box.image_height}"
-        )
-    n = crop_box.side
-    weights = _feather_weights(crop_box, feather)
-    # Visible part of the crop square inside the image.
-    ix0, iy0 = max(0, crop_box.x0), max(0, crop_box.y0)
-    ix1, iy1 = min(w, crop_box.x0 + n), min(h, crop_box.y0 + n)
-    if ix1 <= ix0 or iy1 <= iy0:
-        raise ValueError("paste_back: the crop box does not overlap the original image")
-    cx0, cy0 = ix0 - crop_box.x0, iy0 - crop_box.y0
-    wv = weights[cy0 : cy0 + (iy1 - iy0), cx0 : cx0 + (ix1 - ix0), None]
-    out = np.empty((fr.shape[0], h, w, 3), np.float32)
-    for i, frame in enumerate(fr):
-        f = np.clip(frame[:, :, :3].astype(np.float32), 0.0, 1.0)
-        if f.shape[:2] != (n, n):
-            f = cv2.resize(f, (n, n), interpolation=cv2.INTER_CUBIC)
-        region = f[cy0 : cy0 + (iy1 - iy0), cx0 : cx0 + (ix1 - ix0)]
-        out[i] = orig
-        base = out[i, iy0:iy1, ix0:ix1]
-        out[i, iy0:iy1, ix0:ix1] = np.clip(region * wv + base * (1.0 - wv), 0.0, 1.0)
-    return torch.from_numpy(out)
+    if frames.ndim == 3:
+        frames = frames[None]
+    comp = PasteCompositor(original, crop_box, feather, even=even)
+    out = torch.empty((frames.shape[0], comp.height, comp.width, 3), dtype=torch.float32)
+    view = out.numpy()
+    for i in range(frames.shape[0]):
+        comp.to_float(frames[i], view[i])
+    return out

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import public_name
+
 HF_REPOS = {"hallo": "fudan-generative-ai/hallo", "hallo2": "fudan-generative-ai/hallo2"}
 VARIANTS = tuple(HF_REPOS)
 
 
+@public_name
 class ModelFileMissing(FileNotFoundError):
     """A file of the model folder is missing; the message names the path and where it comes from."""
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import public_name
 from .models.net import HalloNet
 from .models.reference_bank import ReferenceBank
 from .models.unets import LevelMasks, UNetConditions
@@ -26,8 +27,23 @@ logger = logging.getLogger(__name__)
 LATENT_SCALE = 0.18215
 
 
+@public_name
 class RenderCancelled(InterruptedError):
     """Raised when the cancellation hook asks to stop; no partial clip is emitted."""
+
+
+@public_name
+class NonFiniteError(FloatingPointError):
+    """The denoised latents of a clip hold NaN or Inf: stopped before a black video is written."""
+
+
+def non_finite_message(clip: int, dtype: torch.dtype) -> str:
+    """What to do when a clip's latents are not finite (the three causes seen in practice)."""
+    fp16 = " (the model runs in fp16 now)" if dtype == torch.float16 else ""
+    return (f"clip {clip + 1}: the denoised latents contain NaN or Inf, which would give a black video. Likely "
+            f"causes: non-finite weights in the checkpoint (re-download or re-convert it); an fp16 overflow{fp16}: "
+            "load the model with dtype bf16 or fp32; or a non-finite input (cfg, pose/face/lip weight, the "
+            "portrait or the audio features).")
 
 
 @dataclass
@@ -57,6 +73,10 @@ class SamplerSettings:
     upcast_latents: bool | None = None
 
     def validate(self) -> None:
+        for name in ("guidance_scale", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(float(value)):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.guidance_scale < 0:
@@ -352,6 +372,8 @@ class HalloSampler:
                 if on_step is not None:
                     on_step(step_counter, total_steps)
 
+            if not bool(torch.isfinite(latents).all()):  # one check (and sync) per clip
+                raise NonFiniteError(non_finite_message(clip, self.dtype))
             self._sync()
             timings["denoise"] += time.perf_counter() - started
             started = time.perf_counter()

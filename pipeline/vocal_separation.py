@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .audio_io import load_audio_file
+from .errors import public_name
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ SEPARATION_MODES = ("auto", "on", "off")
 _warned_auto: set[str] = set()
 
 
+@public_name
 class VocalSeparationUnavailable(RuntimeError):
     """The optional separator package or its model file is missing."""
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from face_helpers import load_rgb, to_comfy  # noqa: E402
 from hallo_nodes.pipeline.image_prep import (  # noqa: E402
+    PasteCompositor,
     comfy_image_to_rgb,
     face_crop,
     paste_back,
@@ -148,3 +149,37 @@ def test_paste_back_wrong_original(photo):
     _, cb = face_crop(photo, (200, 150, 440, 470))
     with pytest.raises(ValueError, match="crop box was made for 624x624"):
         paste_back(torch.zeros(1, 512, 512, 3), np.zeros((100, 100, 3), np.uint8), cb)
+
+
+def test_paste_back_holds_no_float_copy_of_the_photo(photo):
+    """Besides its output, paste_back works on one frame's crop region (it copied the whole photo in float32)."""
+    import tracemalloc
+
+    big = torch.from_numpy(np.asarray(Image.fromarray(photo).resize((2000, 1500)), np.float32) / 255.0)
+    _, cb = face_crop(np.asarray(big.mul(255).byte()), (600, 450, 1000, 950), face_fraction=0.9, size=128)
+    frames = torch.rand(3, 128, 128, 3)
+    tracemalloc.start()
+    try:
+        out = paste_back(frames, big, cb, feather=16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (3, 1500, 2000, 3)
+    assert peak < 0.25 * big.numel() * 4, f"{peak / 2**20:.1f} MiB"  # under a quarter of one float32 photo
+
+
+def test_paste_back_even_and_uint8_frames_match_the_float_composite(photo):
+    odd = np.ascontiguousarray(photo[:601, :603])
+    crop, cb = face_crop(odd, (200, 150, 440, 470), face_fraction=0.6, size=256)
+    frames = torch.from_numpy(np.stack([crop, 255 - crop]).astype(np.float32) / 255.0)
+    full = paste_back(frames, odd, cb, feather=16)
+    even = paste_back(frames, odd, cb, feather=16, even=True)
+    assert full.shape == (2, 601, 603, 3) and even.shape == (2, 600, 602, 3)
+    assert torch.equal(even, full[:, :600, :602])
+    comp = PasteCompositor(to_comfy(odd)[0], cb, feather=16, even=True)
+    u8 = comp.to_uint8(frames[1])
+    assert u8.dtype == np.uint8 and u8.shape == (600, 602, 3)
+    ref = np.rint(even[1].numpy() * 255.0)
+    # the crop is scaled in uint8 for the video: off by a rounding step at most (bicubic on quantized pixels)
+    assert np.abs(u8.astype(np.float32) - ref).max() <= 2 and np.abs(u8.astype(np.float32) - ref).mean() < 0.3
+    assert comp.to_uint8(frames[1]).tobytes() == u8.tobytes()  # the photo itself is not modified

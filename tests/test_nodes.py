@@ -17,9 +17,17 @@ from hallo_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from hallo_nodes.nodes import comfy_adapter as adapter
 from hallo_nodes.nodes.common import HalloInputError, HalloModel
 from hallo_nodes.pipeline.face_embedding import NoFaceError
+from hallo_nodes.pipeline.face_landmarks import TASK_FILE
 from hallo_nodes.pipeline.model_folder import ModelFolder
 from hallo_nodes.pipeline.sampler import MotionState, RenderCancelled
-from node_helpers import FakeProgressBar, InterruptProcessingException, comfy_audio, comfy_image, fake_comfy_modules
+from node_helpers import (
+    ASSETS,
+    FakeProgressBar,
+    InterruptProcessingException,
+    comfy_audio,
+    comfy_image,
+    fake_comfy_modules,
+)
 
 pytest.importorskip("mediapipe")
 
@@ -83,6 +91,20 @@ def test_importing_the_pack_is_light() -> None:
 # ------------------------------------------------------------------------------------------------
 # model folder and loader
 # ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def landmarker_task(tiny_model_dir: Path) -> None:
+    """The real MediaPipe landmarker model in the tiny folder (MediaPipe 1.x bundles no face mesh)."""
+    import shutil
+
+    src = ASSETS / "models" / TASK_FILE
+    dst = tiny_model_dir / "face_analysis" / "models" / TASK_FILE
+    if not dst.is_file():
+        if not src.is_file():
+            pytest.skip(f"{src} not found (set HALLO_TEST_ASSETS)")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
 @pytest.fixture()
 def model_path(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> Path:
     monkeypatch.setenv(adapter.ENV_MODEL_PATH, str(tiny_model_dir))
@@ -125,7 +147,7 @@ def test_loader_without_models_says_where_to_put_them(tmp_path: Path, monkeypatc
     monkeypatch.setenv(adapter.ENV_MODEL_PATH, str(tmp_path))
     cls = NODE_CLASS_MAPPINGS["HalloModelLoader"]
     assert cls.INPUT_TYPES()["required"]["checkpoint"][0] == []
-    msg = cls.VALIDATE_INPUTS(checkpoint="hallo/net.pth", dtype="auto")
+    msg = cls.VALIDATE_INPUTS(checkpoint="hallo/net.pth")
     assert isinstance(msg, str)
     for part in ("models/hallo", "fudan-generative-ai/hallo", "hallo/net.pth", "wav2vec2-base-960h", str(tmp_path)):
         assert part in msg
@@ -223,7 +245,7 @@ def test_face_masks_can_be_replaced(model: HalloModel, portrait: torch.Tensor, f
     # untouched masks stay the computed ones, and the cached analysis is not modified
     assert torch.equal(face_mask, face_out["result"][2])
     assert not torch.equal(face_out["result"][0].masks.lip[0], face.masks.lip[0])
-    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait, face)
+    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait, face)["result"]
     assert torch.equal(ref.lip_masks[0], face.masks.lip[0])
 
 
@@ -258,7 +280,7 @@ def test_wrong_input_types_are_readable(model: HalloModel, portrait: torch.Tenso
 
 @pytest.fixture(scope="module")
 def reference(model: HalloModel, portrait: torch.Tensor, face_out: dict):
-    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait, face_out["result"][0])
+    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait, face_out["result"][0])["result"]
     return ref
 
 
@@ -367,7 +389,8 @@ def test_crop_and_paste_back_round_trip(model: HalloModel) -> None:
     photo = comfy_image("photo_woman.jpg")
     crop_img, box = NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(model, photo, face_fraction=0.6, size=128)
     assert crop_img.shape == (1, 128, 128, 3) and box.size == 128
-    (pasted,) = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(crop_img.repeat(3, 1, 1, 1), photo, box, feather=8)
+    (pasted,) = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(crop_img.repeat(3, 1, 1, 1), photo, box,
+                                                              feather=8)["result"]
     assert pasted.shape == (3, *photo.shape[1:])
     h, w = photo.shape[1:3]
     outside = torch.ones(h, w, dtype=torch.bool)
@@ -375,7 +398,8 @@ def test_crop_and_paste_back_round_trip(model: HalloModel) -> None:
     assert torch.equal(pasted[0][outside], photo[0][outside])
     inside = pasted[0][~outside] - photo[0][~outside]
     assert float(inside.abs().mean()) < 0.03  # a down- and up-scaled copy of the same pixels
-    (black,) = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(torch.zeros_like(crop_img), photo, box, feather=8)
+    (black,) = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(torch.zeros_like(crop_img), photo, box,
+                                                             feather=8)["result"]
     assert float(black[0][~outside].mean()) < float(photo[0][~outside].mean())
     with pytest.raises(HalloInputError, match="input 'crop' must be a HALLO_CROP"):
         NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(crop_img, photo, {"x0": 0})
@@ -387,7 +411,7 @@ def test_render_to_video_file_with_paste_back(model: HalloModel, tmp_path: Path,
     photo = comfy_image("photo_woman.jpg")
     crop_img, box = NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(model, photo, size=SIZE)
     face = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, crop_img, SIZE, SIZE)["result"][0]
-    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, crop_img, face)
+    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, crop_img, face)["result"]
     speech = comfy_audio(0.9)  # 23 frames: two clips, the second trimmed
     features = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, speech, 25.0)["result"][0]
     out = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(
@@ -405,3 +429,170 @@ def test_render_to_video_file_with_paste_back(model: HalloModel, tmp_path: Path,
     assert duration == pytest.approx(23 / 25, abs=0.05)
     with pytest.raises(ValueError, match="connect both 'original' and 'crop'"):
         NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(model, ref, features, speech, **FAST, crop=box)
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 14: NaN guards, validation, output names, notices, odd sizes, paste-back memory
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("node_id", ["HalloSampler", "HalloRenderToVideoFile"])
+def test_non_finite_float_widgets_are_refused(node_id: str, model: HalloModel, reference, encoded: dict,
+                                              audio: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    # ComfyUI's own min/max check lets NaN through (every comparison is False); VALIDATE_INPUTS catches it
+    assert cls.VALIDATE_INPUTS(cfg=3.5, pose_weight=1.0, face_weight=1.0, lip_weight=1.0,
+                               motion_frame_drop=-1.0) is True
+    assert cls.VALIDATE_INPUTS(cfg=None, lip_weight=None) is True  # connected: checked when the node runs
+    for name in ("cfg", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop"):
+        for bad in (float("nan"), float("inf")):
+            msg = cls.VALIDATE_INPUTS(**{name: bad})
+            assert isinstance(msg, str) and f"'{name}'" in msg and "finite" in msg, msg
+    # ComfyUI skips its min/max check for the inputs VALIDATE_INPUTS takes: it is redone
+    assert "outside" in cls.VALIDATE_INPUTS(cfg=25.0)
+    node = cls()
+    run = node.sample if node_id == "HalloSampler" else node.render
+    args = (model, reference, encoded["result"][0]) + ((audio,) if node_id != "HalloSampler" else ())
+    for name in ("cfg", "lip_weight"):
+        with pytest.raises(ValueError, match=f"{node_id}: widget '{name}' is nan, not a finite number"):
+            run(*args, **{**FAST, name: float("nan")})
+    assert not list(tmp_path.rglob("*.mp4"))
+
+
+def test_loader_validation_marks_only_the_checkpoint() -> None:
+    """ComfyUI attaches a VALIDATE_INPUTS error to every input the method takes."""
+    cls = NODE_CLASS_MAPPINGS["HalloModelLoader"]
+    assert inspect.getfullargspec(cls.VALIDATE_INPUTS).args == ["cls", "checkpoint"]
+
+
+def test_filename_prefix_with_a_trailing_slash_is_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
+    path, subfolder, name = adapter.next_output_path("hallo/", "mp4", 64, 64)
+    assert (subfolder, name) == ("hallo", "Hallo_00001_.mp4") and path == tmp_path / "hallo" / name
+    path, subfolder, name = adapter.next_output_path("v1.2/take", "mp4", 64, 64)
+    assert (subfolder, name) == ("v1.2", "take_00001_.mp4") and path.parent == tmp_path / "v1.2"
+    assert adapter.next_output_path("clip", "mp4", 64, 64)[1:] == ("", "clip_00001_.mp4")
+    for bad in ("../x", "/tmp/x", "a/../../x"):
+        with pytest.raises(ValueError, match="inside the output folder"):
+            adapter.next_output_path(bad, "mp4", 64, 64)
+    # inside ComfyUI the prefix goes to core's get_save_image_path with the file name added
+    mods = fake_comfy_modules(tmp_path)
+    for mod_name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, mod_name, mod)
+    assert adapter.next_output_path("hallo/", "mp4", 64, 64)[1:] == ("hallo", "Hallo_00001_.mp4")
+
+
+def test_exception_names_do_not_show_the_install_path(tmp_path: Path) -> None:
+    """ComfyUI imports the pack under its path (dots as _x_) and shows errors as module.Class."""
+    name = str(tmp_path / "custom_nodes" / "hallo-nodes.v1").replace(".", "_x_")
+    code = f"""
+import importlib, importlib.util, sys
+spec = importlib.util.spec_from_file_location({name!r}, {str(REPO / "__init__.py")!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+assert "HalloSampler" in module.NODE_CLASS_MAPPINGS
+common = sys.modules[spec.name + ".nodes.common"]
+sampler = importlib.import_module(spec.name + ".pipeline.sampler")
+for cls in (common.HalloInputError, sampler.RenderCancelled, sampler.NonFiniteError):
+    print(cls.__module__ + "." + cls.__qualname__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/").stdout
+    assert out.split() == ["hallo_nodes.nodes.common.HalloInputError", "hallo_nodes.pipeline.sampler.RenderCancelled",
+                           "hallo_nodes.pipeline.sampler.NonFiniteError"]
+
+
+def test_silent_audio_is_shown_on_the_sampler(model: HalloModel, reference, encoded: dict) -> None:
+    silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+    node = NODE_CLASS_MAPPINGS["HalloSampler"]()
+    out = node.sample(model, reference, encoded["result"][0], **FAST, num_frames=16, audio=silent)
+    assert any("audio is silent" in t for t in out["ui"]["text"])
+    speech = node.sample(model, reference, encoded["result"][0], **FAST, num_frames=16, audio=comfy_audio(1.0))
+    assert "text" not in speech["ui"]
+
+
+def test_stretched_portrait_is_shown_on_the_reference(model: HalloModel, portrait: torch.Tensor) -> None:
+    wide = portrait[:, 200:1100]  # 1432 x 900: stretched to the square output
+    face = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, wide, SIZE, SIZE)["result"][0]
+    out = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, wide, face)
+    assert out["ui"]["text"] == [f"HalloReference: the 1432x900 portrait is stretched to {SIZE}x{SIZE} (the original "
+                                 "resizes without cropping); crop it to the output's shape first, e.g. with "
+                                 "HalloFaceCrop"]
+    square = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, portrait, NODE_CLASS_MAPPINGS[
+        "HalloFaceAnalysis"]().analyze(model, portrait, SIZE, SIZE)["result"][0])
+    assert "text" not in square["ui"]
+
+
+def test_paste_back_of_an_odd_photo_gives_even_frames_a_video_accepts(model: HalloModel, tmp_path: Path) -> None:
+    photo = comfy_image("photo_woman.jpg")[:, :621, :623]  # odd both ways, as 630x633 in the report
+    crop_img, box = NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(model, photo, size=SIZE)
+    out = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(crop_img.repeat(2, 1, 1, 1), photo, box, feather=8)
+    (frames,) = out["result"]
+    assert frames.shape == (2, 620, 622, 3)
+    assert out["ui"]["text"] == ["HalloPasteBack: the photo is 623x621; the frames are 622x620 (the last odd column "
+                                 "/ row dropped: H.264 video needs even sides)"]
+    # what core's SaveVideo does with them: H.264 in yuv420p
+    with av.open(str(tmp_path / "odd.mp4"), "w") as c:
+        stream = c.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            img = (f.numpy() * 255 + 0.5).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    even = NODE_CLASS_MAPPINGS["HalloPasteBack"]().paste(crop_img, comfy_image("photo_woman.jpg"), NODE_CLASS_MAPPINGS[
+        "HalloFaceCrop"]().crop(model, comfy_image("photo_woman.jpg"), size=SIZE)[1])
+    assert even["result"][0].shape == (1, 624, 624, 3) and "text" not in even["ui"]
+
+
+def test_render_to_file_pastes_back_frame_by_frame(model: HalloModel, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paste-back memory does not grow with the clip: no float32 clip of full photos (0.56 GB/MP before)."""
+    import tracemalloc
+
+    from PIL import Image
+
+    monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
+    big = Image.open(ASSETS / "portraits" / "photo_woman.jpg").resize((1601, 1201), Image.BICUBIC)
+    photo = torch.from_numpy(np.asarray(big, np.float32) / 255.0)[None]
+    crop_img, box = NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(model, photo, size=SIZE)
+    face = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, crop_img, SIZE, SIZE)["result"][0]
+    ref = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(model, crop_img, face)["result"][0]
+    speech = comfy_audio(0.7)  # 18 frames: a full clip and a partial one
+    features = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, speech, 25.0)["result"][0]
+    tracemalloc.start()
+    try:
+        out = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(
+            model, ref, features, speech, **FAST, filename_prefix="odd", original=photo, crop=box)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    photo_uint8 = 1601 * 1201 * 3  # one float32 photo is 4x that; a float32 clip of them 64x (before: ~70x)
+    assert peak < 8 * photo_uint8, f"{peak / 2**20:.1f} MiB traced for a {photo_uint8 / 2**20:.1f} MiB photo"
+    assert out["result"] == (18,) and "1601x1201" in out["ui"]["text"][0]
+    with av.open(str(tmp_path / "odd_00001_.mp4")) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (1600, 1200)
+        first = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    corner = (photo[0, :40, :40].numpy() * 255).astype(np.float32)  # outside the crop: the photo itself
+    assert np.abs(first[:40, :40].astype(np.float32) - corner).mean() < 6  # H.264 error only
+
+
+def test_notices_reach_every_run_but_log_once_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    """The plumbing for node notices (e.g. skipped vocal separation on HalloAudioEncode)."""
+    import logging
+
+    from hallo_nodes.nodes.common import with_notes
+    from hallo_nodes.pipeline.notices import collect_notices, notice
+
+    log = logging.getLogger("hallo_nodes.test_notices")
+    runs = []
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        for _ in range(2):
+            with collect_notices() as notes:
+                notice(log, "vocal separation skipped: test", once=True)
+                notice(log, "vocal separation skipped: test", once=True)
+            runs.append(with_notes({"hallo_audio": [{}]}, notes))
+        notice(log, "outside any node")  # logged, collected nowhere
+    assert [r["text"] for r in runs] == [["vocal separation skipped: test"]] * 2
+    assert caplog.text.count("vocal separation skipped: test") == 1 and "outside any node" in caplog.text
+    assert with_notes({}, []) == {}

@@ -9,9 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import SIZE, prepare
-from hallo_nodes.pipeline.sampler import RenderCancelled, SamplerSettings
+from hallo_nodes.pipeline.face_landmarks import TASK_FILE
+from hallo_nodes.pipeline.sampler import NonFiniteError, RenderCancelled, SamplerSettings
 
 SETTINGS = SamplerSettings(steps=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def landmarker_task(tiny_model_dir: Path, assets: Path) -> None:
+    """The real MediaPipe landmarker model in the tiny folder (MediaPipe 1.x bundles no face mesh)."""
+    import shutil
+
+    dst = tiny_model_dir / "face_analysis" / "models" / TASK_FILE
+    if not dst.is_file():
+        shutil.copyfile(assets / "models" / TASK_FILE, dst)
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +164,29 @@ def test_non_square_output(tiny_model_dir: Path, assets: Path) -> None:
                                 end_frame=32)
     assert result.frames.shape == (32, 128, 64, 3)
     assert float(result.frames.std()) > 0.01
+
+
+def test_non_finite_weights_stop_the_render_instead_of_a_black_video(prepared) -> None:
+    f, n = prepared.features.features, prepared.features.num_frames
+    weight = prepared.sampler.net.denoising_unet.conv_in.weight
+    saved = weight.detach().clone()
+    clips = []
+    try:
+        with torch.no_grad():
+            weight[0, 0, 0, 0] = float("nan")  # one NaN weight, as in a damaged checkpoint
+        with pytest.raises(NonFiniteError, match=r"clip 1: .*NaN or Inf.*checkpoint.*bf16 or fp32.*non-finite input"):
+            prepared.sampler.generate(prepared.reference, f, n, SETTINGS, on_clip=clips.append)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert clips == []  # nothing reached the video
+    with pytest.raises(NonFiniteError, match="clip 1"):  # non-finite audio features: the same guard
+        prepared.sampler.generate(prepared.reference, torch.full_like(f, float("nan")), n, SETTINGS, end_frame=16)
+    assert prepared.sampler.generate(prepared.reference, f, n, SETTINGS, end_frame=16).frames.shape[0] == 16
+
+
+@pytest.mark.parametrize("name", ["guidance_scale", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop"])
+def test_non_finite_settings_are_refused(prepared, name: str) -> None:
+    f, n = prepared.features.features, prepared.features.num_frames
+    with pytest.raises(ValueError, match=f"{name} must be a finite number, got nan"):
+        prepared.sampler.generate(prepared.reference, f, n, SamplerSettings(steps=1, **{name: float("nan")}))

@@ -1,0 +1,40 @@
+"""User-facing warnings that reach the console and the node that caused them.
+
+A ComfyUI user watches the graph, not the console. :func:`notice` logs a warning and, while a node runs
+inside :func:`collect_notices`, also hands the text to that node, which shows it on its face (the
+``"text"`` entry of its ``ui`` output). ``once=True`` logs a message only the first time, but still shows
+it on the node on every run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_ACTIVE: ContextVar[list[str] | None] = ContextVar("hallo_notices", default=None)
+_LOGGED: set[str] = set()
+
+
+def notice(logger: logging.Logger, message: str, *, once: bool = False) -> None:
+    """Log ``message`` as a warning (only the first time with ``once``) and pass it to the running node."""
+    notes = _ACTIVE.get()
+    if notes is not None and message not in notes:
+        notes.append(message)
+    if once:
+        if message in _LOGGED:
+            return
+        _LOGGED.add(message)
+    logger.warning(message)
+
+
+@contextmanager
+def collect_notices() -> Iterator[list[str]]:
+    """Collect the notices raised inside the block (nested blocks collect their own)."""
+    notes: list[str] = []
+    token = _ACTIVE.set(notes)
+    try:
+        yield notes
+    finally:
+        _ACTIVE.reset(token)
