@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 from ..pipeline.audio_features import LOUDNESS_MODES, AudioFeatures, encode_audio
+from ..pipeline.notices import collect_notices
 from ..pipeline.vocal_separation import SEPARATION_MODES
 from . import comfy_adapter as comfy
-from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect
+from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect, with_notes
 
 NODE = "HalloAudioEncode"
 CLIP_LENGTH = 16
@@ -74,11 +75,12 @@ class HalloAudioEncode:
         segment = segment_seconds if segment_seconds > 0 else (HALLO2_SEGMENT_SECONDS if model.is_hallo2 else None)
         model.managed.load(["wav2vec"])
         progress = comfy.Progress(1000)
-        features = encode_audio(
-            waveform, sample_rate, model.wav2vec, fps=float(fps), clip_length=CLIP_LENGTH,
-            separate_vocals=separate_vocals, separator_model=model.folder.root,
-            loudness=loudness, segment_seconds=segment,
-            progress=lambda done, total: progress.update_absolute(done, total),
-        )
-        return {"ui": {"hallo_audio": [audio_summary(features)]},
+        with collect_notices() as notes:
+            features = encode_audio(
+                waveform, sample_rate, model.wav2vec, fps=float(fps), clip_length=CLIP_LENGTH,
+                separate_vocals=separate_vocals, separator_model=model.folder.root,
+                loudness=loudness, segment_seconds=segment,
+                progress=lambda done, total: progress.update_absolute(done, total),
+            )
+        return {"ui": with_notes({"hallo_audio": [audio_summary(features)]}, notes),
                 "result": (features, int(features.num_frames), float(features.fps))}

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio_io import TARGET_SAMPLE_RATE, check_sample_rate, pcm_to_float, to_mono_16k
+from .notices import notice
 from .wav2vec import Wav2VecEncoder, interpolate_frames
 
 logger = logging.getLogger(__name__)
@@ -472,7 +473,7 @@ def encode_audio(
     wave16 = to_mono_16k(wav, rate)  # libswresample, as the CLI's decoder: the same samples for the same file
     del wav
     if float(wave16.abs().max()) < SILENCE_PEAK:
-        logger.warning("the audio is silent (peak below %.0e): the face will not speak", SILENCE_PEAK)
+        notice(logger, f"the audio is silent (peak below {SILENCE_PEAK:.0e}): the face will not speak")
 
     n16 = wave16.shape[0]
     if segment_seconds is None:

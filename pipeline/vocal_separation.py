@@ -22,6 +22,7 @@ import torch
 
 from .audio_io import load_audio_file
 from .errors import public_name
+from .notices import notice
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ HF_REPO = "fudan-generative-ai/hallo"
 
 
 SEPARATION_MODES = ("auto", "on", "off")
-_warned_auto: set[str] = set()
 
 
 @public_name
@@ -63,12 +63,9 @@ def resolve_separation(value: bool | str, model_path: Path | str | None) -> Path
     if not problems:
         return model_file
     reason = "; ".join(problems)
-    if reason not in _warned_auto:
-        _warned_auto.add(reason)
-        logger.warning(
-            "vocal separation skipped (separate_vocals='auto'): %s. The original Hallo isolates the voice before "
-            "wav2vec2, so music or noise in the track changes the lip motion; set 'off' to silence this message.",
-            reason)
+    notice(logger, f"vocal separation skipped (separate_vocals='auto'): {reason}. The original Hallo isolates the "
+                   "voice before wav2vec2, so music or noise in the track changes the lip motion; set 'off' to "
+                   "silence this message.", once=True)
     return None
 
 

@@ -426,17 +426,20 @@ def _fake_separator_package(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -
 
 def test_separation_auto_falls_back_to_raw_audio_and_says_why(enc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    from hallo_nodes.pipeline import vocal_separation
+    from hallo_nodes.pipeline import notices
+    from hallo_nodes.pipeline.notices import collect_notices
 
     monkeypatch.setitem(sys.modules, "audio_separator", None)
     monkeypatch.setitem(sys.modules, "audio_separator.separator", None)
-    monkeypatch.setattr(vocal_separation, "_warned_auto", set())
+    monkeypatch.setattr(notices, "_LOGGED", set())
     wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(3))
     with caplog.at_level(logging.WARNING):
         auto = encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path, use_cache=False)
-        encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path, use_cache=False)
+        with collect_notices() as notes:
+            encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path, use_cache=False)
     warnings = [r.getMessage() for r in caplog.records if "vocal separation skipped" in r.getMessage()]
-    assert len(warnings) == 1  # said once, not on every run
+    assert len(warnings) == 1  # logged once, not on every run
+    assert any("vocal separation skipped" in n for n in notes)  # but shown on the node every time
     assert "pip install audio-separator" in warnings[0] and "Kim_Vocal_2.onnx" in warnings[0]
     off = encode_audio(wav, 16000, enc, separate_vocals="off", use_cache=False)
     assert torch.equal(auto.features, off.features)

@@ -596,3 +596,13 @@ def test_notices_reach_every_run_but_log_once_when_asked(caplog: pytest.LogCaptu
     assert [r["text"] for r in runs] == [["vocal separation skipped: test"]] * 2
     assert caplog.text.count("vocal separation skipped: test") == 1 and "outside any node" in caplog.text
     assert with_notes({}, []) == {}
+
+
+def test_audio_node_shows_silence_and_skipped_separation(model: HalloModel) -> None:
+    silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+    out = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, silent, 25.0, separate_vocals="auto")
+    texts = out["ui"]["text"]
+    assert any("audio is silent" in t for t in texts)
+    assert any("vocal separation skipped" in t for t in texts)  # the tiny folder has no Kim_Vocal_2.onnx
+    speech = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, comfy_audio(1.0), 25.0, separate_vocals="off")
+    assert "text" not in speech["ui"]
