@@ -35,7 +35,9 @@ def _check_parent(out: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise HalloInputError(f"output {out}: {parent} is a file, not a folder; choose another output path")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    # effective ids: what the file creation below will be checked against (differs under setuid/seteuid)
+    effective = os.access in os.supports_effective_ids
+    if not os.access(parent, os.W_OK | os.X_OK, effective_ids=effective):
         raise HalloInputError(
             f"output {out}: the folder {parent} is not writable (permission denied or a read-only file system); "
             "choose a folder you can write to")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -196,29 +198,74 @@ def test_damaged_model_files(damage, models: Path, assets: Path, audio: Path, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "voice.wav"]  # no output, no temporary file
 
 
-needs_non_root = pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                                    reason="root reads and writes through any permission bits")
+@pytest.fixture()
+def unprivileged(models: Path, audio: Path, assets: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """A world-readable copy of (models, audio, image), and the effective user 'nobody' while inside.
+
+    Root reads and writes through any permission bits, and CI runs as root: there the block runs with the
+    effective ids of 'nobody' (65534), which root can take and give back, so the checks still run.
+    """
+    if os.name != "posix":
+        pytest.skip("permission bits are POSIX")
+    root = Path(tempfile.mkdtemp(prefix="hallo-perm-"))
+    try:
+        root.chmod(0o755)
+        shutil.copytree(models, root / "models")
+        shutil.copyfile(audio, root / "voice.wav")
+        shutil.copyfile(assets / "portraits" / "statue.jpg", root / "statue.jpg")
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        as_root = os.geteuid() == 0
+        if as_root:
+            os.setegid(65534)
+            os.seteuid(65534)
+        try:
+            yield root / "models", root / "voice.wav", root / "statue.jpg"
+        finally:
+            if as_root:
+                os.seteuid(0)
+                os.setegid(0)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
-@needs_non_root
-def test_unwritable_output_folder(models: Path, assets: Path, audio: Path, tmp_path: Path,
+
+
+def test_unwritable_output_folder(unprivileged: tuple[Path, Path, Path],
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+    models, audio, image = unprivileged
+    locked = image.parent / "locked"
     out = locked / "o.mp4"
-    code, err = run_main(_argv(assets / "portraits" / "statue.jpg", audio, models, out), capsys)
+    if os.geteuid() == 65534:  # running as 'nobody' inside root's folder: a folder nobody may write to
+        os.seteuid(0)
+        try:
+            locked.mkdir(mode=0o555)
+        finally:
+            os.seteuid(65534)
+    else:
+        locked.mkdir()
+        locked.chmod(0o555)
+    code, err = run_main(_argv(image, audio, models, out), capsys)
     assert code == 2
     assert_one_line_error(err, str(out), "not writable")
 
 
-@needs_non_root
-def test_unreadable_image(models: Path, assets: Path, audio: Path, tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
-    image = tmp_path / "private.jpg"
-    shutil.copyfile(assets / "portraits" / "statue.jpg", image)
-    image.chmod(0o000)
-    code, err = run_main(_argv(image, audio, models, tmp_path / "o.mp4"), capsys)
+def test_unreadable_image(unprivileged: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    models, audio, image = unprivileged
+    if os.geteuid() == 65534:
+        os.seteuid(0)
+        try:
+            image.chmod(0o000)
+            out_dir = image.parent / "out"
+            out_dir.mkdir()
+            os.chown(out_dir, 65534, 65534)
+        finally:
+            os.seteuid(65534)
+    else:
+        image.chmod(0o000)
+        out_dir = image.parent / "out"
+        out_dir.mkdir()
+    code, err = run_main(_argv(image, audio, models, out_dir / "o.mp4"), capsys)
     assert code == 2
     assert_one_line_error(err, str(image), "permission")
 

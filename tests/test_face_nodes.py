@@ -61,7 +61,7 @@ def test_allow_no_face_continues_when_mediapipe_finds_nothing(model: HalloModel,
     assert not face.embedding.any()
     assert lip.shape == (1, 300, 400) and float(lip[0, 170:200, 190:210].max()) > 0.9
     assert float(full[0, 150, 200]) < 0.05 and float(full[0, 0, 0]) > 0.95
-    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(no_face, pattern(), face)
+    (ref,) = NODE_CLASS_MAPPINGS["HalloReference"]().prepare(no_face, pattern(), face)["result"]
     assert torch.equal(ref.lip_masks[0], face.masks.lip[0])
 
 
