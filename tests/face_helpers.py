@@ -7,12 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from asset_paths import ASSETS, asset
 from hallo_nodes.pipeline.tiny_face_models import write_face_models
 from PIL import Image
 
-PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "portraits"
-if not PORTRAITS.is_dir():  # the checkout may live elsewhere; the assets are in /work/shared
-    PORTRAITS = Path("/work/shared/assets/portraits")
+PORTRAITS = ASSETS / "portraits"
 
 SINGLE_PORTRAITS = ["painting_girl.jpg", "stylized_3d.jpg", "statue.jpg", "photo_woman.jpg"]
 GROUP = "group_six_faces.jpg"
@@ -34,7 +33,7 @@ LIPS = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 3
 
 
 def load_rgb(name: str) -> np.ndarray:
-    return np.array(Image.open(PORTRAITS / name).convert("RGB"))
+    return np.array(Image.open(asset("portraits", name)).convert("RGB"))
 
 
 def to_comfy(rgb: np.ndarray) -> torch.Tensor:
