@@ -3,8 +3,8 @@
 Environment:
 * ``COMFYUI_PATH``: the ComfyUI checkout (tests skip without it).
 * ``COMFYUI_PYTHON``: the interpreter of ComfyUI's environment (default: this one).
-* ``COMFYUI_EXTRA_PYTHONPATH``: prepended to ComfyUI's PYTHONPATH, e.g. a folder with the test-only
-  torchvision placeholder that ComfyUI 0.3.64 needs on a CPU-only torch (reference/comfyui.md §4.2).
+* ``COMFYUI_EXTRA_PYTHONPATH``: prepended to ComfyUI's PYTHONPATH, e.g. ``tests/comfy_placeholders``, the
+  test-only torchvision/torchaudio that ComfyUI 0.3.64 needs on a CPU-only torch (``.ci/setup-comfyui``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from asset_paths import LANDMARKER_TASK, asset
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "hallo-nodes"
@@ -36,10 +37,35 @@ START_TIMEOUT = 180.0
 
 def comfyui_path() -> Path | None:
     value = os.environ.get("COMFYUI_PATH")
-    if not value:
-        return None
-    path = Path(value)
-    return path if (path / "main.py").is_file() else None
+    return Path(value) if value else None
+
+
+def skip_reason() -> str:
+    """Why the ComfyUI tests cannot run here ('' when they can)."""
+    path = comfyui_path()
+    if path is None:
+        return "set COMFYUI_PATH to a ComfyUI checkout to run these (.ci/setup-comfyui builds one)"
+    if not (path / "main.py").is_file():
+        return f"COMFYUI_PATH={path} has no main.py"
+    return ""
+
+
+def model_folder(tiny_model_dir: Path, dest: Path) -> Path:
+    """``tiny_model_dir`` linked into ``dest``, plus the real MediaPipe ``.task`` model from the test assets.
+
+    With the ``.task`` the face node runs the Tasks API path that users of the released download run.
+    """
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(tiny_model_dir, dest, copy_function=link_or_copy)
+    task = dest / "face_analysis" / "models" / LANDMARKER_TASK[-1]
+    task.unlink(missing_ok=True)  # never write through a hard link into the shared folder
+    shutil.copyfile(asset(*LANDMARKER_TASK), task)
+    return dest
 
 
 def free_port() -> int:

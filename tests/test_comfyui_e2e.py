@@ -15,21 +15,24 @@ from pathlib import Path
 
 import av
 import pytest
+from asset_paths import asset
 from comfyui_harness import (
     ComfyServer,
     WebSocket,
     comfyui_path,
     expected_frames,
     fast_prompt,
+    model_folder,
+    skip_reason,
     start_server,
     write_wav,
 )
-from node_helpers import ASSETS, comfy_audio
+from node_helpers import comfy_audio
 from workflow_tools import API_DIR, PORTRAIT, SPEECH
 
 COMFY = comfyui_path()
 pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(COMFY is None, reason="set COMFYUI_PATH to a ComfyUI checkout to run these")]
+              pytest.mark.skipif(bool(skip_reason()), reason=skip_reason())]
 SECONDS = 1.5
 FPS = 25.0
 FIRST_SEGMENT = 16
@@ -40,10 +43,10 @@ WORKFLOWS = sorted(p.stem for p in API_DIR.glob("*.json"))
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> ComfyServer:
     base = tmp_path_factory.mktemp("comfyui")
     (base / "input").mkdir()
-    shutil.copy(ASSETS / "portraits" / "painting_girl.jpg", base / "input" / PORTRAIT)
+    shutil.copy(asset("portraits", "painting_girl.jpg"), base / "input" / PORTRAIT)
     speech = comfy_audio(SECONDS)
     write_wav(base / "input" / SPEECH, speech["waveform"][0].numpy(), speech["sample_rate"])
-    srv = start_server(COMFY, base, tiny_model_dir)
+    srv = start_server(COMFY, base, model_folder(tiny_model_dir, base / "models"))
     yield srv
     srv.stop()
 

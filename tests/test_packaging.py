@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 import tomllib
 
 from .conftest import REPO
@@ -23,6 +22,17 @@ def test_requirements_txt_is_identical_to_project_dependencies() -> None:
     lines = [ln.strip() for ln in (REPO / "requirements.txt").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
     assert lines == project["dependencies"]
+
+
+def test_every_requirement_has_a_floor_and_no_cap() -> None:
+    """Floors are the releases the tests ran with; a bare name would let pip pick an older, untested one
+    (diffusers 0.27 does not import with today's huggingface_hub), and a pin or cap would test yesterday's."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lists = [project["dependencies"], project["optional-dependencies"]["test"]]
+    for requirement in (r for requirements in lists for r in requirements):
+        spec = requirement.split(";")[0]
+        assert ">=" in spec, f"{requirement}: give the tested release as a floor"
+        assert not any(op in spec for op in ("==", "<", "~=", "!=")), f"{requirement}: floors only"
 
 
 def test_no_torch_family_in_any_requirement_list() -> None:
