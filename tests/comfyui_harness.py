@@ -158,6 +158,8 @@ def start_server(comfy: Path, base: Path, model_dir: Path) -> ComfyServer:
     if extra:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH", "")) if p)
     env.pop("HALLO_MODEL_PATH", None)
+    # One torch thread, as in the test process: on two busy cores two spinning OpenMP threads made a run 3x slower.
+    env.setdefault("OMP_NUM_THREADS", os.environ.get("HALLO_TEST_THREADS", "1"))
     log = base / "comfyui.log"
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
            "--disable-api-nodes", "--extra-model-paths-config", str(config), "--output-directory",
