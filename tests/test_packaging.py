@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 from .conftest import REPO
 
@@ -47,7 +48,7 @@ def test_comfy_metadata_present() -> None:
     assert tool["PublisherId"] and tool["DisplayName"]
 
 
-def test_package_import_is_light_and_exposes_the_comfy_entry() -> None:
+def test_package_import_is_light_and_exposes_the_comfy_entry(tmp_path: Path) -> None:
     code = (
         "import sys, hallo_nodes\n"
         "heavy = [m for m in ('diffusers', 'transformers', 'mediapipe', 'onnxruntime', 'cv2', 'av') "
@@ -58,13 +59,13 @@ def test_package_import_is_light_and_exposes_the_comfy_entry() -> None:
         "assert all(k.startswith('Hallo') for k in hallo_nodes.NODE_CLASS_MAPPINGS)\n"
         "assert set(hallo_nodes.NODE_CLASS_MAPPINGS) == set(hallo_nodes.NODE_DISPLAY_NAME_MAPPINGS)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
-def test_entry_file_loads_alone() -> None:
+def test_entry_file_loads_alone(tmp_path: Path) -> None:
     """pytest imports the root ``__init__.py`` as a lone file when the checkout's folder name is not an
     identifier (``git clone ... hallo-nodes``): that must not fail the whole run."""
     code = f"import runpy; ns = runpy.run_path({str(REPO / '__init__.py')!r}); assert ns['WEB_DIRECTORY'] == './js'"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
