@@ -23,6 +23,8 @@ import wave
 from pathlib import Path
 
 ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+#: The real MediaPipe landmarker, copied into the tiny model folder when present (the masks need it).
+LANDMARKER_TASK = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
 SPEECH = ASSETS / "audio" / "speech_12s_48k.wav"
 
 
@@ -97,7 +99,9 @@ def main() -> None:
         if models is None:
             from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
 
-            models = write_tiny_model_folder(tmp_path / "models", variants=("hallo",))
+            models = write_tiny_model_folder(
+                tmp_path / "models", variants=("hallo",),
+                landmarker_task=LANDMARKER_TASK if LANDMARKER_TASK.is_file() else None)
         results: dict[str, object] = {"model": str(args.models or "tiny (random)"), "size": args.size,
                                       "steps": args.steps, "threads": args.threads}
         base = None

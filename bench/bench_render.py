@@ -43,6 +43,8 @@ from hallo_nodes.pipeline.tiny_models import tiny_architecture, write_tiny_model
 from hallo_nodes.pipeline.wav2vec import Wav2VecEncoder, load_wav2vec
 
 ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+#: The real MediaPipe landmarker, copied into the tiny model folder when present (the masks need it).
+LANDMARKER_TASK = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
 IMAGE = "portraits/photo_woman.jpg"
 AUDIO = "audio/speech_7s_44k.wav"
 
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     if args.models is None:
-        models = write_tiny_model_folder(Path(tmp.name) / "models", variants=("hallo",))
+        models = write_tiny_model_folder(Path(tmp.name) / "models", variants=("hallo",),
+                                         landmarker_task=LANDMARKER_TASK if LANDMARKER_TASK.is_file() else None)
         label = "tiny (random)"
     else:
         models, label = args.models, str(args.models)

@@ -55,8 +55,9 @@ export function samplerInfo(node) {
 
 function faceInfo(face) {
   if (!face) return null;
-  const found = face.faces === 0 ? "no face found (fallback)" : `${plural(face.faces, "face")} found, using #${face.face_index}`;
-  return `${found} · ${face.width}x${face.height} · masks: red lip, green face, blue full`;
+  const found = face.faces === 0 ? "no face found (zero identity embedding)" : `${plural(face.faces, "face")} found, using #${face.face_index}`;
+  const masks = face.masks === "box" ? "approximate masks from a box" : "masks";
+  return `${found} · ${face.width}x${face.height} · ${masks}: red lip, green face, blue full`;
 }
 
 function drawInfo(node, ctx, text) {

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..pipeline.face_analysis import FaceAnalysisResult, analyze_face
-from ..pipeline.face_embedding import NO_FACE_MESSAGE, NoFaceError, load_face_models, select_face
+from ..pipeline.face_embedding import NO_FACE_HINT, NoFaceError, load_face_models, select_face
 from ..pipeline.face_masks import HalloMasks
 from ..pipeline.image_prep import CropBox, comfy_image_to_rgb, face_crop, paste_back
 from . import comfy_adapter as comfy
@@ -33,6 +33,13 @@ PAD_MODES = ["edge", "reflect", "constant"]
 SIZE_OPTS = {"default": 512, "min": 64, "max": 2048, "step": 64}
 # Overlay colours of the preview: lip red, face green, full (background) blue.
 OVERLAY = {"lip": (1.0, 0.15, 0.15), "face": (0.15, 1.0, 0.15), "full": (0.2, 0.4, 1.0)}
+#: Longest side of the preview PNGs (the MASK outputs keep the image's resolution).
+PREVIEW_MAX_SIDE = 1024
+CROP_NO_FACE = (
+    "HalloFaceCrop needs a detected face to place the crop: crop the photo to the face by hand (any image "
+    "crop node) and connect it to HalloFaceAnalysis, whose 'allow_no_face' option can continue without a "
+    "detected face"
+)
 
 
 def _face_select_inputs() -> dict:
@@ -75,11 +82,24 @@ def replace_masks(result: FaceAnalysisResult, lip: torch.Tensor | None, face: to
     return dataclasses.replace(result, masks=new_masks)
 
 
-def mask_overlay(rgb: np.ndarray, masks: HalloMasks) -> np.ndarray:
-    """The portrait with the three masks tinted over it (uint8 RGB)."""
-    img = rgb.astype(np.float32) / 255.0
+def preview_size(h: int, w: int, max_side: int = PREVIEW_MAX_SIDE) -> tuple[int, int]:
+    """(h, w) scaled down so the longest side is at most ``max_side`` (never up)."""
+    scale = min(1.0, max_side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def mask_overlay(rgb: np.ndarray, masks: HalloMasks, max_side: int = PREVIEW_MAX_SIDE) -> np.ndarray:
+    """The portrait with the three masks tinted over it (uint8 RGB), at most ``max_side`` pixels."""
+    import cv2
+
+    h, w = preview_size(*rgb.shape[:2], max_side)
+    small = rgb if (h, w) == rgb.shape[:2] else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    img = small.astype(np.float32) / 255.0
     for name in ("full", "face", "lip"):
-        a = 0.45 * getattr(masks, f"{name}_image")[:, :, None]
+        m = getattr(masks, f"{name}_image")
+        if m.shape != (h, w):
+            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+        a = 0.45 * m[:, :, None]
         img = img * (1 - a) + np.asarray(OVERLAY[name], np.float32)[None, None] * a
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
@@ -98,6 +118,17 @@ def save_preview(rgb: np.ndarray, tag: str) -> dict | None:
         logger.warning("could not write the preview %s", folder / name, exc_info=True)
         return None
     return {"filename": name, "subfolder": "", "type": "temp"}
+
+
+def finite_mask(mask, node: str, name: str) -> torch.Tensor:
+    """``check_mask`` that also refuses NaN / inf values (clamping would hide them as 0 or 1)."""
+    if isinstance(mask, torch.Tensor) and mask.numel() and not bool(torch.isfinite(mask).all()):
+        bad = int((~torch.isfinite(mask)).sum())
+        raise ValueError(
+            f"{node}: input '{name}' contains {bad} NaN or infinite value(s); a mask must hold numbers in 0..1. "
+            "Check the node that made it (e.g. a division by zero), or disconnect it to use the computed mask"
+        )
+    return check_mask(mask, node, name)
 
 
 def _mask_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -136,13 +167,15 @@ class HalloFaceAnalysis:
                                                            "(original: 1.2)."}),
                 **_face_select_inputs(),
                 "allow_no_face": ("BOOLEAN", {"default": False,
-                                              "tooltip": "When the detector finds no face, continue with a zero "
-                                                         "identity embedding (the original's fallback) instead of "
-                                                         "stopping with an error."}),
+                                              "tooltip": "When no face is found, continue instead of stopping: a "
+                                                         "zero identity embedding when the detector finds none "
+                                                         "(the original's fallback), and masks from the face box "
+                                                         "(or the image centre) when MediaPipe finds no landmarks. "
+                                                         "The node reports what it did."}),
             },
             "optional": {
                 "lip_mask": ("MASK", {"tooltip": "Replaces the computed lip mask (any resolution; it is resampled "
-                                                 "to the attention levels)."}),
+                                                 "to the attention levels; values 0..1)."}),
                 "face_mask": ("MASK", {"tooltip": "Replaces the computed face mask."}),
                 "full_mask": ("MASK", {"tooltip": "Replaces the computed full (background) mask."}),
             },
@@ -160,19 +193,34 @@ class HalloFaceAnalysis:
                               face_order=face_order, allow_no_face=bool(allow_no_face))
         result = replace_masks(
             result,
-            None if lip_mask is None else check_mask(lip_mask, node, "lip_mask"),
-            None if face_mask is None else check_mask(face_mask, node, "face_mask"),
-            None if full_mask is None else check_mask(full_mask, node, "full_mask"),
+            None if lip_mask is None else finite_mask(lip_mask, node, "lip_mask"),
+            None if face_mask is None else finite_mask(face_mask, node, "face_mask"),
+            None if full_mask is None else finite_mask(full_mask, node, "full_mask"),
         )
         m = result.masks
-        info = {"faces": int(result.num_faces), "face_index": int(result.face_index),
-                "bbox": [round(float(v), 1) for v in result.bbox], "width": int(width), "height": int(height)}
+        info = {"faces": int(result.num_faces), "face_index": int(result.face_rank), "face_order": face_order,
+                "bbox": [round(float(v), 1) for v in result.bbox], "width": int(width), "height": int(height),
+                "masks": "box" if result.landmark_model == "box" else "landmarks"}
+        if result.warning:
+            info["warning"] = result.warning
+            logger.warning("%s: %s", node, result.warning)
         preview = save_preview(mask_overlay(rgb, m), "masks")
         ui = {"hallo_face": [info]}
         if preview is not None:
             ui["images"] = [preview]
         return {"ui": ui, "result": (result, _mask_tensor(m.lip_image), _mask_tensor(m.face_image),
                                      _mask_tensor(m.full_image))}
+
+
+def _check_crop_widgets(size, face_fraction) -> str | None:
+    """The error for out-of-range HalloFaceCrop widgets, or None."""
+    lo, hi = SIZE_OPTS["min"], SIZE_OPTS["max"]
+    if not isinstance(size, (int, float)) or not lo <= size <= hi:
+        return f"HalloFaceCrop: 'size' must be between {lo} and {hi} pixels (a multiple of 64, e.g. 512), got {size}"
+    if not isinstance(face_fraction, (int, float)) or not 0.1 <= face_fraction <= 1.0:
+        return ("HalloFaceCrop: 'face_fraction' must be between 0.1 and 1.0 (Hallo recommends 0.5-0.7), "
+                f"got {face_fraction}")
+    return None
 
 
 class HalloFaceCrop:
@@ -204,16 +252,23 @@ class HalloFaceCrop:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, size: int = 512, face_fraction: float = 0.6) -> bool | str:  # noqa: N802
+        return _check_crop_widgets(size, face_fraction) or True
+
     def crop(self, model: HalloModel, image: torch.Tensor, face_fraction: float = 0.6, size: int = 512,
              face_index: int = 0, face_order: str = "largest", pad_mode: str = "edge") -> tuple:
         node = "HalloFaceCrop"
+        error = _check_crop_widgets(size, face_fraction)
+        if error:
+            raise ValueError(error)
         model = expect(model, HalloModel, node, "model", HALLO_MODEL)
         rgb = comfy_image_to_rgb(check_image(image, node), name=f"{node} image")
         detector = load_face_models(model.folder.root).detector
         faces = detector.detect(rgb)
         if not faces:
             h, w = rgb.shape[:2]
-            raise NoFaceError(f"{node}: {NO_FACE_MESSAGE} (image {w}x{h})")
+            raise NoFaceError(f"{node}: {NO_FACE_HINT} (image {w}x{h}) {CROP_NO_FACE}.")
         idx = select_face(faces, face_index=int(face_index), face_order=face_order, image_size=rgb.shape[:2])
         crop, box = face_crop(rgb, faces[idx].bbox, face_fraction=float(face_fraction), size=int(size),
                               pad_mode=pad_mode)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .resample import TARGET_SAMPLE_RATE, check_sample_rate, downmix_mono, resample
+from .audio_io import TARGET_SAMPLE_RATE, check_sample_rate, pcm_to_float, to_mono_16k
 from .wav2vec import Wav2VecEncoder, interpolate_frames
 
 logger = logging.getLogger(__name__)
@@ -149,9 +149,8 @@ def _as_channels_time(waveform: torch.Tensor) -> torch.Tensor:
     if waveform.dtype in (torch.complex64, torch.complex128) or waveform.dtype == torch.bool:
         raise ValueError(f"audio waveform has dtype {waveform.dtype}; expected float samples in [-1, 1]")
     if not waveform.is_floating_point():
-        info = torch.iinfo(waveform.dtype)
-        logger.info("audio waveform is %s PCM; scaling to float", waveform.dtype)
-        waveform = waveform.to(torch.float64) / float(max(abs(info.min), info.max))
+        logger.info("audio waveform is %s PCM; scaling to float as LoadAudio does", waveform.dtype)
+        waveform = torch.from_numpy(pcm_to_float(waveform.detach().cpu().numpy()))
     waveform = waveform.detach().to("cpu", torch.float32)
     if not bool(torch.isfinite(waveform).all()):
         bad = int((~torch.isfinite(waveform)).sum())
@@ -420,6 +419,9 @@ def encode_audio(
     enc = _as_encoder(encoder)
     wav = _as_channels_time(waveform)
     rate = check_sample_rate(sample_rate)
+    if rate < SR:
+        logger.warning("the audio is sampled at %d Hz: it has nothing above %d Hz, while wav2vec2 was trained on "
+                       "16 kHz speech; the lips may move less precisely", rate, rate // 2)
     if not (isinstance(fps, int | float) and math.isfinite(fps) and 1.0 <= fps <= 240.0):
         raise ValueError(f"fps must be a number in 1-240, got {fps!r}")
     if not (isinstance(clip_length, int) and clip_length >= 1):
@@ -466,10 +468,8 @@ def encode_audio(
     if separator_file is not None:
         from .vocal_separation import separate_vocals as _separate
 
-        wav, sep_rate = _separate(wav, rate, separator_file)
-        wave16 = resample(downmix_mono(wav), sep_rate, SR)
-    else:
-        wave16 = resample(downmix_mono(wav), rate, SR)
+        wav, rate = _separate(wav, rate, separator_file)
+    wave16 = to_mono_16k(wav, rate)  # libswresample, as the CLI's decoder: the same samples for the same file
     del wav
     if float(wave16.abs().max()) < SILENCE_PEAK:
         logger.warning("the audio is silent (peak below %.0e): the face will not speak", SILENCE_PEAK)

@@ -4,41 +4,120 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import HalloInputError, raised_in_pipeline
 from .sampler import RenderCancelled, SamplerSettings
 from .vocal_separation import SEPARATION_MODES, VocalSeparationUnavailable
 
 logger = logging.getLogger("hallo_nodes")
 
+PROG = "hallo-render"
+# torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negative seeds wrap around and alias positive ones).
+SEED_MAX = 2**64 - 1
+# Errors that mean "this input cannot be used": reported as one line with exit status 2. Anything else is a
+# bug and keeps its traceback; so does a ValueError raised outside pipeline/ (in torch, numpy, ...).
+INPUT_ERRORS = (HalloInputError, FileNotFoundError, ValueError, VocalSeparationUnavailable)
+
+
+def is_input_error(exc: BaseException) -> bool:
+    """True for our own input errors; a plain ValueError counts only when ``pipeline/`` code raised it."""
+    if not isinstance(exc, INPUT_ERRORS):
+        return False
+    return type(exc) is not ValueError or raised_in_pipeline(exc)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): the line names the option and the fix."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def finite_float(text: str) -> float:
+    """A float option that refuses nan and inf (they would render a black or noise video silently)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give a plain number such as 1.0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def index_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (0 = the largest face)")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is outside the generator's range 0 .. 2**64-1 ({SEED_MAX})")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="hallo-render",
+    p = Parser(
+        prog=PROG,
         description="Render a talking-portrait mp4 with Hallo. Needs the released weights: download the Hugging "
         "Face repo fudan-generative-ai/hallo into a folder and pass it with --models.",
     )
     p.add_argument("--image", type=Path, help="portrait image (square, face filling 50-70%% works best)")
     p.add_argument("--audio", type=Path, help="driving audio (wav, mp3, flac, ...)")
     p.add_argument("--models", type=Path, help="model folder laid out like fudan-generative-ai/hallo")
-    p.add_argument("--out", type=Path, default=Path("hallo.mp4"), help="output mp4 (default: hallo.mp4)")
+    p.add_argument("--out", type=Path, default=Path("hallo.mp4"),
+                   help="output video: .mp4, .mov or .mkv (default: hallo.mp4); an existing file is refused "
+                   "unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file (as ffmpeg's -y)")
     p.add_argument("--variant", choices=("hallo", "hallo2"), default="hallo", help="checkpoint: hallo/ or hallo2/")
-    p.add_argument("--size", type=int, default=512, help="output width and height (multiple of 64; default 512)")
-    p.add_argument("--width", type=int, default=None, help="output width, overrides --size (multiple of 64)")
-    p.add_argument("--height", type=int, default=None, help="output height, overrides --size (multiple of 64)")
+    p.add_argument("--size", type=positive_int, default=512,
+                   help="output width and height (multiple of 64; default 512)")
+    p.add_argument("--width", type=positive_int, default=None, help="output width, overrides --size (multiple of 64)")
+    p.add_argument("--height", type=positive_int, default=None, help="output height, overrides --size (multiple of 64)")
     p.add_argument("--preset", choices=("faithful", "balanced", "fast"), default="faithful",
                    help="sampling recipe: faithful (original: 40 DDIM steps, CFG every step), balanced "
                    "(25 DPM-Solver++ steps, CFG on 20), fast (20 steps, CFG on 10)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's, 40 for faithful)")
-    p.add_argument("--cfg", type=float, default=3.5, help="guidance scale (default 3.5)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--pose-weight", type=float, default=1.0)
-    p.add_argument("--face-weight", type=float, default=1.0)
-    p.add_argument("--lip-weight", type=float, default=1.0)
-    p.add_argument("--face-expand-ratio", type=float, default=1.2)
-    p.add_argument("--face-index", type=int, default=None, help="face to animate in a group photo (0 = largest)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="denoising steps (default: the preset's, 40 for faithful)")
+    p.add_argument("--cfg", type=finite_float, default=3.5, help="guidance scale (default 3.5)")
+    p.add_argument("--seed", type=seed_int, default=42, help="random seed, 0 .. 2**64-1 (default 42)")
+    p.add_argument("--pose-weight", type=finite_float, default=1.0)
+    p.add_argument("--face-weight", type=finite_float, default=1.0)
+    p.add_argument("--lip-weight", type=finite_float, default=1.0)
+    p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
+    p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
     p.add_argument("--separate-vocals", nargs="?", const="on", default="auto", choices=SEPARATION_MODES,
                    help="isolate the voice before wav2vec2 as the original does: auto (default: when the optional "
@@ -53,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow first step)")
     p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
                    help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
+    p.add_argument("--landmarker-task", type=Path, metavar="FILE",
+                   help="with --make-tiny-models: the MediaPipe face_landmarker_v2_with_blendshapes.task to copy in "
+                        "(a real model, needed for the face masks; it is part of the released download)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -78,48 +160,99 @@ class ProgressBar:
         sys.stderr.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    if args.make_tiny_models:
-        from .tiny_models import write_tiny_model_folder
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, ``kill``): unwinds like Ctrl-C so temporary files are removed."""
 
-        write_tiny_model_folder(args.make_tiny_models)
-        logger.info("tiny model folder written to %s (random weights: the video will be noise)", args.make_tiny_models)
-        if not (args.image and args.audio):
-            return 0
-        args.models = args.models or args.make_tiny_models
-    missing = [name for name in ("image", "audio", "models") if getattr(args, name) is None]
-    if missing:
-        build_parser().error("missing " + ", ".join(f"--{m}" for m in missing))
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not interrupt the cleanup
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (main thread only; elsewhere nothing changes)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def report_error(exc: BaseException) -> int:
+    """One line on stderr naming the input and the fix; exit status 2."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+    return 2
+
+
+def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
+    from .tiny_models import write_tiny_model_folder
+
+    if landmarker_task is not None and not landmarker_task.is_file():
+        raise HalloInputError(f"--landmarker-task {landmarker_task} is not a file; give the path of "
+                              "face_landmarker_v2_with_blendshapes.task")
+    write_tiny_model_folder(folder, landmarker_task=landmarker_task)
+    logger.info("tiny model folder written to %s (random weights: the video will be noise)", folder)
+
+
+def _options(args: argparse.Namespace):
     from .presets import preset_settings
-    from .render import RenderOptions, render_file
+    from .render import RenderOptions
 
     settings = preset_settings(args.preset, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,
         lip_weight=args.lip_weight, low_vram=args.low_vram))
     if args.steps is not None:
         settings.steps = args.steps
-    options = RenderOptions(variant=args.variant, width=args.width or args.size,
-                            height=args.height or args.size,
-                            face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
-                            allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
-                            device=args.device, dtype=args.dtype, sampler=settings, vae_dtype=args.vae_dtype,
-                            channels_last=args.channels_last, compile=args.compile)
-    try:
-        timings = render_file(args.image, args.audio, args.models, args.out, options,
-                              on_step=ProgressBar(not args.quiet))
-    except (FileNotFoundError, ValueError, VocalSeparationUnavailable) as exc:
-        logger.error("%s", exc)
-        return 2
-    except (KeyboardInterrupt, RenderCancelled):
-        logger.error("cancelled; no output was written")
-        return 130
+    return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,
+                         face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
+                         allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
+                         device=args.device, dtype=args.dtype, sampler=settings, vae_dtype=args.vae_dtype,
+                         channels_last=args.channels_last, compile=args.compile, overwrite=args.overwrite)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.make_tiny_models:
+        _make_tiny_models(args.make_tiny_models, args.landmarker_task)
+        if not (args.image and args.audio):
+            return 0
+        args.models = args.models or args.make_tiny_models
+    missing = [name for name in ("image", "audio", "models") if getattr(args, name) is None]
+    if missing:
+        parser.error("missing " + ", ".join(f"--{m}" for m in missing))
+    from .render import render_file
+
+    timings = render_file(args.image, args.audio, args.models, args.out, _options(args),
+                          on_step=ProgressBar(not args.quiet))
     per_second = timings["generate"] / max(timings["video_seconds"], 1e-9)
     logger.info("wrote %s: %.2f s of video, %.1f s generating (%.1f s per video second)",
                 args.out, timings["video_seconds"], timings["generate"], per_second)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    with sigterm_raises():
+        try:
+            return _run(args, parser)
+        except INPUT_ERRORS as exc:
+            if not is_input_error(exc):
+                raise
+            return report_error(exc)
+        except Terminated:
+            logger.error("terminated (SIGTERM); no output was written")
+            return 143
+        except (KeyboardInterrupt, RenderCancelled):
+            logger.error("cancelled; no output was written")
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,11 @@ This re-implements what Hallo gets from insightface 0.7.3
   does), output the raw, un-normalised 512-d vector.
 
 insightface converts RGB to BGR and its blobs swap back to RGB; all steps are per channel, so this
-module works on RGB directly with identical numbers.
+module works on RGB directly with identical numbers. The tests check it against insightface's own
+``model_zoo`` SCRFD / ArcFaceONNX classes on the same files (same boxes and points, embeddings within
+1e-4); the package itself is not used because it pulls in the GUI ``opencv-python`` (a third OpenCV
+build next to ours and MediaPipe's, all writing the same ``cv2`` folder), scipy, scikit-image and
+requests, and its alignment calls a scikit-image API that is deprecated for removal.
 """
 
 from __future__ import annotations
@@ -57,11 +61,14 @@ class NoFaceError(ValueError):
     """The detector found no face in the image."""
 
 
-NO_FACE_MESSAGE = (
+NO_FACE_HINT = (
     "no face was found in the image; use a closer crop where the face fills 50–70 % of the frame, "
-    "seen from the front (turned less than about 30°), well lit and not covered. For stylised or "
-    "non-photographic faces the detector may fail: then enable 'allow_no_face' to continue with the "
-    "original Hallo fallback (zero identity embedding, whole image as face box)."
+    "seen from the front (turned less than about 30°), well lit and not covered."
+)
+NO_FACE_MESSAGE = (
+    f"{NO_FACE_HINT} For stylised or non-photographic faces the detector may fail: then enable "
+    "'allow_no_face' to continue with the original Hallo fallback (zero identity embedding; masks from "
+    "MediaPipe, or from the image centre)."
 )
 
 

@@ -1,11 +1,8 @@
 """MediaPipe face landmarks (478 points, pixel coordinates of the original image).
 
-Two back ends, chosen per call and recorded in the result:
-
-* ``"tasks_face_landmarker"``: the Tasks ``FaceLandmarker`` with
-  ``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task`` (what Hallo uses);
-* ``"bundled_face_mesh"``: where that file is absent, the face-mesh model bundled with MediaPipe
-  releases up to 0.10.21 (``mediapipe.solutions.face_mesh``, ``refine_landmarks=True`` -> 478 points).
+Landmarks come from the MediaPipe **Tasks API** ``FaceLandmarker`` with the released
+``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task`` (what Hallo uses). This
+works on every MediaPipe release with the Tasks API, 1.x included (those bundle no face-mesh model).
 
 Unlike the original (which crashes unless exactly one face is found) several faces are handled:
 the one overlapping the detector's chosen face box is used; when MediaPipe misses that face on the
@@ -18,18 +15,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .face_embedding import require_model_file
 from .lazy_import import cv2
 
 logger = logging.getLogger(__name__)
 
 TASK_FILE = "face_landmarker_v2_with_blendshapes.task"
 TASKS_BACKEND = "tasks_face_landmarker"
-BUNDLED_BACKEND = "bundled_face_mesh"
 NUM_LANDMARKS = 478
 MAX_FACES = 8
 MAX_LANDMARK_SIDE = 4096
@@ -53,7 +51,7 @@ class LandmarkResult:
     """Landmarks of one face."""
 
     points: np.ndarray  # (478, 2) float64, x/y in original-image pixels
-    backend: str  # TASKS_BACKEND or BUNDLED_BACKEND
+    backend: str  # TASKS_BACKEND
     num_faces: int  # faces MediaPipe found on the full image
     used_crop: bool  # True when the points come from a crop around the detector box
 
@@ -64,58 +62,56 @@ def _import_mediapipe():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import mediapipe as mp
+        from mediapipe.tasks.python import vision  # noqa: F401  (the Tasks API must be present)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise LandmarkError(
-            "the 'mediapipe' package is needed for the face masks: pip install mediapipe==0.10.21 "
-            "(that release still bundles the face-mesh model; newer ones need "
-            f"face_analysis/models/{TASK_FILE})"
+            f"the 'mediapipe' package with its Tasks API is needed for the face masks ({exc}): "
+            "pip install -U mediapipe"
         ) from exc
     return mp
 
 
-def landmark_backend(model_dir: Path | str | None) -> tuple[str, Path | None]:
-    """Which back end :func:`detect_landmarks` would use for ``model_dir``."""
-    if model_dir is not None:
-        task = Path(model_dir) / "face_analysis" / "models" / TASK_FILE
-        if task.is_file():
-            return TASKS_BACKEND, task
-    return BUNDLED_BACKEND, None
+def landmarker_task_path(model_dir: Path | str) -> Path:
+    """``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task``, or
+    :class:`~.face_embedding.FaceModelMissingError` naming that path and where to download it."""
+    return require_model_file(model_dir, TASK_FILE)
+
+
+_LANDMARKERS: dict[tuple, object] = {}
+_LANDMARKER_LOCK = threading.Lock()
+
+
+def _landmarker(task: Path, max_faces: int):
+    """A cached Tasks ``FaceLandmarker`` (image mode) for ``task``; call under the lock."""
+    st = task.stat()
+    key = (str(task.resolve()), st.st_size, st.st_mtime_ns, max_faces)
+    if key not in _LANDMARKERS:
+        mp = _import_mediapipe()
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(task)),
+            running_mode=vision.RunningMode.IMAGE,
+            num_faces=max_faces,
+        )
+        for _, old in _LANDMARKERS.values():
+            old.close()
+        _LANDMARKERS.clear()
+        _LANDMARKERS[key] = (mp, vision.FaceLandmarker.create_from_options(options))
+    return _LANDMARKERS[key]
 
 
 def _run_tasks(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarray]:
-    mp = _import_mediapipe()
-    vision = mp.tasks.vision
-    options = vision.FaceLandmarkerOptions(
-        base_options=mp.tasks.BaseOptions(model_asset_path=str(task)),
-        running_mode=vision.RunningMode.IMAGE,
-        num_faces=max_faces,
-    )
     h, w = rgb.shape[:2]
-    with vision.FaceLandmarker.create_from_options(options) as landmarker:
+    with _LANDMARKER_LOCK:
+        mp, landmarker = _landmarker(task, max_faces)
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         result = landmarker.detect(image)
     return [np.array([[p.x * w, p.y * h] for p in face], np.float64) for face in result.face_landmarks]
 
 
-def _run_bundled(rgb: np.ndarray, max_faces: int) -> list[np.ndarray]:
-    mp = _import_mediapipe()
-    solutions = getattr(mp, "solutions", None)
-    if solutions is None or not hasattr(solutions, "face_mesh"):
-        raise LandmarkError(
-            f"this MediaPipe ({getattr(mp, '__version__', '?')}) bundles no face-mesh model; put "
-            f"{TASK_FILE} into face_analysis/models (from the Hugging Face repo "
-            "fudan-generative-ai/hallo) or install mediapipe==0.10.21"
-        )
-    h, w = rgb.shape[:2]
-    with solutions.face_mesh.FaceMesh(
-        static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5
-    ) as mesh:
-        result = mesh.process(np.ascontiguousarray(rgb))
-    faces = result.multi_face_landmarks or []
-    return [np.array([[p.x * w, p.y * h] for p in face.landmark], np.float64) for face in faces]
-
-
-def _run(rgb: np.ndarray, backend: str, task: Path | None, max_faces: int) -> list[np.ndarray]:
+def _run(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarray]:
     h, w = rgb.shape[:2]
     scale = 1.0
     if max(h, w) > MAX_LANDMARK_SIDE:
@@ -123,11 +119,11 @@ def _run(rgb: np.ndarray, backend: str, task: Path | None, max_faces: int) -> li
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         logger.info("landmarks: %dx%d image analysed at %dx%d", w, h, rgb.shape[1], rgb.shape[0])
     try:
-        faces = _run_tasks(rgb, task, max_faces) if backend == TASKS_BACKEND else _run_bundled(rgb, max_faces)
+        faces = _run_tasks(rgb, task, max_faces)
     except LandmarkError:
         raise
     except Exception as exc:
-        raise LandmarkError(f"MediaPipe ({backend}) failed on the image: {exc}") from exc
+        raise LandmarkError(f"MediaPipe ({TASKS_BACKEND}, {task.name}) failed on the image: {exc}") from exc
     faces = [f for f in faces if f.shape == (NUM_LANDMARKS, 2)] if faces else []
     if scale != 1.0:
         sx, sy = w / rgb.shape[1], h / rgb.shape[0]
@@ -148,7 +144,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def _landmarks_in_crop(rgb: np.ndarray, bbox: np.ndarray, backend: str, task: Path | None) -> np.ndarray | None:
+def _landmarks_in_crop(rgb: np.ndarray, bbox: np.ndarray, task: Path) -> np.ndarray | None:
     """Run MediaPipe on square crops around ``bbox`` (2x, then 3x the box side), map points back."""
     h, w = rgb.shape[:2]
     cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
@@ -159,7 +155,7 @@ def _landmarks_in_crop(rgb: np.ndarray, bbox: np.ndarray, backend: str, task: Pa
         pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))
         src = cv2.copyMakeBorder(rgb, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) if any(pad) else rgb
         crop = src[y0 + pad[0] : y0 + pad[0] + side, x0 + pad[2] : x0 + pad[2] + side]
-        faces = _run(crop, backend, task, MAX_FACES)
+        faces = _run(crop, task, MAX_FACES)
         faces = [f + np.array([x0, y0], np.float64) for f in faces]
         scored = [(box_iou(_box(f), bbox), f) for f in faces]
         scored = [s for s in scored if s[0] >= MATCH_IOU]
@@ -170,7 +166,7 @@ def _landmarks_in_crop(rgb: np.ndarray, bbox: np.ndarray, backend: str, task: Pa
 
 def detect_landmarks(
     rgb: np.ndarray,
-    model_dir: Path | str | None = None,
+    model_dir: Path | str,
     *,
     face_bbox: np.ndarray | tuple[float, float, float, float] | None = None,
     max_faces: int = MAX_FACES,
@@ -179,22 +175,23 @@ def detect_landmarks(
 
     ``face_bbox`` (x1, y1, x2, y2): the face chosen by the detector; the landmark set that overlaps
     it most is returned (or one found on a crop around it). Without it, the largest face is used.
-    Raises :class:`LandmarkError` when no face is found.
+    Raises :class:`LandmarkError` when no face is found and
+    :class:`~.face_embedding.FaceModelMissingError` when the ``.task`` file is missing.
     """
-    backend, task = landmark_backend(model_dir)
+    task = landmarker_task_path(model_dir)
     h, w = rgb.shape[:2]
-    faces = _run(rgb, backend, task, max_faces)
-    logger.info("landmarks: MediaPipe %s found %d face(s)", backend, len(faces))
+    faces = _run(rgb, task, max_faces)
+    logger.info("landmarks: MediaPipe found %d face(s)", len(faces))
     if face_bbox is not None:
         bbox = np.asarray(face_bbox, np.float64)[:4]
         scored = [(box_iou(_box(f), bbox), i) for i, f in enumerate(faces)]
         good = [s for s in scored if s[0] >= MATCH_IOU]
         if good:
-            return LandmarkResult(faces[max(good)[1]], backend, len(faces), False)
-        points = _landmarks_in_crop(rgb, bbox, backend, task)
+            return LandmarkResult(faces[max(good)[1]], TASKS_BACKEND, len(faces), False)
+        points = _landmarks_in_crop(rgb, bbox, task)
         if points is not None:
             logger.info("landmarks: found the selected face on a crop around its box")
-            return LandmarkResult(points, backend, len(faces), True)
+            return LandmarkResult(points, TASKS_BACKEND, len(faces), True)
         if not faces:
             raise LandmarkError(NO_LANDMARKS_MESSAGE.format(w=w, h=h))
         raise LandmarkError(
@@ -204,4 +201,4 @@ def detect_landmarks(
     if not faces:
         raise LandmarkError(NO_LANDMARKS_MESSAGE.format(w=w, h=h))
     areas = [float(np.prod(_box(f)[2:] - _box(f)[:2])) for f in faces]
-    return LandmarkResult(faces[int(np.argmax(areas))], backend, len(faces), False)
+    return LandmarkResult(faces[int(np.argmax(areas))], TASKS_BACKEND, len(faces), False)

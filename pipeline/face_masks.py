@@ -13,6 +13,9 @@
 One deliberate difference: where an expanded box is larger than the image, the original shifts it
 to a negative start and numpy slicing then wraps (the mask covers only a strip at the far edge);
 here the box is clamped to the image, which is what the shift intends.
+
+Without landmarks (the ``allow_no_face`` fallback) :func:`build_box_masks` makes the same masks from a
+face box, with the lip box placed where the mouth sits in a frontal face.
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ FACE_BLUR_KERNEL = 51
 LIP_BLUR_KERNEL = 31
 #: Output sizes must be multiples of this (the latent pyramid goes down to H/64).
 SIZE_MULTIPLE = 64
+#: Mask fallback without landmarks: where the mouth sits in a frontal detector face box
+#: (x1, y1, x2, y2 as fractions of the box), before the lip expansion.
+LIP_IN_FACE_BOX = (0.3, 0.68, 0.7, 0.86)
+#: Mask fallback without any face box: a centred face spanning this share of each image side.
+CENTRE_FACE_FRACTION = 0.6
 
 
 @dataclass
@@ -140,12 +148,57 @@ def build_masks(
     if face_expand_ratio <= 0:
         raise ValueError(f"face_expand_ratio must be positive, got {face_expand_ratio}")
     img_h, img_w = int(image_size[0]), int(image_size[1])
-    shapes = level_shapes(output_size)
     lm = np.asarray(landmarks, np.float64)
     if lm.ndim != 2 or lm.shape[0] < 478 or lm.shape[1] < 2:
         raise ValueError(f"expected (478, 2) MediaPipe landmarks, got shape {lm.shape}")
     lip_box = landmark_box(lm, LIP_IDS, img_w, img_h, LIP_EXPAND_RATIO)
     face_box = landmark_box(lm, SILHOUETTE_IDS, img_w, img_h, face_expand_ratio)
+    return masks_from_boxes(lip_box, face_box, (img_h, img_w), output_size)
+
+
+def centre_face_box(image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A face box (x1, y1, x2, y2) for an image with no detected face: the centre, spanning
+    :data:`CENTRE_FACE_FRACTION` of each side (the framing Hallo recommends)."""
+    h, w = float(image_size[0]), float(image_size[1])
+    f = CENTRE_FACE_FRACTION
+    return (w * (1 - f) / 2, h * (1 - f) / 2, w * (1 + f) / 2, h * (1 + f) / 2)
+
+
+def build_box_masks(
+    face_bbox: tuple[float, float, float, float] | np.ndarray,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int] = (512, 512),
+    face_expand_ratio: float = 1.2,
+) -> HalloMasks:
+    """Masks without landmarks, from a face box (x1, y1, x2, y2 pixels): the face box expanded by
+    ``face_expand_ratio``; the lip box from :data:`LIP_IN_FACE_BOX` (where the mouth sits in a
+    frontal face box), expanded by the original's lip ratio. A fallback only: less exact than
+    landmark masks."""
+    if face_expand_ratio <= 0:
+        raise ValueError(f"face_expand_ratio must be positive, got {face_expand_ratio}")
+    img_h, img_w = int(image_size[0]), int(image_size[1])
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(face_bbox, np.float64)[:4])
+    bw, bh = x2 - x1, y2 - y1
+    if not (bw > 0 and bh > 0):
+        raise ValueError(f"the face box {face_bbox} is empty")
+    lx1, ly1, lx2, ly2 = LIP_IN_FACE_BOX
+    lip = (x1 + lx1 * bw, x1 + lx2 * bw, y1 + ly1 * bh, y1 + ly2 * bh)
+    lip_box = expand_region(tuple(np.round(lip)), img_w, img_h, LIP_EXPAND_RATIO)
+    face_box = expand_region(tuple(np.round((x1, x2, y1, y2))), img_w, img_h, face_expand_ratio)
+    return masks_from_boxes((lip_box[0], lip_box[2], lip_box[1], lip_box[3]),
+                            (face_box[0], face_box[2], face_box[1], face_box[3]), (img_h, img_w), output_size)
+
+
+def masks_from_boxes(
+    lip_box: tuple[int, int, int, int],
+    face_box: tuple[int, int, int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int] = (512, 512),
+) -> HalloMasks:
+    """Blurred lip / face / full masks, their latent levels and the FaceLocator input from the hard
+    lip and face boxes (x1, y1, x2, y2 image pixels)."""
+    img_h, img_w = int(image_size[0]), int(image_size[1])
+    shapes = level_shapes(output_size)
     lip_hard = hard_mask(img_h, img_w, lip_box)
     face_hard = hard_mask(img_h, img_w, face_box)
     if not lip_hard.any() or not face_hard.any():
@@ -169,7 +222,6 @@ def build_masks(
         full_image=_preview(full64, img_h, img_w),
         face_image=_preview(face64, img_h, img_w),
         lip_image=_preview(lip64, img_h, img_w),
-        face_box=face_box,
-        lip_box=lip_box,
+        face_box=tuple(int(v) for v in face_box),
+        lip_box=tuple(int(v) for v in lip_box),
     )
-

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, compare_keys, read_state_dict
+from .checkpoint import CheckpointError, check_finite, check_float_dtypes, compare_keys, read_state_dict
 from .model_folder import ModelFolder, missing_file_error
 from .models.architecture import HalloArchitecture, read_unet_config
 from .models.net import HalloNet, build_net
@@ -84,6 +84,7 @@ def load_net(
     report = compare_keys(expected, state)
     if not report.ok:
         raise CheckpointError(report.describe(ckpt))
+    check_float_dtypes(state, ckpt)
     if not keep_unused_motion_modules:
         net.denoising_unet.drop_unused_motion_modules()
         prefixes = tuple(f"denoising_unet.{p}.motion_modules." for p in UNUSED_MOTION_BLOCKS)
@@ -92,6 +93,7 @@ def load_net(
     net.to(device=device, dtype=torch_dtype)
     net.requires_grad_(False)
     net.eval()
+    check_finite(net.state_dict(), ckpt)
     leftovers = [n for n, t in list(net.named_parameters()) + list(net.named_buffers()) if t.is_meta]
     if leftovers:  # pragma: no cover - guarded by the strict key comparison above
         raise CheckpointError(f"{ckpt}: tensors were not loaded: {leftovers[:5]}")
@@ -109,8 +111,17 @@ def load_vae(folder: ModelFolder | str | Path, *, device: torch.device | str = "
     weights = [vae_dir / "diffusion_pytorch_model.safetensors", vae_dir / "diffusion_pytorch_model.bin"]
     if not any(p.is_file() for p in weights):
         raise missing_file_error(weights[0], "VAE weights", "sd-vae-ft-mse/diffusion_pytorch_model.safetensors")
-    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=parse_dtype(dtype, device), low_cpu_mem_usage=False)
+    try:
+        vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=parse_dtype(dtype, device),
+                                            low_cpu_mem_usage=False)
+    except (OSError, ValueError) as exc:  # diffusers reports a bad config.json or weights file as OSError
+        raise CheckpointError(
+            f"the VAE in {vae_dir} cannot be loaded (truncated or corrupt config.json or weights? "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); download "
+            "sd-vae-ft-mse/ again from the Hugging Face repo 'stabilityai/sd-vae-ft-mse' or "
+            "'fudan-generative-ai/hallo'") from exc
     vae.to(device)
+    check_finite(vae.state_dict(), vae_dir)
     vae.requires_grad_(False)
     vae.eval()
     return vae

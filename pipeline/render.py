@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import logging
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .audio_features import AudioFeatures, encode_audio
-from .face_analysis import analyze_face
+from .errors import HalloInputError, raised_in_pipeline
+from .face_analysis import FaceAnalysisResult, analyze_face
+from .face_landmarks import LandmarkError
+from .image_file import load_image_rgb
 from .loading import load_net, load_vae, parse_dtype
 from .media import VideoWriter, load_audio_file
-from .model_folder import ModelFolder
+from .model_folder import ModelFileMissing, ModelFolder
+from .output_path import check_output_path
 from .reference import check_output_size, make_reference
 from .sampler import ClipOutput, HalloSampler, SamplerSettings
 from .vocal_separation import resolve_separation
 from .wav2vec import load_wav2vec
 
 logger = logging.getLogger(__name__)
+
+TASK_FILE = "face_landmarker_v2_with_blendshapes.task"  # MediaPipe's face landmarker bundle (a zip archive)
 
 
 @dataclass
@@ -46,25 +52,132 @@ class RenderOptions:
     # Opt-in speed switches (pipeline/acceleration.py): same math, different kernels.
     channels_last: bool = False
     compile: bool = False
+    # Replace an existing output file (as ffmpeg's -y); otherwise an existing output is refused up front.
+    overwrite: bool = False
+
+
+__all__ = ["RenderOptions", "load_image_rgb", "pick_device", "render_file"]
+
+
+def _device_available(dev: torch.device) -> bool:
+    if dev.type == "cpu":
+        return True
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    if dev.type == "mps":
+        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    backend = getattr(torch, dev.type, None)
+    return bool(backend is not None and hasattr(backend, "is_available") and backend.is_available())
 
 
 def pick_device(device: str) -> torch.device:
+    """'auto' (CUDA when there is one, else CPU) or a torch device string that this machine has."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_image_rgb(path: str | Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except UnidentifiedImageError as exc:
-        raise ValueError(f"{path} is not an image PIL can read") from exc
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise HalloInputError(f"--device {device} is not a device name torch knows; use --device auto, "
+                              "--device cpu, cuda, cuda:1 or mps") from None
+    if not _device_available(dev):
+        raise HalloInputError(f"--device {device}: this machine (or this torch build) has no such device; use "
+                              "--device auto or --device cpu")
+    return dev
+
+
+def _face_model_errors() -> tuple[type[BaseException], ...]:
+    """Errors the face models raise on a truncated or corrupt model file."""
+    errors: list[type[BaseException]] = []
+    try:
+        from google.protobuf.message import DecodeError
+
+        errors.append(DecodeError)
+    except ImportError:  # pragma: no cover - protobuf comes with onnx and mediapipe
+        pass
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort
+
+        errors += [getattr(ort, n) for n in ("InvalidProtobuf", "Fail", "InvalidGraph", "NoSuchFile")
+                   if hasattr(ort, n)]
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        pass
+    return tuple(errors)
+
+
+def _check_task_file(folder: ModelFolder) -> None:
+    """A ``.task`` bundle is a zip archive: a truncated download fails here with its name, not in MediaPipe."""
+    task = folder.root / "face_analysis" / "models" / TASK_FILE
+    if task.is_file() and not zipfile.is_zipfile(task):
+        raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
+                              f"face_analysis/models/{TASK_FILE} again from 'fudan-generative-ai/hallo'")
+
+
+def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, device: torch.device
+             ) -> FaceAnalysisResult:
+    """The face stage, first of all (cheap next to the network loads): no face -> one clear error."""
+    _check_task_file(folder)
+    try:
+        return analyze_face(rgb, folder.root, output_size=(options.height, options.width),
+                            face_expand_ratio=options.face_expand_ratio, face_index=options.face_index,
+                            allow_no_face=options.allow_no_face, device=str(device))
+    except (ValueError, LandmarkError) as exc:  # no face, a face index out of range, no landmarker
+        if isinstance(exc, ValueError) and not raised_in_pipeline(exc):
+            raise  # a library's ValueError is a bug, not bad input: keep its traceback
+        raise HalloInputError(f"image {image}: {exc}") from exc
+    except _face_model_errors() as exc:
+        raise HalloInputError(
+            f"the face models in {folder.root / 'face_analysis' / 'models'} cannot be used ({type(exc).__name__}: "
+            f"{exc}); download face_analysis/models/ again from the Hugging Face repo 'fudan-generative-ai/hallo'"
+        ) from exc
+
+
+def _load_encoder(folder: ModelFolder, device: torch.device):
+    from safetensors import SafetensorError
+
+    try:
+        return load_wav2vec(folder.root, device=device)
+    except ModelFileMissing:
+        raise
+    except (SafetensorError, OSError) as exc:
+        raise HalloInputError(
+            f"the wav2vec2 model in {folder.root / 'wav2vec' / 'wav2vec2-base-960h'} cannot be read (truncated or "
+            f"corrupt download? {exc}); download wav2vec/wav2vec2-base-960h/ again from "
+            "'fudan-generative-ai/hallo'") from exc
+
+
+def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.device, dtype: torch.dtype):
+    """The denoising network, the VAE and wav2vec2, with the opt-in speed switches applied."""
+    net = load_net(folder, options.variant, device=device, dtype=dtype)
+    vae = load_vae(folder, device=device, dtype=parse_dtype(options.vae_dtype or dtype, device))
+    encoder = _load_encoder(folder, device)
+    if options.channels_last:
+        from .acceleration import use_channels_last
+
+        use_channels_last(net, vae)
+    if options.compile:
+        from .acceleration import compile_denoiser
+
+        compile_denoiser(net)
+    return net, vae, encoder
+
+
+def _encode(encoder, options: RenderOptions, separator: Path | None, device: torch.device,
+            waveform: torch.Tensor, sample_rate: int) -> AudioFeatures:
+    segment = options.audio_segment_seconds
+    if segment is None and options.variant == "hallo2":
+        segment = 60.0
+    return encode_audio(
+        waveform, sample_rate, encoder, fps=options.fps, clip_length=options.sampler.clip_length,
+        separate_vocals=separator is not None, separator_model=separator,
+        loudness=options.loudness, segment_seconds=segment, device=device,
+    )
+
+
+def _decode_audio(audio: Path, separator: Path | None) -> tuple[torch.Tensor, int]:
+    if separator is not None:  # the separator works on the full-rate stereo signal
+        return load_audio_file(audio)
+    # decode straight to 16 kHz mono: a long file never sits in memory at 48 kHz stereo
+    return load_audio_file(audio, sample_rate=16000, mono=True)
 
 
 def render_file(
@@ -77,68 +190,65 @@ def render_file(
     on_step: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
-    """Render ``out`` (mp4). Returns per-stage timings in seconds."""
+    """Render ``out`` (mp4, mov or mkv). Returns per-stage timings in seconds.
+
+    Cheap checks come first (options, paths, device, the image, the output's temporary file and the
+    soundtrack, the face), the network loads after them, so bad input fails in seconds, not minutes.
+    """
     options = options or RenderOptions()
+    image, audio = Path(image).expanduser(), Path(audio).expanduser()
     check_output_size(options.height, options.width)
     folder = ModelFolder.at(models)
+    out = check_output_path(out, inputs={"image": image, "audio": audio}, models=folder.root,
+                            overwrite=options.overwrite)
     device = pick_device(options.device)
     dtype = parse_dtype(options.dtype, device)
+    if audio.is_dir():
+        raise HalloInputError(f"audio {audio} is a directory; give the voice recording's file name")
+    rgb = load_image_rgb(image)
+    with VideoWriter(out, options.fps, options.width, options.height, audio=audio,
+                     overwrite=options.overwrite) as writer:
+        return _render(writer, rgb, image, audio, folder, options, device, dtype,
+                       on_step=on_step, should_cancel=should_cancel)
+
+
+def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFolder, options: RenderOptions,
+            device: torch.device, dtype: torch.dtype, *, on_step, should_cancel) -> dict[str, float]:
     timings: dict[str, float] = {}
+    started = time.perf_counter()
+    face = _analyze(rgb, image, folder, options, device)
+    timings["face"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    rgb = load_image_rgb(image)
     separator = resolve_separation(options.separate_vocals, folder.root)
-    if separator is not None:  # the separator works on the full-rate stereo signal
-        waveform, sample_rate = load_audio_file(audio)
-    else:  # decode straight to 16 kHz mono: a long file never sits in memory at 48 kHz stereo
-        waveform, sample_rate = load_audio_file(audio, sample_rate=16000, mono=True)
-    net = load_net(folder, options.variant, device=device, dtype=dtype)
-    vae = load_vae(folder, device=device, dtype=parse_dtype(options.vae_dtype or dtype, device))
-    encoder = load_wav2vec(folder.root, device=device)
-    if options.channels_last:
-        from .acceleration import use_channels_last
-
-        use_channels_last(net, vae)
-    if options.compile:
-        from .acceleration import compile_denoiser
-
-        compile_denoiser(net)
+    waveform, sample_rate = _decode_audio(audio, separator)
+    net, vae, encoder = _load_networks(folder, options, device, dtype)
     low_vram = options.sampler.low_vram and device.type == "cuda"
     timings["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    segment = options.audio_segment_seconds
-    if segment is None and options.variant == "hallo2":
-        segment = 60.0
-    features: AudioFeatures = encode_audio(
-        waveform, sample_rate, encoder, fps=options.fps, clip_length=options.sampler.clip_length,
-        separate_vocals=separator is not None, separator_model=separator,
-        loudness=options.loudness, segment_seconds=segment, device=device,
-    )
-    del waveform  # the video's audio track is transcoded from the file itself
+    features = _encode(encoder, options, separator, device, waveform, sample_rate)
+    del waveform
     if low_vram:
         encoder.to(device="cpu")  # wav2vec2 is done for this render
     timings["audio"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    face = analyze_face(rgb, folder.root, output_size=(options.height, options.width),
-                        face_expand_ratio=options.face_expand_ratio, face_index=options.face_index,
-                        allow_no_face=options.allow_no_face, device=str(device))
     reference = make_reference(vae, rgb, face, size=(options.height, options.width))
     if low_vram:
         from .offload import offload_to_cpu
 
         offload_to_cpu(net.reference_unet, vae)  # they visit the GPU once per clip from here on
-    timings["face"] = time.perf_counter() - started
+    timings["face"] += time.perf_counter() - started
 
     sampler = HalloSampler(net, vae, device=device, dtype=dtype, is_hallo2=options.variant == "hallo2")
     started = time.perf_counter()
-    with VideoWriter(out, options.fps, options.width, options.height, audio=audio) as writer:
-        def write(clip: ClipOutput) -> None:
-            writer.write(clip.frames)
 
-        result = sampler.generate(reference, features.features, features.num_frames, options.sampler,
-                                  on_clip=write, on_step=on_step, should_cancel=should_cancel, collect=False)
+    def write(clip: ClipOutput) -> None:
+        writer.write(clip.frames)
+
+    result = sampler.generate(reference, features.features, features.num_frames, options.sampler,
+                              on_clip=write, on_step=on_step, should_cancel=should_cancel, collect=False)
     timings["generate"] = time.perf_counter() - started
     timings.update({f"generate_{k}": v for k, v in result.timings.items()})
     timings["video_seconds"] = features.num_frames / options.fps

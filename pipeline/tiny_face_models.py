@@ -16,16 +16,25 @@ input/output signatures, built with the ``onnx`` helper API:
 * **Recogniser** (input ``input.1`` ``[1,3,112,112]`` -> ``[1,512]``): 8x8 average pooling, then a
   seeded random linear map to 512 values plus a bias. A deterministic function of the aligned
   crop, so tests can recompute the embedding independently.
+
+The MediaPipe landmarker cannot be faked this way; :func:`write_face_models` copies the real
+``face_landmarker_v2_with_blendshapes.task`` in when given one (``landmarker_task``). Without it
+the folder works for detection and embedding, and the masks stop with an error naming the file.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .face_embedding import ARCFACE_TEMPLATE, DETECTOR_FILE, RECOGNIZER_FILE
+from .face_landmarks import TASK_FILE
+
+logger = logging.getLogger(__name__)
 
 #: Default single face (normalised x1, y1, x2, y2): a centred portrait.
 DEFAULT_FACES: tuple[tuple[float, float, float, float], ...] = ((0.28, 0.22, 0.72, 0.78),)
@@ -218,12 +227,16 @@ def write_face_models(
     dst_models_dir: Path | str,
     seed: int = 0,
     faces: Sequence[Sequence[float]] | None = None,
+    landmarker_task: Path | str | None = None,
 ) -> dict[str, Path]:
     """Write the tiny detector and recogniser into ``dst_models_dir`` (the ``face_analysis/models``
     folder). ``faces``: normalised (x1, y1, x2, y2) boxes the detector reports (default: one
-    centred face; ``[]``: a detector that never finds a face). Returns ``{file name: path}``."""
+    centred face; ``[]``: a detector that never finds a face). ``landmarker_task``: the real
+    MediaPipe ``.task`` file to copy in (it is needed for the masks). Returns ``{file name: path}``."""
     import onnx
 
+    if landmarker_task is not None and not Path(landmarker_task).is_file():
+        raise FileNotFoundError(f"landmarker_task: {landmarker_task} is not a file; pass the real {TASK_FILE}")
     dst = Path(dst_models_dir)
     dst.mkdir(parents=True, exist_ok=True)
     faces = DEFAULT_FACES if faces is None else faces
@@ -237,4 +250,9 @@ def write_face_models(
         path = dst / name
         onnx.save(model, str(path))
         written[name] = path
+    if landmarker_task is not None:
+        written[TASK_FILE] = dst / TASK_FILE
+        shutil.copyfile(landmarker_task, written[TASK_FILE])
+    else:
+        logger.info("no %s given: face masks will need it in %s", TASK_FILE, dst)
     return written

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import HalloInputError
 from .models.architecture import SD15_UNET_CONFIG, HalloArchitecture
 from .models.net import build_net
 
@@ -75,10 +76,28 @@ def write_vae(folder: Path, seed: int) -> Path:
     return folder
 
 
+def check_fresh_folder(root: Path) -> None:
+    """Refuse to write random weights into a folder that holds anything (a real model folder, say)."""
+    if root.exists() and not root.is_dir():
+        raise HalloInputError(f"{root} is a file; give a new, empty folder for the tiny models")
+    if root.is_dir() and any(root.iterdir()):
+        raise HalloInputError(
+            f"{root} is not empty; the tiny random models would replace what it holds (a real model folder's "
+            "weights, say): give a new or empty folder")
+
+
 def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("hallo", "hallo2"),
-                            seed: int = 0, with_face_models: bool = True, with_wav2vec: bool = True) -> Path:
-    """Create ``root`` laid out like the Hugging Face ``fudan-generative-ai/hallo`` download."""
-    root = Path(root)
+                            seed: int = 0, with_face_models: bool = True, with_wav2vec: bool = True,
+                            landmarker_task: Path | str | None = None, replace_contents: bool = False) -> Path:
+    """Create ``root`` laid out like the Hugging Face ``fudan-generative-ai/hallo`` download.
+
+    ``root`` must be new or empty unless ``replace_contents`` (then the files it writes replace any there).
+    ``landmarker_task``: the real ``face_landmarker_v2_with_blendshapes.task`` (MediaPipe's model
+    cannot be made up), copied into ``face_analysis/models``; without it the face masks stop with an
+    error naming the missing file. Ignored when ``with_face_models`` is false."""
+    root = Path(root).expanduser()
+    if not replace_contents:
+        check_fresh_folder(root)
     arch = tiny_architecture()
     unet_dir = root / "stable-diffusion-v1-5" / "unet"
     unet_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +112,6 @@ def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("h
     if with_face_models:
         from .tiny_face_models import write_face_models
 
-        write_face_models(root / "face_analysis" / "models", seed=seed)
+        write_face_models(root / "face_analysis" / "models", seed=seed, landmarker_task=landmarker_task)
     logger.info("wrote tiny model folder %s", root)
     return root

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio_io import load_audio_file
+
 logger = logging.getLogger(__name__)
 
 SEPARATOR_SUBDIR = Path("audio_separator")
@@ -126,26 +128,6 @@ def _write_wav_float(path: Path, waveform: np.ndarray, sample_rate: int) -> None
     path.write_bytes(header + fmt + b"data" + struct.pack("<I", len(payload)) + payload)
 
 
-def read_audio_file(path: Path | str) -> tuple[torch.Tensor, int]:
-    """Decode an audio file with PyAV into a ``[C, T]`` float32 tensor and its sample rate."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        rate = int(stream.rate)
-        chunks: list[np.ndarray] = []
-        for frame in container.decode(stream):
-            arr = frame.to_ndarray()
-            if frame.format.is_packed:
-                arr = arr.reshape(-1, len(frame.layout.channels)).T
-            if arr.dtype.kind == "i":
-                arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max + 1)
-            chunks.append(arr.astype(np.float32))
-    if not chunks:
-        raise ValueError(f"audio file {path} contains no audio samples")
-    return torch.from_numpy(np.concatenate(chunks, axis=1)), rate
-
-
 def separate_vocals(
     waveform: torch.Tensor, sample_rate: int, model_path: Path | str | None
 ) -> tuple[torch.Tensor, int]:
@@ -174,4 +156,4 @@ def separate_vocals(
         if not out.is_absolute():
             out = tmp_dir / out
         logger.info("separated vocals with %s", model_file.name)
-        return read_audio_file(out)
+        return load_audio_file(out)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from asset_paths import LANDMARKER_TASK, asset
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "hallo-nodes"
@@ -48,24 +47,6 @@ def skip_reason() -> str:
     if not (path / "main.py").is_file():
         return f"COMFYUI_PATH={path} has no main.py"
     return ""
-
-
-def model_folder(tiny_model_dir: Path, dest: Path) -> Path:
-    """``tiny_model_dir`` linked into ``dest``, plus the real MediaPipe ``.task`` model from the test assets.
-
-    With the ``.task`` the face node runs the Tasks API path that users of the released download run.
-    """
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(tiny_model_dir, dest, copy_function=link_or_copy)
-    task = dest / "face_analysis" / "models" / LANDMARKER_TASK[-1]
-    task.unlink(missing_ok=True)  # never write through a hard link into the shared folder
-    shutil.copyfile(asset(*LANDMARKER_TASK), task)
-    return dest
 
 
 def free_port() -> int:

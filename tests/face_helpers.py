@@ -12,6 +12,8 @@ from hallo_nodes.pipeline.tiny_face_models import write_face_models
 from PIL import Image
 
 PORTRAITS = ASSETS / "portraits"
+#: The real MediaPipe Tasks model (released in fudan-generative-ai/hallo face_analysis/models).
+LANDMARKER_TASK = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
 
 SINGLE_PORTRAITS = ["painting_girl.jpg", "stylized_3d.jpg", "statue.jpg", "photo_woman.jpg"]
 GROUP = "group_six_faces.jpg"
@@ -41,9 +43,11 @@ def to_comfy(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]
 
 
-def make_model_dir(root: Path, faces=None, seed: int = 0) -> Path:
-    """A ``hallo`` model folder with tiny face models; returns the folder (parent of face_analysis)."""
-    write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces)
+def make_model_dir(root: Path, faces=None, seed: int = 0, landmarker: bool = True) -> Path:
+    """A ``hallo`` model folder with tiny face models and (``landmarker``) the real MediaPipe
+    ``.task``; returns the folder (parent of face_analysis)."""
+    write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces,
+                      landmarker_task=asset("models", LANDMARKER_TASK.name) if landmarker else None)
     return root
 
 

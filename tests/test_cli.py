@@ -8,9 +8,16 @@ from pathlib import Path
 
 import av
 import pytest
+from cli_helpers import add_face_task, assert_one_line_error, run_main
 from hallo_nodes.pipeline.cli import main
 from hallo_nodes.pipeline.render import RenderOptions, render_file
 from hallo_nodes.pipeline.sampler import RenderCancelled, SamplerSettings
+
+
+@pytest.fixture()
+def tiny_model_dir(tiny_model_dir: Path, assets: Path) -> Path:
+    """The session's tiny folder with the real MediaPipe landmarker, so the face stage runs."""
+    return add_face_task(tiny_model_dir, assets)
 
 
 def probe(path: Path) -> dict:
@@ -43,14 +50,15 @@ def test_cli_renders_mp4_with_audio(tiny_model_dir: Path, assets: Path, tmp_path
     assert info["fps"] == 25.0
     assert info["audio"] == [("aac", 44100)]
     assert abs(info["audio_seconds"] - seconds) < 0.1
-    assert not list(tmp_path.glob("*.partial*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["talking.mp4"]  # no temporary file left
 
 
-def test_cli_reports_missing_models(tmp_path: Path, assets: Path, caplog: pytest.LogCaptureFixture) -> None:
-    code = main(["--image", str(assets / "portraits" / "statue.jpg"),
-                 "--audio", str(assets / "audio" / "speech_7s_44k.wav"), "--models", str(tmp_path / "none"), "-q"])
+def test_cli_reports_missing_models(tmp_path: Path, assets: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_main(["--image", str(assets / "portraits" / "statue.jpg"),
+                          "--audio", str(assets / "audio" / "speech_7s_44k.wav"), "--models", str(tmp_path / "none"),
+                          "--out", str(tmp_path / "out.mp4"), "-q"], capsys)
     assert code == 2
-    assert "model folder not found" in caplog.text
+    assert_one_line_error(err, "model folder not found", str(tmp_path / "none"))
 
 
 def test_cancel_mid_clip_leaves_no_output_and_next_run_works(tiny_model_dir: Path, assets: Path,

@@ -23,7 +23,6 @@ from comfyui_harness import (
     comfyui_path,
     expected_frames,
     fast_prompt,
-    model_folder,
     skip_reason,
     start_server,
     write_wav,
@@ -47,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Co
     shutil.copy(asset("portraits", "painting_girl.jpg"), base / "input" / PORTRAIT)
     speech = comfy_audio(SECONDS)
     write_wav(base / "input" / SPEECH, speech["waveform"][0].numpy(), speech["sample_rate"])
-    srv = start_server(COMFY, base, model_folder(tiny_model_dir, base / "models"))
+    srv = start_server(COMFY, base, tiny_model_dir)
     yield srv
     srv.stop()
 

@@ -1,4 +1,4 @@
-"""analyze_face end to end: real MediaPipe (bundled face mesh) on real portraits, tiny ONNX face models."""
+"""analyze_face end to end: real MediaPipe (Tasks API, the released .task) on real portraits, tiny ONNX face models."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from hallo_nodes.pipeline.face_analysis import (  # noqa: E402
     clear_face_cache,
     face_cache_info,
 )
-from hallo_nodes.pipeline.face_landmarks import BUNDLED_BACKEND, box_iou  # noqa: E402
+from hallo_nodes.pipeline.face_embedding import FaceModelMissingError  # noqa: E402
+from hallo_nodes.pipeline.face_landmarks import TASKS_BACKEND, box_iou  # noqa: E402
 from hallo_nodes.pipeline.image_prep import comfy_image_to_rgb  # noqa: E402
 
 pytest.importorskip("mediapipe")
@@ -86,7 +87,7 @@ def test_real_portraits(model_dir, name):
     rgb = load_rgb(name)
     h, w = rgb.shape[:2]
     r = analyze_face(rgb, model_dir)
-    assert r.landmark_model == BUNDLED_BACKEND and not r.landmarks_from_crop
+    assert r.landmark_model == TASKS_BACKEND and not r.landmarks_from_crop
     assert r.landmarks.shape == (478, 2)
     assert (r.landmarks >= -0.05 * w).all() and (r.landmarks[:, 0] <= 1.05 * w).all()
     assert r.embedding.shape == (512,) and r.embedding.dtype == np.float32 and np.abs(r.embedding).sum() > 0
@@ -160,14 +161,51 @@ def test_no_face_fallback_when_allowed(no_face_dir):
     r = analyze_face(rgb, no_face_dir, allow_no_face=True)
     assert np.array_equal(r.embedding, np.zeros(512, np.float32))
     assert r.bbox == (0.0, 0.0, float(w), float(h)) and r.face_index == -1 and r.num_faces == 0
+    assert r.landmark_model == TASKS_BACKEND and "zero identity embedding" in r.warning
     check_masks_independently(r, h, w)  # MediaPipe still supplies the masks
 
 
-def test_no_face_anywhere(no_face_dir):
+def test_no_face_anywhere_uses_centre_box_masks(no_face_dir):
+    """Neither the detector nor MediaPipe finds a face: allow_no_face continues with masks from a
+    centred box and says so (the old code raised LandmarkError although the option promised to go on)."""
     y, x = np.mgrid[:300, :400]
     rgb = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
-    with pytest.raises(LandmarkError, match=r"MediaPipe found no face in the image \(400x300\)"):
-        analyze_face(rgb, no_face_dir, allow_no_face=True)
+    with pytest.raises(NoFaceError):
+        analyze_face(rgb, no_face_dir)  # without allow_no_face: an error
+    r = analyze_face(rgb, no_face_dir, allow_no_face=True)
+    assert r.landmark_model == "box" and r.landmarks.shape == (0, 2)
+    assert "zero identity embedding" in r.warning and "image centre" in r.warning
+    fx1, fy1, fx2, fy2 = r.masks.face_box
+    assert abs((fx1 + fx2) / 2 - 200) <= 2 and abs((fy1 + fy2) / 2 - 150) <= 2  # centred
+    lx1, ly1, lx2, ly2 = r.masks.lip_box
+    assert fx1 <= lx1 < lx2 <= fx2 and (fy1 + fy2) / 2 < ly2 <= fy2  # lips in the lower half of the face
+    full, face, lip = r.masks.full_image, r.masks.face_image, r.masks.lip_image
+    assert full[150, 200] < 0.05 and full[2, 2] > 0.95 and lip[(ly1 + ly2) // 2, 200] > 0.9
+    assert face[fy1 + 5, 200] > 0.5
+    assert [t.numel() for t in r.masks.lip] == [64 * 64, 32 * 32, 16 * 16, 8 * 8]
+
+
+def test_detected_face_without_landmarks_uses_detector_box(tmp_path):
+    """The detector finds a face where MediaPipe sees none: with allow_no_face the real embedding is
+    kept and the masks come from the detector's box."""
+    y, x = np.mgrid[:300, :400]
+    rgb = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
+    models = make_model_dir(tmp_path, faces=[(0.1, 0.2, 0.4, 0.7)])
+    with pytest.raises(LandmarkError, match="MediaPipe found no face"):
+        analyze_face(rgb, models)
+    r = analyze_face(rgb, models, allow_no_face=True)
+    assert r.num_faces == 1 and np.abs(r.embedding).sum() > 0 and r.landmark_model == "box"
+    assert "detector's face box" in r.warning and "zero identity" not in r.warning
+    assert box_iou(np.array(r.masks.face_box, float), np.array(r.bbox)) > 0.6
+
+
+def test_missing_task_file_is_named(tmp_path):
+    models = make_model_dir(tmp_path, landmarker=False)
+    task = models / "face_analysis" / "models" / "face_landmarker_v2_with_blendshapes.task"
+    with pytest.raises(FaceModelMissingError) as err:
+        analyze_face(load_rgb("statue.jpg"), models)
+    assert str(task) in str(err.value) and "fudan-generative-ai/hallo" in str(err.value)
+    assert "face_analysis/models" in str(err.value)
 
 
 def test_huge_image(model_dir):
@@ -203,14 +241,12 @@ def test_bad_array_input(model_dir):
         analyze_face(load_rgb("statue.jpg"), model_dir, output_size=(500, 500))
 
 
-def test_tasks_landmarker_chosen_when_task_file_present(tmp_path):
-    """With face_landmarker_v2_with_blendshapes.task in the folder the Tasks API runs (here on a
-    corrupt file, so it must fail with a message naming that back end, not fall back silently)."""
-    from hallo_nodes.pipeline.face_landmarks import TASKS_BACKEND, detect_landmarks, landmark_backend
+def test_corrupt_task_file_is_a_clear_error(tmp_path):
+    """A damaged .task file fails with a message naming the Tasks back end and the file."""
+    from hallo_nodes.pipeline.face_landmarks import detect_landmarks
 
-    models = make_model_dir(tmp_path)
-    assert landmark_backend(models)[0] == BUNDLED_BACKEND
+    models = make_model_dir(tmp_path, landmarker=False)
     (models / "face_analysis" / "models" / "face_landmarker_v2_with_blendshapes.task").write_bytes(b"junk")
-    assert landmark_backend(models)[0] == TASKS_BACKEND
-    with pytest.raises(LandmarkError, match=r"MediaPipe \(tasks_face_landmarker\) failed"):
+    with pytest.raises(LandmarkError, match=r"MediaPipe \(tasks_face_landmarker, "
+                                            r"face_landmarker_v2_with_blendshapes.task\) failed"):
         detect_landmarks(load_rgb("statue.jpg"), models)

@@ -7,7 +7,9 @@ import pytest
 from face_helpers import LIPS, SILHOUETTE, pil_level, ref_blur, ref_box, ref_expand  # noqa: E402
 from hallo_nodes.pipeline.face_masks import (  # noqa: E402
     blur_mask,
+    build_box_masks,
     build_masks,
+    centre_face_box,
     expand_region,
     hard_mask,
     level_shapes,
@@ -122,3 +124,24 @@ def test_build_masks_against_independent_recipe(image_size, output_size):
 def test_bad_landmarks():
     with pytest.raises(ValueError, match=r"\(478, 2\)"):
         build_masks(np.zeros((68, 2)), (100, 100))
+
+
+def test_box_masks_follow_the_same_recipe():
+    """The no-landmark fallback: face box = the given box expanded like the original, lip box inside
+    its lower part expanded x2; blurs and levels as for landmark masks."""
+    h, w = 600, 800
+    box = (250.0, 100.0, 550.0, 500.0)
+    m = build_box_masks(box, (h, w), (512, 512), 1.2)
+    x1, x2 = ref_expand(250, 550, w, 1.2)
+    y1, y2 = ref_expand(100, 500, h, 1.2)
+    assert m.face_box == (x1, y1, x2, y2)
+    lx1, ly1, lx2, ly2 = m.lip_box
+    assert x1 < lx1 < 400 < lx2 < x2 and 300 < ly1 < ly2 <= y2  # centred, lower half of the face
+    face_blur, lip_blur = ref_blur(m.face_box, w, h, 51), ref_blur(m.lip_box, w, h, 31)
+    ref_face = np.maximum(face_blur.astype(int) - lip_blur.astype(int), 0).astype(np.uint8)
+    assert np.abs(m.face[0].numpy() - pil_level(ref_face, 64, 64)).max() <= 2.5 / 255
+    assert np.abs(m.lip[0].numpy() - pil_level(lip_blur, 64, 64)).max() <= 2.5 / 255
+    centre = centre_face_box((h, w))
+    assert centre == pytest.approx((160.0, 120.0, 640.0, 480.0))
+    with pytest.raises(ValueError, match="empty"):
+        build_box_masks((10, 10, 10, 50), (h, w))

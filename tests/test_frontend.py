@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from asset_paths import asset
-from comfyui_harness import Chromium, ComfyServer, comfyui_path, model_folder, skip_reason, start_server, write_wav
+from comfyui_harness import Chromium, ComfyServer, comfyui_path, skip_reason, start_server, write_wav
 from node_helpers import comfy_audio
 from workflow_tools import API_DIR, PORTRAIT, SPEECH, WORKFLOWS, shipped_workflows
 
@@ -37,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Co
     shutil.copy(asset("portraits", "painting_girl.jpg"), base / "input" / PORTRAIT)
     speech = comfy_audio(1.0)
     write_wav(base / "input" / SPEECH, speech["waveform"][0].numpy(), speech["sample_rate"])
-    srv = start_server(COMFY, base, model_folder(tiny_model_dir, base / "models"))
+    srv = start_server(COMFY, base, tiny_model_dir)
     yield srv
     srv.stop()
 

@@ -150,3 +150,44 @@ def test_bad_dtype_and_variant(tiny_model_dir: Path) -> None:
         load_net(tiny_model_dir, dtype="int8")
     with pytest.raises(ValueError, match="unknown checkpoint variant 'hallo3'"):
         load_net(tiny_model_dir, "hallo3")
+
+
+def _edit_checkpoint(model_copy: Path, suffix: str, edit) -> str:
+    path = model_copy / "hallo" / "net.pth"
+    state = torch.load(path, weights_only=True)
+    key = next(k for k in state if k.endswith(suffix))
+    state[key] = edit(state[key])
+    torch.save(state, path)
+    return key
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_refused_naming_file_and_key(model_copy: Path, value: float) -> None:
+    def poison(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        t.view(-1)[t.numel() // 2] = value
+        return t
+
+    key = _edit_checkpoint(model_copy, "audioproj.proj1.weight", poison)
+    with pytest.raises(CheckpointError, match="NaN or infinite") as info:
+        load_net(model_copy, "hallo")
+    assert key in str(info.value) and "net.pth" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int8, torch.int32])
+def test_non_float_weights_refused(model_copy: Path, dtype: torch.dtype) -> None:
+    key = _edit_checkpoint(model_copy, "conv_in.weight", lambda t: t.to(dtype))
+    with pytest.raises(CheckpointError, match="not floating point") as info:
+        load_net(model_copy, "hallo")
+    assert key in str(info.value)
+
+
+def test_corrupt_vae_files_name_the_folder(model_copy: Path) -> None:
+    vae = model_copy / "sd-vae-ft-mse"
+    weights = vae / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4000])
+    with pytest.raises(CheckpointError, match="sd-vae-ft-mse"):
+        load_vae(model_copy)
+    (vae / "config.json").write_text("{")
+    with pytest.raises(CheckpointError, match="sd-vae-ft-mse"):
+        load_vae(model_copy)

@@ -228,9 +228,9 @@ def test_face_masks_can_be_replaced(model: HalloModel, portrait: torch.Tensor, f
 
 
 def test_no_face_is_a_readable_error(model: HalloModel, portrait: torch.Tensor, tmp_path: Path) -> None:
-    from hallo_nodes.pipeline.tiny_face_models import write_face_models
+    from face_helpers import make_model_dir
 
-    write_face_models(tmp_path / "face_analysis" / "models", faces=[])
+    make_model_dir(tmp_path, faces=[])  # a detector that finds nothing, and the real MediaPipe .task
     no_face_model = dataclasses.replace(model, folder=ModelFolder(tmp_path))
     with pytest.raises(NoFaceError, match="no face was found.*allow_no_face"):
         NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(no_face_model, portrait, SIZE, SIZE)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Values of the SD-1.5 ``unet/config.json`` that the network depends on (hallo.md §3.3).
+# Values of the SD-1.5 ``unet/config.json`` (shipped with the Hallo weights) that the network depends on.
 SD15_UNET_CONFIG: dict[str, Any] = {
     "_class_name": "UNet2DConditionModel",
     "act_fn": "silu",

@@ -1,10 +1,18 @@
-"""Attention helpers on top of diffusers' ``Attention`` parameter layout (to_q/to_k/to_v/to_out)."""
+"""Attention on top of diffusers' ``Attention`` parameter layout (to_q/to_k/to_v/to_out).
+
+Every attention computed with these weights, by our own forward passes (:func:`attend`) or by diffusers'
+(through :class:`DispatchAttnProcessor`), ends in :func:`.attention_dispatch.attention`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
+from torch import nn
+
+from .attention_dispatch import attention
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -13,15 +21,14 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, c // heads).transpose(1, 2)
 
 
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, heads, N, D) -> (B, N, heads*D)."""
-    b, h, n, d = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * d)
-
-
 def project_kv(attn: Attention, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Key and value projections of ``context``, split into heads."""
     return split_heads(attn.to_k(context), attn.heads), split_heads(attn.to_v(context), attn.heads)
+
+
+def output_projection(attn: Attention, merged: torch.Tensor) -> torch.Tensor:
+    """Apply ``to_out`` to a (B, N, heads*D) attention result."""
+    return attn.to_out[1](attn.to_out[0](merged))
 
 
 def attend(
@@ -30,16 +37,58 @@ def attend(
     context: torch.Tensor | None = None,
     kv: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Multi-head attention with SDPA; ``kv`` (already projected, split) overrides ``context``."""
+    """Multi-head attention of ``hidden`` (B, N, C) over ``context`` (default: itself).
+
+    ``kv`` (keys and values already projected and split into heads) overrides ``context``.
+    """
     q = split_heads(attn.to_q(hidden), attn.heads)
     if kv is None:
         kv = project_kv(attn, hidden if context is None else context)
-    k, v = kv
-    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
-    out = attn.to_out[0](merge_heads(out))
-    return attn.to_out[1](out)
+    return output_projection(attn, attention(q, kv[0], kv[1], attn.scale))
 
 
-def output_projection(attn: Attention, heads_out: torch.Tensor) -> torch.Tensor:
-    """Apply ``to_out`` to a (B, heads, N, D) attention result."""
-    return attn.to_out[1](attn.to_out[0](merge_heads(heads_out)))
+def _unsupported_features(attn: Attention) -> list[str]:
+    """Options of diffusers' ``Attention`` that :class:`DispatchAttnProcessor` does not implement."""
+    found = [name for name in ("spatial_norm", "group_norm", "norm_q", "norm_k", "norm_cross")
+             if getattr(attn, name, None) is not None]
+    if getattr(attn, "residual_connection", False):
+        found.append("residual_connection")
+    if getattr(attn, "rescale_output_factor", 1.0) != 1.0:
+        found.append("rescale_output_factor")
+    return found
+
+
+class DispatchAttnProcessor:
+    """diffusers attention processor that computes the attention with :func:`.attention_dispatch.attention`.
+
+    Supports the plain layout the Hallo networks use: 3-D tokens, no mask, no extra norms.
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if attention_mask is not None or hidden_states.ndim != 3:
+            raise ValueError(
+                "DispatchAttnProcessor supports (B, N, C) tokens without an attention mask; got "
+                f"hidden_states of shape {tuple(hidden_states.shape)}, mask={attention_mask is not None}"
+            )
+        return attend(attn, hidden_states, context=encoder_hidden_states)
+
+
+def use_dispatch_processor(module: nn.Module) -> int:
+    """Install :class:`DispatchAttnProcessor` on every ``Attention`` inside ``module``; returns how many."""
+    processor = DispatchAttnProcessor()
+    count = 0
+    for name, sub in module.named_modules():
+        if isinstance(sub, Attention):
+            unsupported = _unsupported_features(sub)
+            if unsupported:
+                raise ValueError(f"attention {name}: options {unsupported} are not supported by the dispatch")
+            sub.set_processor(processor)
+            count += 1
+    return count

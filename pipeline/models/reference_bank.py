@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.models.attention_processor import Attention
 
-from .attention_ops import project_kv
+from .attention_dispatch import attention
+from .attention_ops import attend, output_projection, project_kv, split_heads
 
 
 @dataclass
@@ -54,3 +55,30 @@ class ReferenceBank:
             motion={k: move(v) for k, v in self.motion.items()},
             row_source=self.row_source.to(device),
         )
+
+
+def reference_self_attention(attn: Attention, tokens: torch.Tensor, bank: ReferenceBank | None,
+                             path: str) -> torch.Tensor:
+    """attn1 of the denoiser: rows with a reference source attend to [own tokens, reference tokens].
+
+    Rows without one (the unconditional CFG half) attend to their own tokens only. The reference keys and
+    values are projected once per clip (:meth:`ReferenceBank.reference_kv`).
+    """
+    if bank is None or path not in bank.reference:
+        return attend(attn, tokens)
+    source = bank.row_source.to(tokens.device)
+    with_ref = torch.nonzero(source >= 0).flatten()
+    if with_ref.numel() == 0:
+        return attend(attn, tokens)
+    without = torch.nonzero(source < 0).flatten()
+    q = split_heads(attn.to_q(tokens), attn.heads)
+    k, v = project_kv(attn, tokens)
+    k_ref, v_ref = bank.reference_kv(path, attn, tokens.dtype)
+    idx = source[with_ref]
+    out = tokens.new_empty(q.shape[0], q.shape[2], q.shape[1] * q.shape[3])  # (rows, HW, heads*D)
+    k_joined = torch.cat([k[with_ref], k_ref[idx]], dim=2)
+    v_joined = torch.cat([v[with_ref], v_ref[idx]], dim=2)
+    out[with_ref] = attention(q[with_ref], k_joined, v_joined, attn.scale)
+    if without.numel():
+        out[without] = attention(q[without], k[without], v[without], attn.scale)
+    return output_projection(attn, out)

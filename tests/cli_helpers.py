@@ -1,0 +1,51 @@
+"""Helpers for the hallo-render tests: a model folder whose face stage runs, short real audio, one-line errors."""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+from hallo_nodes.pipeline.cli import main
+
+TASK_NAME = "face_landmarker_v2_with_blendshapes.task"
+
+
+def add_face_task(models: Path, assets: Path) -> Path:
+    """Put the real MediaPipe ``.task`` into ``face_analysis/models`` (the tiny folder has no landmarker)."""
+    dst = models / "face_analysis" / "models" / TASK_NAME
+    if not dst.is_file():
+        shutil.copyfile(assets / "models" / TASK_NAME, dst)
+    return models
+
+
+def short_speech(assets: Path, dst: Path, seconds: float = 0.4) -> Path:
+    """The first ``seconds`` of the real 44.1 kHz speech asset as a wav (renders one short clip)."""
+    with wave.open(str(assets / "audio" / "speech_7s_44k.wav")) as src:
+        params = src.getparams()
+        frames = src.readframes(int(seconds * src.getframerate()))
+    with wave.open(str(dst), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames)
+    return dst
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``hallo-render`` in-process; (exit status, stderr). argparse's exits count as statuses."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(err: str, *names: str) -> str:
+    """The error is one ``hallo-render: error:`` line (no traceback) that names every one of ``names``."""
+    lines = [line for line in err.splitlines() if line.startswith("hallo-render: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]
