@@ -3,8 +3,8 @@
 Environment:
 * ``COMFYUI_PATH``: the ComfyUI checkout (tests skip without it).
 * ``COMFYUI_PYTHON``: the interpreter of ComfyUI's environment (default: this one).
-* ``COMFYUI_EXTRA_PYTHONPATH``: prepended to ComfyUI's PYTHONPATH, e.g. a folder with the test-only
-  torchvision placeholder that ComfyUI 0.3.64 needs on a CPU-only torch (reference/comfyui.md §4.2).
+* ``COMFYUI_EXTRA_PYTHONPATH``: prepended to ComfyUI's PYTHONPATH, e.g. ``tests/comfy_placeholders``, the
+  test-only torchvision/torchaudio that ComfyUI 0.3.64 needs on a CPU-only torch (``.ci/setup-comfyui``).
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ START_TIMEOUT = 180.0
 
 def comfyui_path() -> Path | None:
     value = os.environ.get("COMFYUI_PATH")
-    if not value:
-        return None
-    path = Path(value)
-    return path if (path / "main.py").is_file() else None
+    return Path(value) if value else None
+
+
+def skip_reason() -> str:
+    """Why the ComfyUI tests cannot run here ('' when they can)."""
+    path = comfyui_path()
+    if path is None:
+        return "set COMFYUI_PATH to a ComfyUI checkout to run these (.ci/setup-comfyui builds one)"
+    if not (path / "main.py").is_file():
+        return f"COMFYUI_PATH={path} has no main.py"
+    return ""
 
 
 def free_port() -> int:
@@ -132,6 +139,8 @@ def start_server(comfy: Path, base: Path, model_dir: Path) -> ComfyServer:
     if extra:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH", "")) if p)
     env.pop("HALLO_MODEL_PATH", None)
+    # One torch thread, as in the test process: on two busy cores two spinning OpenMP threads made a run 3x slower.
+    env.setdefault("OMP_NUM_THREADS", os.environ.get("HALLO_TEST_THREADS", "1"))
     log = base / "comfyui.log"
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
            "--disable-api-nodes", "--extra-model-paths-config", str(config), "--output-directory",

@@ -7,14 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from asset_paths import ASSETS, asset
 from hallo_nodes.pipeline.tiny_face_models import write_face_models
 from PIL import Image
 
-PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "portraits"
-if not PORTRAITS.is_dir():  # the checkout may live elsewhere; the assets are in /work/shared
-    PORTRAITS = Path("/work/shared/assets/portraits")
+PORTRAITS = ASSETS / "portraits"
 #: The real MediaPipe Tasks model (released in fudan-generative-ai/hallo face_analysis/models).
-LANDMARKER_TASK = PORTRAITS.parent / "models" / "face_landmarker_v2_with_blendshapes.task"
+LANDMARKER_TASK = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
 
 SINGLE_PORTRAITS = ["painting_girl.jpg", "stylized_3d.jpg", "statue.jpg", "photo_woman.jpg"]
 GROUP = "group_six_faces.jpg"
@@ -36,7 +35,7 @@ LIPS = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 3
 
 
 def load_rgb(name: str) -> np.ndarray:
-    return np.array(Image.open(PORTRAITS / name).convert("RGB"))
+    return np.array(Image.open(asset("portraits", name)).convert("RGB"))
 
 
 def to_comfy(rgb: np.ndarray) -> torch.Tensor:
@@ -48,7 +47,7 @@ def make_model_dir(root: Path, faces=None, seed: int = 0, landmarker: bool = Tru
     """A ``hallo`` model folder with tiny face models and (``landmarker``) the real MediaPipe
     ``.task``; returns the folder (parent of face_analysis)."""
     write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces,
-                      landmarker_task=LANDMARKER_TASK if landmarker else None)
+                      landmarker_task=asset("models", LANDMARKER_TASK.name) if landmarker else None)
     return root
 
 

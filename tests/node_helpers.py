@@ -8,16 +8,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from asset_paths import ASSETS, asset
 from PIL import Image
-
-ASSETS = Path("/work/shared/assets")
-if not ASSETS.is_dir():  # pragma: no cover - alternative checkout layout
-    ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 
 
 def comfy_image(name: str = "painting_girl.jpg", assets: Path = ASSETS) -> torch.Tensor:
     """A portrait as a ComfyUI IMAGE [1,H,W,3] float 0..1 (what LoadImage gives)."""
-    rgb = np.asarray(Image.open(assets / "portraits" / name).convert("RGB"), np.float32) / 255.0
+    path = asset("portraits", name) if assets == ASSETS else assets / "portraits" / name
+    rgb = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
     return torch.from_numpy(rgb)[None]
 
 
@@ -25,7 +23,7 @@ def comfy_audio(seconds: float | None = None, name: str = "speech_7s_44k.wav", a
     """Real speech as a ComfyUI AUDIO dict (what LoadAudio gives), optionally cut to ``seconds``."""
     from hallo_nodes.pipeline.media import load_audio_file
 
-    wave, rate = load_audio_file(assets / "audio" / name)
+    wave, rate = load_audio_file(asset("audio", name) if assets == ASSETS else assets / "audio" / name)
     if seconds is not None:
         wave = wave[:, : int(seconds * rate)]
     return {"waveform": wave[None].contiguous(), "sample_rate": rate}

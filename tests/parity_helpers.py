@@ -14,9 +14,9 @@ Rule, for each key of the state dict:
 
 where ``z`` is ``numpy.random.RandomState(zlib.crc32(key)).standard_normal(numel)`` (float64, cast to float32 after
 scaling). NumPy's legacy ``RandomState`` stream is frozen (NEP 19), so the weights cannot drift with a torch or
-NumPy upgrade; ``test_rule_weights_fingerprint`` pins them anyway. Zero-initialised layers of the original (the
-audio modules' zero convs, the motion modules' ``proj_out``, FaceLocator ``conv_out``) get non-zero values this
-way, so the audio, motion and face-locator paths all reach the output.
+NumPy upgrade; ``test_rule_weights_are_the_recorded_ones`` pins them anyway. Zero-initialised layers of the
+original (the audio modules' zero convs, the motion modules' ``proj_out``, FaceLocator ``conv_out``) get non-zero
+values this way, so the audio, motion and face-locator paths all reach the output.
 """
 
 from __future__ import annotations

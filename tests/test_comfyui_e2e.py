@@ -3,7 +3,8 @@
 Starts ``main.py --cpu`` on 127.0.0.1 with the pack symlinked into a private custom_nodes folder and the tiny
 model folder registered as ``hallo`` through ``--extra-model-paths-config``; uploads a real portrait and a
 1.5 s cut of real speech, queues each workflow (1 step, 64x64, first chained segment of 16 frames) and checks
-the mp4s it wrote. Skipped when ``COMFYUI_PATH`` is unset.
+the mp4s it wrote. Also checks that the core node definitions recorded in ``fixtures/`` (which
+test_workflows.py validates against without ComfyUI) are this ComfyUI's. Skipped when ``COMFYUI_PATH`` is unset.
 """
 
 from __future__ import annotations
@@ -15,21 +16,23 @@ from pathlib import Path
 
 import av
 import pytest
+from asset_paths import asset
 from comfyui_harness import (
     ComfyServer,
     WebSocket,
     comfyui_path,
     expected_frames,
     fast_prompt,
+    skip_reason,
     start_server,
     write_wav,
 )
-from node_helpers import ASSETS, comfy_audio
-from workflow_tools import API_DIR, PORTRAIT, SPEECH
+from node_helpers import comfy_audio
+from workflow_tools import API_DIR, PORTRAIT, SPEECH, core_object_info
 
 COMFY = comfyui_path()
 pytestmark = [pytest.mark.comfyui,
-              pytest.mark.skipif(COMFY is None, reason="set COMFYUI_PATH to a ComfyUI checkout to run these")]
+              pytest.mark.skipif(bool(skip_reason()), reason=skip_reason())]
 SECONDS = 1.5
 FPS = 25.0
 FIRST_SEGMENT = 16
@@ -40,7 +43,7 @@ WORKFLOWS = sorted(p.stem for p in API_DIR.glob("*.json"))
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> ComfyServer:
     base = tmp_path_factory.mktemp("comfyui")
     (base / "input").mkdir()
-    shutil.copy(ASSETS / "portraits" / "painting_girl.jpg", base / "input" / PORTRAIT)
+    shutil.copy(asset("portraits", "painting_girl.jpg"), base / "input" / PORTRAIT)
     speech = comfy_audio(SECONDS)
     write_wav(base / "input" / SPEECH, speech["waveform"][0].numpy(), speech["sample_rate"])
     srv = start_server(COMFY, base, tiny_model_dir)
@@ -81,6 +84,18 @@ def test_pack_nodes_are_registered(server: ComfyServer) -> None:
     hallo_lines = [line for line in server.log_tail(100000).splitlines() if "hallo" in line.lower()]
     assert not [line for line in hallo_lines if "IMPORT FAILED" in line]
     assert server.get("/models/hallo") is not None
+
+
+def test_recorded_core_node_definitions_are_this_comfyuis(server: ComfyServer) -> None:
+    """The core definitions test_workflows.py validates against (fixtures/) equal the live ones of 0.3.64."""
+    version = server.get("/system_stats")["system"]["comfyui_version"]
+    if version != "0.3.64":
+        pytest.skip(f"the core node definitions were recorded from ComfyUI 0.3.64, this is {version}")
+    recorded = core_object_info()
+    live = {name: server.get(f"/object_info/{name}")[name] for name in recorded}
+    for name, upload in (("LoadImage", "image"), ("LoadAudio", "audio")):  # recorded with an empty input folder
+        live[name]["input"]["required"][upload][0] = []
+    assert live == recorded
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)

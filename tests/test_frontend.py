@@ -15,15 +15,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from comfyui_harness import Chromium, ComfyServer, comfyui_path, start_server, write_wav
-from node_helpers import ASSETS, comfy_audio
+from asset_paths import asset
+from comfyui_harness import Chromium, ComfyServer, comfyui_path, skip_reason, start_server, write_wav
+from node_helpers import comfy_audio
 from workflow_tools import API_DIR, PORTRAIT, SPEECH, WORKFLOWS, shipped_workflows
 
 COMFY = comfyui_path()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
     pytest.mark.comfyui,
-    pytest.mark.skipif(COMFY is None, reason="set COMFYUI_PATH to a ComfyUI checkout to run these"),
+    pytest.mark.skipif(bool(skip_reason()), reason=skip_reason()),
     pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package 'chromium')"),
 ]
 NAMES = [p.stem for p in shipped_workflows()]
@@ -33,7 +34,7 @@ NAMES = [p.stem for p in shipped_workflows()]
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> ComfyServer:
     base = tmp_path_factory.mktemp("comfyui_web")
     (base / "input").mkdir()
-    shutil.copy(ASSETS / "portraits" / "painting_girl.jpg", base / "input" / PORTRAIT)
+    shutil.copy(asset("portraits", "painting_girl.jpg"), base / "input" / PORTRAIT)
     speech = comfy_audio(1.0)
     write_wav(base / "input" / SPEECH, speech["waveform"][0].numpy(), speech["sample_rate"])
     srv = start_server(COMFY, base, tiny_model_dir)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 import tomllib
+from pathlib import Path
 
 from .conftest import REPO
 
@@ -25,6 +25,17 @@ def test_requirements_txt_is_identical_to_project_dependencies() -> None:
     assert lines == project["dependencies"]
 
 
+def test_every_requirement_has_a_floor_and_no_cap() -> None:
+    """Floors are the releases the tests ran with; a bare name would let pip pick an older, untested one
+    (diffusers 0.27 does not import with today's huggingface_hub), and a pin or cap would test yesterday's."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lists = [project["dependencies"], project["optional-dependencies"]["test"]]
+    for requirement in (r for requirements in lists for r in requirements):
+        spec = requirement.split(";")[0]
+        assert ">=" in spec, f"{requirement}: give the tested release as a floor"
+        assert not any(op in spec for op in ("==", "<", "~=", "!=")), f"{requirement}: floors only"
+
+
 def test_no_torch_family_in_any_requirement_list() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     lists = [project["dependencies"], *project.get("optional-dependencies", {}).values()]
@@ -37,7 +48,7 @@ def test_comfy_metadata_present() -> None:
     assert tool["PublisherId"] and tool["DisplayName"]
 
 
-def test_package_import_is_light_and_exposes_the_comfy_entry() -> None:
+def test_package_import_is_light_and_exposes_the_comfy_entry(tmp_path: Path) -> None:
     code = (
         "import sys, hallo_nodes\n"
         "heavy = [m for m in ('diffusers', 'transformers', 'mediapipe', 'onnxruntime', 'cv2', 'av') "
@@ -48,13 +59,13 @@ def test_package_import_is_light_and_exposes_the_comfy_entry() -> None:
         "assert all(k.startswith('Hallo') for k in hallo_nodes.NODE_CLASS_MAPPINGS)\n"
         "assert set(hallo_nodes.NODE_CLASS_MAPPINGS) == set(hallo_nodes.NODE_DISPLAY_NAME_MAPPINGS)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
-def test_entry_file_loads_alone() -> None:
+def test_entry_file_loads_alone(tmp_path: Path) -> None:
     """pytest imports the root ``__init__.py`` as a lone file when the checkout's folder name is not an
     identifier (``git clone ... hallo-nodes``): that must not fail the whole run."""
     code = f"import runpy; ns = runpy.run_path({str(REPO / '__init__.py')!r}); assert ns['WEB_DIRECTORY'] == './js'"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
