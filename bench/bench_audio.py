@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hallo_nodes.pipeline.audio_features import encode_audio
-from hallo_nodes.pipeline.wav2vec import load_wav2vec, write_wav2vec_folder
+from hallo_nodes.pipeline.audio.features import encode_audio
+from hallo_nodes.pipeline.audio.wav2vec import load_wav2vec, write_wav2vec_folder
 
 ASSET = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from ..pipeline.audio_features import LOUDNESS_MODES, AudioFeatures, encode_audio
+from ..pipeline.audio.features import LOUDNESS_MODES, AudioFeatures, encode_audio
+from ..pipeline.audio.separation import SEPARATION_MODES
 from ..pipeline.notices import collect_notices
-from ..pipeline.vocal_separation import SEPARATION_MODES
 from . import comfy_adapter as comfy
 from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect, with_notes
 

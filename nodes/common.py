@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from ..pipeline.errors import public_name
-from ..pipeline.model_folder import ModelFolder
 from ..pipeline.notices import notice
+from ..pipeline.paths import ModelFolder
 from .comfy_adapter import ManagedModels
 
 logger = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..pipeline.face_analysis import FaceAnalysisResult, analyze_face
-from ..pipeline.face_embedding import NO_FACE_HINT, NoFaceError, load_face_models, select_face
-from ..pipeline.face_masks import HalloMasks
-from ..pipeline.image_prep import CropBox, comfy_image_to_rgb, face_crop, paste_back
+from ..pipeline.face.analysis import FaceAnalysisResult, analyze_face
+from ..pipeline.face.crop import CropBox, comfy_image_to_rgb, face_crop, paste_back
+from ..pipeline.face.detection import NO_FACE_HINT, NoFaceError, load_face_models, select_face
+from ..pipeline.face.masks import HalloMasks
 from . import comfy_adapter as comfy
 from .common import (
     CATEGORY,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..pipeline.model_folder import ModelFolder
+from ..pipeline.paths import ModelFolder
 from . import comfy_adapter as comfy
 from .common import CATEGORY, HALLO_MODEL, HalloModel
 
@@ -68,8 +68,8 @@ class HalloModelLoader:
         return f"{entry.path}:{stat.st_size}:{stat.st_mtime_ns}:{dtype}"
 
     def load(self, checkpoint: str, dtype: str = "auto") -> tuple[HalloModel]:
-        from ..pipeline.loading import load_net, load_vae, parse_dtype
-        from ..pipeline.wav2vec import load_wav2vec
+        from ..pipeline.audio.wav2vec import load_wav2vec
+        from ..pipeline.models.loading import load_net, load_vae, parse_dtype
 
         entry = next((e for e in comfy.find_checkpoints() if e.name == checkpoint), None)
         if entry is None:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..pipeline.audio_features import SILENCE_PEAK, AudioFeatures
-from ..pipeline.image_prep import CropBox, PasteCompositor
-from ..pipeline.media import VideoWriter
+from ..pipeline.audio.features import SILENCE_PEAK, AudioFeatures
+from ..pipeline.face.crop import CropBox, PasteCompositor
 from ..pipeline.notices import collect_notices, notice
+from ..pipeline.video.writer import VideoWriter
 from . import comfy_adapter as comfy
 from .common import (
     CATEGORY,
@@ -34,7 +34,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
-    from ..pipeline.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
+    from ..pipeline.sampling.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def validate_float_widgets(node: str, values: dict[str, Any]) -> bool | str:
 
 def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float,
                    lip_weight: float, faithful: bool, motion_frame_drop: float) -> SamplerSettings:
-    from ..pipeline.sampler import SamplerSettings
+    from ..pipeline.sampling.sampler import SamplerSettings
 
     check_finite(node, cfg=cfg, pose_weight=pose_weight, face_weight=face_weight, lip_weight=lip_weight,
                  motion_frame_drop=motion_frame_drop)
@@ -152,7 +152,7 @@ def generate(model: HalloModel, reference: HalloReference, features: AudioFeatur
         if clip.frames.shape[0]:
             progress.update_absolute(done["steps"], None, clip.frames[-1])
 
-    from ..pipeline.sampler import HalloSampler as ClipSampler
+    from ..pipeline.sampling.sampler import HalloSampler as ClipSampler
 
     model.managed.load(["net", "vae"])
     sampler = ClipSampler(model.net, model.vae, device=model.device, dtype=model.dtype, is_hallo2=model.is_hallo2)
@@ -189,7 +189,7 @@ def silent_audio_notice(node: str, wave: torch.Tensor) -> None:
 
 
 def check_payloads(node: str, model: Any, reference: Any, audio_features: Any, motion: Any) -> None:
-    from ..pipeline.sampler import HalloReference, MotionState
+    from ..pipeline.sampling.sampler import HalloReference, MotionState
 
     expect(model, HalloModel, node, "model", HALLO_MODEL)
     expect(reference, HalloReference, node, "reference", HALLO_REFERENCE)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
 from .errors import HalloInputError, raised_in_pipeline
-from .sampler import RenderCancelled, SamplerSettings
-from .vocal_separation import SEPARATION_MODES, VocalSeparationUnavailable
+from .sampling.sampler import RenderCancelled, SamplerSettings
 
 logger = logging.getLogger("hallo_nodes")
 
@@ -197,7 +197,7 @@ def report_error(exc: BaseException) -> int:
 
 
 def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
-    from .tiny_models import write_tiny_model_folder
+    from ..testing.tiny_models import write_tiny_model_folder
 
     if landmarker_task is not None and not landmarker_task.is_file():
         raise HalloInputError(f"--landmarker-task {landmarker_task} is not a file; give the path of "
@@ -207,8 +207,8 @@ def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from .presets import preset_settings
     from .render import RenderOptions
+    from .sampling.presets import preset_settings
 
     settings = preset_settings(args.preset, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .face_analysis import FaceAnalysisResult
-from .image_prep import prepare_reference
-from .sampler import LATENT_SCALE, HalloReference
+from .face.analysis import FaceAnalysisResult
+from .face.crop import prepare_reference
+from .sampling.sampler import LATENT_SCALE, HalloReference
 
 
 def check_output_size(height: int, width: int) -> None:

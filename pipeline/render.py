@@ -11,19 +11,19 @@ from pathlib import Path
 
 import torch
 
-from .audio_features import AudioFeatures, encode_audio
+from .audio.features import AudioFeatures, encode_audio
+from .audio.separation import resolve_separation
+from .audio.wav2vec import load_wav2vec
 from .errors import HalloInputError, raised_in_pipeline
-from .face_analysis import FaceAnalysisResult, analyze_face
-from .face_landmarks import LandmarkError
-from .image_file import load_image_rgb
-from .loading import load_net, load_vae, parse_dtype
-from .media import VideoWriter, load_audio_file
-from .model_folder import ModelFileMissing, ModelFolder
-from .output_path import check_output_path
+from .face.analysis import FaceAnalysisResult, analyze_face
+from .face.landmarks import LandmarkError
+from .images import load_image_rgb
+from .models.loading import load_net, load_vae, parse_dtype
+from .paths import ModelFileMissing, ModelFolder
 from .reference import check_output_size, make_reference
-from .sampler import ClipOutput, HalloSampler, SamplerSettings
-from .vocal_separation import resolve_separation
-from .wav2vec import load_wav2vec
+from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
+from .video.output_path import check_output_path
+from .video.writer import VideoWriter, load_audio_file
 
 logger = logging.getLogger(__name__)
 
@@ -151,11 +151,11 @@ def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.de
     vae = load_vae(folder, device=device, dtype=parse_dtype(options.vae_dtype or dtype, device))
     encoder = _load_encoder(folder, device)
     if options.channels_last:
-        from .acceleration import use_channels_last
+        from .sampling.acceleration import use_channels_last
 
         use_channels_last(net, vae)
     if options.compile:
-        from .acceleration import compile_denoiser
+        from .sampling.acceleration import compile_denoiser
 
         compile_denoiser(net)
     return net, vae, encoder
@@ -236,7 +236,7 @@ def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFol
     started = time.perf_counter()
     reference = make_reference(vae, rgb, face, size=(options.height, options.width))
     if low_vram:
-        from .offload import offload_to_cpu
+        from .sampling.offload import offload_to_cpu
 
         offload_to_cpu(net.reference_unet, vae)  # they visit the GPU once per clip from here on
     timings["face"] += time.perf_counter() - started

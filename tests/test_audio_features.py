@@ -13,15 +13,15 @@ import pytest
 import torch
 from audio_helpers import SPEECH_44K, SPEECH_48K, hf_reference_states, loop_window, make_encoder, read_wav  # noqa: E402
 from hallo_nodes.pipeline import audio_features as af  # noqa: E402
-from hallo_nodes.pipeline.audio_features import (  # noqa: E402
+from hallo_nodes.pipeline.audio.decode import to_mono_16k  # noqa: E402
+from hallo_nodes.pipeline.audio.features import (  # noqa: E402
     AudioFeatures,
     clear_audio_cache,
     encode_audio,
     normalize_wave,
     plan_windows,
 )
-from hallo_nodes.pipeline.audio_io import to_mono_16k  # noqa: E402
-from hallo_nodes.pipeline.vocal_separation import VocalSeparationUnavailable, check_separator  # noqa: E402
+from hallo_nodes.pipeline.audio.separation import VocalSeparationUnavailable, check_separator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -407,8 +407,8 @@ def _fake_separator_package(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -
             calls.append(model_filename)
 
         def separate(self, src: str) -> list[str]:
-            from hallo_nodes.pipeline.audio_io import load_audio_file
-            from hallo_nodes.pipeline.vocal_separation import _write_wav_float
+            from hallo_nodes.pipeline.audio.decode import load_audio_file
+            from hallo_nodes.pipeline.audio.separation import _write_wav_float
 
             wave, rate = load_audio_file(src)
             t = torch.arange(wave.shape[1]) / rate

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from audio_helpers import SPEECH_44K, SPEECH_48K, make_encoder, sine  # noqa: E402
-from hallo_nodes.pipeline.audio_features import encode_audio  # noqa: E402
-from hallo_nodes.pipeline.audio_io import (  # noqa: E402
+from hallo_nodes.pipeline.audio.decode import (  # noqa: E402
     check_sample_rate,
     load_audio_file,
     resample_waveform,
     to_mono_16k,
 )
+from hallo_nodes.pipeline.audio.features import encode_audio  # noqa: E402
 
 RATES = [8000, 11025, 22050, 44100, 48000, 96000, 192000]
 

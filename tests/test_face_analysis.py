@@ -24,16 +24,16 @@ from face_helpers import (  # noqa: E402
     ref_box,
     to_comfy,
 )
-from hallo_nodes.pipeline.face_analysis import (  # noqa: E402
+from hallo_nodes.pipeline.face.analysis import (  # noqa: E402
     LandmarkError,
     NoFaceError,
     analyze_face,
     clear_face_cache,
     face_cache_info,
 )
-from hallo_nodes.pipeline.face_embedding import FaceModelMissingError  # noqa: E402
-from hallo_nodes.pipeline.face_landmarks import TASKS_BACKEND, box_iou  # noqa: E402
-from hallo_nodes.pipeline.image_prep import comfy_image_to_rgb  # noqa: E402
+from hallo_nodes.pipeline.face.crop import comfy_image_to_rgb  # noqa: E402
+from hallo_nodes.pipeline.face.detection import FaceModelMissingError  # noqa: E402
+from hallo_nodes.pipeline.face.landmarks import TASKS_BACKEND, box_iou  # noqa: E402
 
 pytest.importorskip("mediapipe")
 
@@ -243,7 +243,7 @@ def test_bad_array_input(model_dir):
 
 def test_corrupt_task_file_is_a_clear_error(tmp_path):
     """A damaged .task file fails with a message naming the Tasks back end and the file."""
-    from hallo_nodes.pipeline.face_landmarks import detect_landmarks
+    from hallo_nodes.pipeline.face.landmarks import detect_landmarks
 
     models = make_model_dir(tmp_path, landmarker=False)
     (models / "face_analysis" / "models" / "face_landmarker_v2_with_blendshapes.task").write_bytes(b"junk")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from face_helpers import load_rgb, to_comfy  # noqa: E402
-from hallo_nodes.pipeline.image_prep import (  # noqa: E402
+from hallo_nodes.pipeline.face.crop import (  # noqa: E402
     PasteCompositor,
     comfy_image_to_rgb,
     face_crop,

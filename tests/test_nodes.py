@@ -16,10 +16,10 @@ import torch
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from hallo_nodes.nodes import comfy_adapter as adapter
 from hallo_nodes.nodes.common import HalloInputError, HalloModel
-from hallo_nodes.pipeline.face_embedding import NoFaceError
-from hallo_nodes.pipeline.face_landmarks import TASK_FILE
-from hallo_nodes.pipeline.model_folder import ModelFolder
-from hallo_nodes.pipeline.sampler import MotionState, RenderCancelled
+from hallo_nodes.pipeline.face.detection import NoFaceError
+from hallo_nodes.pipeline.face.landmarks import TASK_FILE
+from hallo_nodes.pipeline.paths import ModelFolder
+from hallo_nodes.pipeline.sampling.sampler import MotionState, RenderCancelled
 from node_helpers import (
     ASSETS,
     FakeProgressBar,
@@ -492,13 +492,14 @@ sys.modules[spec.name] = module
 spec.loader.exec_module(module)
 assert "HalloSampler" in module.NODE_CLASS_MAPPINGS
 common = sys.modules[spec.name + ".nodes.common"]
-sampler = importlib.import_module(spec.name + ".pipeline.sampler")
+sampler = importlib.import_module(spec.name + ".pipeline.sampling.sampler")
 for cls in (common.HalloInputError, sampler.RenderCancelled, sampler.NonFiniteError):
     print(cls.__module__ + "." + cls.__qualname__)
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/").stdout
-    assert out.split() == ["hallo_nodes.nodes.common.HalloInputError", "hallo_nodes.pipeline.sampler.RenderCancelled",
-                           "hallo_nodes.pipeline.sampler.NonFiniteError"]
+    assert out.split() == ["hallo_nodes.nodes.common.HalloInputError",
+                           "hallo_nodes.pipeline.sampling.sampler.RenderCancelled",
+                           "hallo_nodes.pipeline.sampling.sampler.NonFiniteError"]
 
 
 def test_silent_audio_is_shown_on_the_sampler(model: HalloModel, reference, encoded: dict) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hallo_nodes.pipeline import flops
+from hallo_nodes.bench import flops
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
 from hallo_nodes.pipeline.models.net import build_net
 from hallo_nodes.pipeline.models.unets import LevelMasks, UNetConditions
-from hallo_nodes.pipeline.sampler import HalloReference, HalloSampler
-from hallo_nodes.pipeline.tiny_models import tiny_architecture
+from hallo_nodes.pipeline.sampling.sampler import HalloReference, HalloSampler
+from hallo_nodes.testing.tiny_models import tiny_architecture
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .face_embedding import (
+from .detection import (
     DETECTOR_FILE,
     NO_FACE_MESSAGE,
     RECOGNIZER_FILE,
@@ -32,8 +32,8 @@ from .face_embedding import (
     order_faces,
     select_face,
 )
-from .face_landmarks import TASKS_BACKEND, LandmarkError, LandmarkResult, detect_landmarks, landmarker_task_path
-from .face_masks import HalloMasks, build_box_masks, build_masks, centre_face_box, level_shapes
+from .landmarks import TASKS_BACKEND, LandmarkError, LandmarkResult, detect_landmarks, landmarker_task_path
+from .masks import HalloMasks, build_box_masks, build_masks, centre_face_box, level_shapes
 
 __all__ = [
     "EMBEDDING_DIM",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import HalloInputError
-from .models.architecture import SD15_UNET_CONFIG, HalloArchitecture
-from .models.net import build_net
+from ..pipeline.errors import HalloInputError
+from ..pipeline.models.architecture import SD15_UNET_CONFIG, HalloArchitecture
+from ..pipeline.models.net import build_net
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("h
         write_net(root / variant / "net.pth", arch, seed + i)
     write_vae(root / "sd-vae-ft-mse", seed)
     if with_wav2vec:
-        from .wav2vec import write_wav2vec_folder
+        from ..pipeline.audio.wav2vec import write_wav2vec_folder
 
         write_wav2vec_folder(root / "wav2vec" / "wav2vec2-base-960h", tiny=True, seed=seed)
     if with_face_models:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio_io import load_audio_file
-from .errors import public_name
-from .notices import notice
+from ..errors import public_name
+from ..notices import notice
+from .decode import load_audio_file
 
 logger = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import public_name
-from .models.net import HalloNet
-from .models.reference_bank import ReferenceBank
-from .models.unets import LevelMasks, UNetConditions
+from ..errors import public_name
+from ..models.net import HalloNet
+from ..models.reference_bank import ReferenceBank
+from ..models.unets import LevelMasks, UNetConditions
 from .offload import on_device
 from .scheduling import make_scheduler
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .face_embedding import ARCFACE_TEMPLATE, DETECTOR_FILE, RECOGNIZER_FILE
-from .face_landmarks import TASK_FILE
+from ..pipeline.face.detection import ARCFACE_TEMPLATE, DETECTOR_FILE, RECOGNIZER_FILE
+from ..pipeline.face.landmarks import TASK_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import public_name
-from .face_embedding import require_model_file
-from .lazy_import import cv2
+from ..errors import public_name
+from ..lazy_import import cv2
+from .detection import require_model_file
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .audio_io import TARGET_SAMPLE_RATE, check_sample_rate, pcm_to_float, to_mono_16k
-from .notices import notice
+from ..notices import notice
+from .decode import TARGET_SAMPLE_RATE, check_sample_rate, pcm_to_float, to_mono_16k
 from .wav2vec import Wav2VecEncoder, interpolate_frames
 
 logger = logging.getLogger(__name__)
@@ -439,7 +439,7 @@ def encode_audio(
             f"audio is {duration * 1000:.1f} ms long, shorter than one video frame: provide at least "
             f"{1000.0 / fps:.1f} ms of audio ({math.ceil(rate / fps)} samples at {rate} Hz, {fps:g} fps)"
         )
-    from .vocal_separation import resolve_separation
+    from .separation import resolve_separation
 
     separator_file = resolve_separation(separate_vocals, separator_model)
     if device is not None and torch.device(device) != enc.device:
@@ -467,7 +467,7 @@ def encode_audio(
 
     wav = _apply_loudness(wav, loudness)
     if separator_file is not None:
-        from .vocal_separation import separate_vocals as _separate
+        from .separation import separate_vocals as _separate
 
         wav, rate = _separate(wav, rate, separator_file)
     wave16 = to_mono_16k(wav, rate)  # libswresample, as the CLI's decoder: the same samples for the same file

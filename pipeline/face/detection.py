@@ -33,8 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import public_name
-from .lazy_import import cv2
+from ..errors import public_name
+from ..lazy_import import cv2
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import public_name
+from ..errors import public_name
 
 logger = logging.getLogger(__name__)
 

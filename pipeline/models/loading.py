@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
+from ..paths import ModelFolder, missing_file_error
+from .architecture import HalloArchitecture, read_unet_config
 from .checkpoint import CheckpointError, check_finite, check_float_dtypes, compare_keys, read_state_dict
-from .model_folder import ModelFolder, missing_file_error
-from .models.architecture import HalloArchitecture, read_unet_config
-from .models.net import HalloNet, build_net
-from .models.unets import UNUSED_MOTION_BLOCKS
+from .net import HalloNet, build_net
+from .unets import UNUSED_MOTION_BLOCKS
 
 logger = logging.getLogger(__name__)
 
