@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from audio_helpers import SPEECH_44K, SPEECH_48K, hf_reference_states, loop_window, make_encoder, read_wav  # noqa: E402
-from hallo_nodes.pipeline import audio_features as af  # noqa: E402
+from hallo_nodes.pipeline.audio import features as af  # noqa: E402
 from hallo_nodes.pipeline.audio.decode import to_mono_16k  # noqa: E402
 from hallo_nodes.pipeline.audio.features import (  # noqa: E402
     AudioFeatures,
