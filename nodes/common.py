@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ import torch
 from ..pipeline.errors import public_name
 from ..pipeline.notices import notice
 from ..pipeline.paths import ModelFolder
-from .comfy_adapter import ManagedModels
+from ..pipeline.sampling.residency import Residency
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +44,21 @@ class HalloModel:
     vae: torch.nn.Module
     wav2vec: Any  # pipeline.wav2vec.Wav2VecEncoder
     dtype: torch.dtype
-    managed: ManagedModels
+    residency: Residency  # brings the networks to the compute device while a node uses them
 
     @property
     def device(self) -> torch.device:
-        return self.managed.load_device
+        return self.residency.device
+
+    @property
+    def managed(self) -> SimpleNamespace:
+        """Transitional alias for nodes not yet on ``residency``: ``managed.load(names)`` = enter and leave
+        ``residency.use(*names)`` (the networks of a node's model are resident, so they stay loaded)."""
+        def load(names: list[str]) -> None:
+            with self.residency.use(*names):
+                pass
+
+        return SimpleNamespace(load=load)
 
     @property
     def is_hallo2(self) -> bool:

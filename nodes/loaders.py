@@ -81,6 +81,6 @@ class HalloModelLoader:
         net = load_net(folder, entry.variant, checkpoint=entry.path, device=store, dtype=torch_dtype)
         vae = load_vae(folder, device=store, dtype=torch_dtype)
         wav2vec = load_wav2vec(folder.root, device=store)
-        managed = comfy.new_managed_models({"net": net, "vae": vae, "wav2vec": wav2vec.model}, device)
+        residency = comfy.new_residency(net, vae, wav2vec.model, device)
         logger.info("Hallo model %s ready (%s, %s on %s)", checkpoint, entry.variant, torch_dtype, device)
-        return (HalloModel(folder, entry.variant, checkpoint, net, vae, wav2vec, torch_dtype, managed),)
+        return (HalloModel(folder, entry.variant, checkpoint, net, vae, wav2vec, torch_dtype, residency),)

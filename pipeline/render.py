@@ -21,6 +21,7 @@ from .images import load_image_rgb
 from .models.loading import load_net, load_vae, parse_dtype
 from .paths import ModelFileMissing, ModelFolder
 from .reference import check_output_size, make_reference
+from .sampling.residency import VAE, WAV2VEC, low_vram_residency
 from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
 from .video.output_path import check_output_path
 from .video.writer import VideoWriter, load_audio_file
@@ -223,25 +224,24 @@ def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFol
     separator = resolve_separation(options.separate_vocals, folder.root)
     waveform, sample_rate = _decode_audio(audio, separator)
     net, vae, encoder = _load_networks(folder, options, device, dtype)
-    low_vram = options.sampler.low_vram and device.type == "cuda"
+    # low-VRAM on CUDA: all but the denoising UNet visit the GPU only while they run
+    residency = low_vram_residency(net, vae, device, options.sampler.low_vram, wav2vec=encoder.model)
     timings["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    features = _encode(encoder, options, separator, device, waveform, sample_rate)
+    with residency.use(WAV2VEC):
+        features = _encode(encoder, options, separator, device, waveform, sample_rate)
     del waveform
-    if low_vram:
-        encoder.to(device="cpu")  # wav2vec2 is done for this render
     timings["audio"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    reference = make_reference(vae, rgb, face, size=(options.height, options.width))
-    if low_vram:
-        from .sampling.offload import offload_to_cpu
-
-        offload_to_cpu(net.reference_unet, vae)  # they visit the GPU once per clip from here on
+    with residency.use(VAE):
+        reference = make_reference(vae, rgb, face, size=(options.height, options.width))
+    residency.park()  # the ReferenceNet too: the first clip starts with every visiting network on the CPU
     timings["face"] += time.perf_counter() - started
 
-    sampler = HalloSampler(net, vae, device=device, dtype=dtype, is_hallo2=options.variant == "hallo2")
+    sampler = HalloSampler(net, vae, device=device, dtype=dtype, is_hallo2=options.variant == "hallo2",
+                           residency=residency)
     started = time.perf_counter()
 
     def write(clip: ClipOutput) -> None:

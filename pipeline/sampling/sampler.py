@@ -1,17 +1,23 @@
-"""The Hallo generator: per 16-frame clip a ReferenceNet pass, DDIM with CFG, VAE decode, motion-frame chaining.
+"""The Hallo generator: the clip loop.
 
-Defaults reproduce ``scripts/inference.py`` of the original (hallo.md §1.5, §1.6, §2): 40 DDIM steps,
-CFG 3.5, seed 42 on one CPU generator that is reused across clips, 16+2 frames, the reference image as
-the first clip's motion frames and the last two decoded frames (re-encoded) for every later clip.
+For each 16-frame clip: the ReferenceNet runs once (at t=0) on [reference, motion frame 1, motion frame 2] and
+fills the reference bank; DDIM (v-prediction) with classifier-free guidance drives the denoising UNet, which
+reads the bank, the audio tokens (cross-attention weighted by pose, face and lip masks) and the motion frames;
+the VAE decodes the clip; its last two frames become the next clip's motion frames.
+
+Defaults reproduce the original's ``scripts/inference.py``: 40 DDIM steps, CFG 3.5, seed 42 on one CPU generator
+reused across clips, 16+2 frames, the reference image as the first clip's motion frames and the last two decoded
+frames (re-encoded by the VAE) for every later clip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -19,12 +25,24 @@ from ..errors import public_name
 from ..models.net import HalloNet
 from ..models.reference_bank import ReferenceBank
 from ..models.unets import LevelMasks, UNetConditions
-from .offload import on_device
+from .residency import NET, REFERENCE_NET, VAE, Residency, low_vram_residency
 from .scheduling import make_scheduler
+from .settings import (
+    CLIP_LENGTH,
+    LATENT_SCALE,
+    ClipOutput,
+    ClipPlan,
+    GenerationResult,
+    HalloReference,
+    MotionState,
+    SamplerSettings,
+    check_segment,
+)
+
+__all__ = ["CLIP_LENGTH", "LATENT_SCALE", "ClipOutput", "GenerationResult", "HalloReference", "HalloSampler",
+           "MotionState", "NonFiniteError", "RenderCancelled", "SamplerSettings", "clip_noise_generator"]
 
 logger = logging.getLogger(__name__)
-
-LATENT_SCALE = 0.18215
 
 
 @public_name
@@ -46,94 +64,6 @@ def non_finite_message(clip: int, dtype: torch.dtype) -> str:
             "portrait or the audio features).")
 
 
-@dataclass
-class SamplerSettings:
-    steps: int = 40
-    guidance_scale: float = 3.5
-    seed: int = 42
-    pose_weight: float = 1.0
-    face_weight: float = 1.0
-    lip_weight: float = 1.0
-    clip_length: int = 16
-    motion_frames: int = 2
-    solver: str = "ddim"
-    # Steps (from the first) that use CFG; None = every step as the original.
-    cfg_steps: int | None = None
-    # Reproduce the two reference-attention batch quirks of the original (hallo.md §2.5).
-    faithful: bool = True
-    # Hallo2: fraction of motion-frame pixels dropped outside the face box (None: 0.25 for hallo2, else 0).
-    motion_frame_drop: float | None = None
-    # VAE decode batch (frames per decoder call).
-    decode_batch: int = 8
-    # Low-VRAM mode: CFG halves run one after the other; on CUDA the ReferenceNet and the VAE sit on the
-    # CPU and visit the GPU only while used (same output up to float rounding).
-    low_vram: bool = False
-    # Keep the scheduler's latents in float32 while the network runs in half precision.
-    # None = on for bfloat16 (8-bit mantissa), off otherwise (the original keeps fp16 latents).
-    upcast_latents: bool | None = None
-
-    def validate(self) -> None:
-        for name in ("guidance_scale", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(float(value)):
-                raise ValueError(f"{name} must be a finite number, got {value}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
-        if self.clip_length < 1 or self.clip_length + self.motion_frames > 32:
-            raise ValueError("clip_length + motion_frames must be at most 32 (the motion modules' position table)")
-        if self.motion_frames != 2:
-            raise ValueError("motion_frames must be 2: the released weights were trained with 2 motion frames")
-        if self.motion_frame_drop is not None and not 0.0 <= self.motion_frame_drop < 1.0:
-            raise ValueError(f"motion_frame_drop must be in [0, 1), got {self.motion_frame_drop}")
-
-    @property
-    def motion_scale(self) -> tuple[float, float, float]:
-        return (float(self.pose_weight), float(self.face_weight), float(self.lip_weight))
-
-
-@dataclass
-class HalloReference:
-    """The portrait, prepared once: pixels, VAE latent, ArcFace embedding, face-locator box and masks."""
-
-    pixels: torch.Tensor  # (3, H, W) in [-1, 1]
-    latent: torch.Tensor  # (1, 4, H/8, W/8): VAE mean * 0.18215
-    face_embedding: torch.Tensor  # (512,) raw ArcFace
-    face_locator_image: torch.Tensor  # (3, H, W) hard face box in 0..1
-    full_masks: list[torch.Tensor]  # per level (HW_l,)
-    face_masks: list[torch.Tensor]
-    lip_masks: list[torch.Tensor]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.pixels.shape[-2]), int(self.pixels.shape[-1])
-
-
-@dataclass
-class MotionState:
-    """What a render hands to the next segment: the last two frames and where to continue."""
-
-    frames: torch.Tensor  # (2, 3, H, W) in [-1, 1]
-    next_frame: int
-    seed: int
-
-
-@dataclass
-class ClipOutput:
-    index: int  # clip number within the whole render
-    start_frame: int  # index of the first frame of this clip in the whole video
-    frames: torch.Tensor  # (n, H, W, 3) float32 0..1 on CPU, already trimmed to the audio length
-
-
-@dataclass
-class GenerationResult:
-    frames: torch.Tensor | None  # (N, H, W, 3) when collected
-    motion: MotionState
-    num_frames: int
-    timings: dict[str, float] = field(default_factory=dict)
-
-
 def clip_noise_generator(seed: int, clips_before: int, latent_shape: Sequence[int], dtype: torch.dtype,
                          drop_shape: tuple[int, int] | None) -> torch.Generator:
     """The original's global CPU generator, fast-forwarded past ``clips_before`` clips.
@@ -149,27 +79,76 @@ def clip_noise_generator(seed: int, clips_before: int, latent_shape: Sequence[in
     return gen
 
 
+@dataclass
+class StepHooks:
+    """Per-step progress and cancellation for the whole render."""
+
+    total: int
+    on_step: Callable[[int, int], None] | None = None
+    should_cancel: Callable[[], bool] | None = None
+    done: int = 0
+
+    def before_step(self, clip: int, step: int) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise RenderCancelled(f"render cancelled in clip {clip + 1} at step {step + 1}")
+
+    def after_step(self) -> None:
+        self.done += 1
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+
+
+def cfg_half(ctx: UNetConditions, index: int, frames: int) -> UNetConditions:
+    """Half ``index`` (0 = unconditional, 1 = conditional) of a CFG-doubled set of conditions.
+
+    Used when the halves run one after the other (low-VRAM mode) and for steps that skip CFG.
+    """
+    rows = slice(index * frames, (index + 1) * frames)
+    groups = (ctx.masks.full, ctx.masks.face, ctx.masks.lip)
+    return UNetConditions(
+        face_tokens=ctx.face_tokens[index:index + 1],
+        audio_tokens=ctx.audio_tokens[index:index + 1],
+        masks=LevelMasks(*([m[rows] for m in group] for group in groups)),
+        face_locator=None if ctx.face_locator is None else ctx.face_locator[rows],
+        bank=None if ctx.bank is None else ctx.bank.cfg_half(index, frames),
+        motion_scale=ctx.motion_scale,
+    )
+
+
 class HalloSampler:
-    """Runs the clip loop for one model; stateless between ``generate`` calls."""
+    """Runs the clip loop for one model; stateless between ``generate`` calls.
+
+    ``residency`` brings the networks to the compute device while they run (ComfyUI's model manager inside
+    ComfyUI); without one, a plain-torch residency follows ``SamplerSettings.low_vram``.
+    """
 
     def __init__(self, net: HalloNet, vae: torch.nn.Module, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, is_hallo2: bool = False) -> None:
+                 dtype: torch.dtype | None = None, is_hallo2: bool = False,
+                 residency: Residency | None = None) -> None:
         self.net = net
         self.vae = vae
         self.device = torch.device(device) if device is not None else net.device
         self.dtype = dtype or net.dtype
         self.is_hallo2 = is_hallo2
-        self._offload = False  # set per generate() call by SamplerSettings.low_vram
+        self.residency = residency
+        self._resident: Residency = residency or low_vram_residency(net, vae, self.device, False)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    @contextlib.contextmanager
+    def _timed(self, timings: dict[str, float], stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self._sync()
+        timings[stage] += time.perf_counter() - started
+
     # -- VAE ------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> latent means * 0.18215."""
-        with on_device(self.vae, self.device, self._offload):
+        with self._resident.use(VAE):
             vae_dtype = next(self.vae.parameters()).dtype
             dist = self.vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
             return dist.mean * LATENT_SCALE
@@ -178,7 +157,7 @@ class HalloSampler:
     def decode(self, latents: torch.Tensor, batch: int) -> torch.Tensor:
         """(N, 4, h, w) -> (N, 3, H, W) in 0..1, float32 on CPU, decoded ``batch`` frames at a time."""
         out = []
-        with on_device(self.vae, self.device, self._offload):
+        with self._resident.use(VAE):
             vae_dtype = next(self.vae.parameters()).dtype
             for i in range(0, latents.shape[0], max(1, batch)):
                 chunk = latents[i:i + batch].to(self.device, vae_dtype) / LATENT_SCALE
@@ -186,45 +165,37 @@ class HalloSampler:
                 out.append((image / 2 + 0.5).clamp(0, 1).float().cpu())
         return torch.cat(out)
 
-    # -- per-clip preparation ----------------------------------------------------------------------
-    def _motion_pixels(self, reference: HalloReference, motion: torch.Tensor, drop: float,
-                       gen: torch.Generator) -> torch.Tensor:
-        """Hallo2's pixel drop: keep pixels with rand > rate, always keep the face box (every clip)."""
-        if drop <= 0:
-            return motion
-        h, w = motion.shape[-2:]
-        keep = torch.rand((h, w), generator=gen) > drop
-        keep = keep[None, None] | (reference.face_locator_image[None] > 0)
-        return motion * keep
-
+    # -- ReferenceNet -----------------------------------------------------------------------------
     @torch.no_grad()
     def reference_bank(self, reference: HalloReference, motion_latents: torch.Tensor, frames: int,
                        cfg: bool, faithful: bool) -> tuple[ReferenceBank, torch.Tensor]:
-        """Run the ReferenceNet once for a clip; return the bank and the CFG face tokens [uncond, cond]."""
-        with on_device(self.net.reference_unet, self.device, self._offload):
-            return self._reference_bank(reference, motion_latents, frames, cfg, faithful)
+        """Run the ReferenceNet once for a clip; return the bank and the face tokens ([uncond, cond] with CFG)."""
+        with self._resident.use(REFERENCE_NET):
+            net = self.net
+            emb = reference.face_embedding.to(self.device, self.dtype).reshape(1, -1)
+            cond = net.imageproj(emb)
+            triple = torch.cat([reference.latent.to(self.device, self.dtype),
+                                motion_latents.to(self.device, self.dtype)])  # [r, m1, m2]
+            if not cfg:
+                return self._bank_without_cfg(triple, cond, frames), cond
+            uncond = net.imageproj(torch.zeros_like(emb))  # = the LayerNorm bias, not zeros
+            return self._bank_with_cfg(triple, uncond, cond, frames, faithful), torch.cat([uncond, cond])
 
-    def _reference_bank(self, reference: HalloReference, motion_latents: torch.Tensor, frames: int,
-                        cfg: bool, faithful: bool) -> tuple[ReferenceBank, torch.Tensor]:
-        net = self.net
-        emb = reference.face_embedding.to(self.device, self.dtype).reshape(1, -1)
-        cond = net.imageproj(emb)
-        uncond = net.imageproj(torch.zeros_like(emb))  # = LayerNorm bias, not zeros (hallo.md §1.6)
-        ref_latent = reference.latent.to(self.device, self.dtype)
-        triple = torch.cat([ref_latent, motion_latents.to(self.device, self.dtype)])  # [r, m1, m2]
+    def _bank_without_cfg(self, triple: torch.Tensor, cond: torch.Tensor, frames: int) -> ReferenceBank:
+        bank = self.net.reference_unet(triple, cond.expand(triple.shape[0], -1, -1))
+        reference_feats = {p: f[:1] for p, f in bank.items()}
+        motion_feats = {p: f[1:].unsqueeze(0) for p, f in bank.items()}
+        return ReferenceBank(reference_feats, motion_feats, torch.zeros(frames, dtype=torch.long))
+
+    def _bank_with_cfg(self, triple: torch.Tensor, uncond: torch.Tensor, cond: torch.Tensor, frames: int,
+                       faithful: bool) -> ReferenceBank:
         n_views = triple.shape[0]
-        if not cfg:
-            bank = net.reference_unet(triple, cond.expand(n_views, -1, -1))
-            reference_feats = {p: f[:1] for p, f in bank.items()}
-            motion_feats = {p: f[1:].unsqueeze(0) for p, f in bank.items()}
-            row_source = torch.zeros(frames, dtype=torch.long)
-            return ReferenceBank(reference_feats, motion_feats, row_source), cond
         if faithful:
             # Quirk A: latents [r,m1,m2,r,m1,m2] against face tokens tiled [u,c,u,c,u,c].
             tokens = torch.cat([uncond, cond]).repeat(n_views, 1, 1)
         else:
             tokens = torch.cat([uncond.expand(n_views, -1, -1), cond.expand(n_views, -1, -1)])
-        bank = net.reference_unet(triple.repeat(2, 1, 1, 1), tokens)
+        bank = self.net.reference_unet(triple.repeat(2, 1, 1, 1), tokens)
         reference_feats, motion_feats = {}, {}
         for path, feats in bank.items():
             grouped = feats.view(2, n_views, *feats.shape[1:])  # (cfg, [r, m1, m2], HW, C)
@@ -237,13 +208,98 @@ class HalloSampler:
             row_source[frames:] = torch.arange(frames, 2 * frames) % 2
         else:
             row_source[frames:] = 0
-        return ReferenceBank(reference_feats, motion_feats, row_source), torch.cat([uncond, cond])
+        return ReferenceBank(reference_feats, motion_feats, row_source)
 
-    def _level_masks(self, reference: HalloReference, rows: int) -> LevelMasks:
+    # -- per-render and per-clip conditions -------------------------------------------------------
+    def _plan(self, settings: SamplerSettings, reference: HalloReference, start_frame: int,
+              end_frame: int) -> ClipPlan:
+        clip_len = settings.clip_length
+        height, width = reference.size
+        first_clip = start_frame // clip_len
+        drop = settings.motion_frame_drop
+        if drop is None:
+            drop = 0.25 if self.is_hallo2 else 0.0
+        upcast = settings.upcast_latents if settings.upcast_latents is not None else self.dtype == torch.bfloat16
+        scheduler = make_scheduler(settings.solver)
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        n_steps = len(scheduler.timesteps)
+        cfg_steps = n_steps if settings.cfg_steps is None else max(0, min(settings.cfg_steps, n_steps))
+        return ClipPlan(settings, start_frame, end_frame, first_clip, math.ceil(end_frame / clip_len) - first_clip,
+                        (1, 4, clip_len, height // 8, width // 8), torch.float32 if upcast else self.dtype,
+                        settings.guidance_scale > 1.0, drop, scheduler, cfg_steps)
+
+    def _render_conditions(self, reference: HalloReference, plan: ClipPlan) -> tuple[LevelMasks, torch.Tensor]:
+        """What every clip shares: the level masks and the face-locator features, CFG-doubled when needed."""
+        rows = (2 if plan.cfg else 1) * plan.clip_len
+
         def rep(masks: list[torch.Tensor]) -> list[torch.Tensor]:
             return [m.reshape(1, -1).to(self.device, self.dtype).expand(rows, -1) for m in masks]
 
-        return LevelMasks(rep(reference.full_masks), rep(reference.face_masks), rep(reference.lip_masks))
+        masks = LevelMasks(rep(reference.full_masks), rep(reference.face_masks), rep(reference.lip_masks))
+        face_locator = self.net.face_locator(reference.face_locator_image[None].to(self.device, self.dtype))
+        face_locator = face_locator.repeat_interleave(plan.clip_len, dim=0)
+        if plan.cfg:
+            face_locator = torch.cat([torch.zeros_like(face_locator), face_locator])
+        return masks, face_locator
+
+    def _motion_pixels(self, reference: HalloReference, motion: torch.Tensor, drop: float,
+                       gen: torch.Generator) -> torch.Tensor:
+        """Hallo2's pixel drop: keep pixels with rand > rate, always keep the face box (every clip)."""
+        if drop <= 0:
+            return motion
+        h, w = motion.shape[-2:]
+        keep = torch.rand((h, w), generator=gen) > drop
+        keep = keep[None, None] | (reference.face_locator_image[None] > 0)
+        return motion * keep
+
+    def _motion_latents(self, reference: HalloReference, pixels: torch.Tensor, clip: int, chained: bool,
+                        drop: float) -> torch.Tensor:
+        """The motion frames as latents: the reference latent itself for a fresh first clip, else VAE-encoded."""
+        if clip == 0 and not chained and drop <= 0:
+            return reference.latent.repeat(2, 1, 1, 1)
+        return self.encode(pixels)
+
+    def _clip_conditions(self, plan: ClipPlan, bank: ReferenceBank, face_tokens: torch.Tensor,
+                         audio: torch.Tensor, shared: tuple[LevelMasks, torch.Tensor]) -> UNetConditions:
+        """The denoising UNet's conditions for one clip: the bank, face and audio tokens, masks, face locator."""
+        audio_tokens = self.net.audioproj(audio.to(self.device, self.dtype).unsqueeze(0))
+        if plan.cfg:
+            audio_tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
+        masks, face_locator = shared
+        return UNetConditions(face_tokens=face_tokens, audio_tokens=audio_tokens, masks=masks,
+                              face_locator=face_locator, bank=bank.to(self.device, self.dtype),
+                              motion_scale=plan.settings.motion_scale)
+
+    # -- denoising ---------------------------------------------------------------------------------
+    def _velocity(self, model_in: torch.Tensor, t: torch.Tensor, ctx: UNetConditions, plan: ClipPlan,
+                  guided: bool, latent_dtype: torch.dtype) -> torch.Tensor:
+        """The UNet's v-prediction for one step, guided (CFG) or from the conditional rows alone."""
+        unet, frames, settings = self.net.denoising_unet, plan.clip_len, plan.settings
+        if not guided:
+            return unet(model_in, t, cfg_half(ctx, 1, frames) if plan.cfg else ctx).to(latent_dtype)
+        if settings.low_vram:  # the two halves one after the other: half the activation memory
+            v_uncond = unet(model_in, t, cfg_half(ctx, 0, frames)).to(latent_dtype)
+            v_cond = unet(model_in, t, cfg_half(ctx, 1, frames)).to(latent_dtype)
+        else:
+            v_uncond, v_cond = unet(torch.cat([model_in, model_in]), t, ctx).to(latent_dtype).chunk(2)
+        return v_uncond + settings.guidance_scale * (v_cond - v_uncond)
+
+    def _denoise(self, noise: torch.Tensor, ctx: UNetConditions, plan: ClipPlan, clip: int,
+                 hooks: StepHooks) -> torch.Tensor:
+        """DDIM (or the preset's solver) from pure noise to the clip's latents (1, 4, F, h, w)."""
+        scheduler, settings = plan.scheduler, plan.settings
+        latents = noise * scheduler.init_noise_sigma
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        for i, t in enumerate(scheduler.timesteps):
+            hooks.before_step(clip, i)
+            model_in = scheduler.scale_model_input(latents, t).to(self.dtype)
+            v = self._velocity(model_in, t, ctx, plan, plan.cfg and i < plan.cfg_steps, latents.dtype)
+            ddim = settings.solver == "ddim"
+            latents = (scheduler.step(v, t, latents, eta=0.0) if ddim else scheduler.step(v, t, latents)).prev_sample
+            hooks.after_step()
+        if not bool(torch.isfinite(latents).all()):  # one check (and sync) per clip
+            raise NonFiniteError(non_finite_message(clip, self.dtype))
+        return latents
 
     # -- the clip loop ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -271,159 +327,55 @@ class HalloSampler:
         """
         settings = settings or SamplerSettings()
         settings.validate()
-        self._offload = bool(settings.low_vram) and self.device.type == "cuda"
-        upcast = settings.upcast_latents if settings.upcast_latents is not None else self.dtype == torch.bfloat16
-        latent_dtype = torch.float32 if upcast else self.dtype
+        end_frame = check_segment(settings, audio_features.shape[0], num_frames, start_frame, end_frame, motion)
+        self._resident = self.residency or low_vram_residency(self.net, self.vae, self.device, settings.low_vram)
+        plan = self._plan(settings, reference, start_frame, end_frame)
+        with self._resident.use(NET):
+            return self._clip_loop(reference, audio_features, plan, motion, StepHooks(
+                plan.total_steps, on_step, should_cancel), on_clip, collect)
+
+    def _clip_loop(self, reference: HalloReference, audio_features: torch.Tensor, plan: ClipPlan,
+                   motion: MotionState | None, hooks: StepHooks, on_clip: Callable[[ClipOutput], None] | None,
+                   collect: bool) -> GenerationResult:
+        settings, clip_len = plan.settings, plan.clip_len
         timings = {"encode": 0.0, "reference": 0.0, "denoise": 0.0, "decode": 0.0}
-        clip_len = settings.clip_length
-        end_frame = num_frames if end_frame is None else min(int(end_frame), num_frames)
-        if num_frames < 1:
-            raise ValueError("num_frames must be >= 1 (the audio is shorter than one video frame)")
-        if start_frame % clip_len:
-            raise ValueError(f"start_frame must be a multiple of the clip length ({clip_len}), got {start_frame}")
-        if not 0 <= start_frame < end_frame:
-            raise ValueError(f"nothing to render: start_frame={start_frame}, end_frame={end_frame}, "
-                             f"audio has {num_frames} frames")
-        if end_frame != num_frames and end_frame % clip_len:
-            raise ValueError(f"end_frame must be a multiple of the clip length ({clip_len}) or the last frame, "
-                             f"got {end_frame}")
-        if start_frame > 0 and motion is None:
-            raise ValueError("start_frame > 0 needs the motion frames of the previous segment (motion=...)")
-        if motion is not None and motion.next_frame != start_frame:
-            logger.warning("motion frames were produced for frame %d but the render starts at %d",
-                           motion.next_frame, start_frame)
-        needed = math.ceil(end_frame / clip_len) * clip_len
-        if audio_features.shape[0] < needed:
-            raise ValueError(f"audio features cover {audio_features.shape[0]} frames, {needed} are needed; "
-                             "encode the audio with the same clip length")
-
         height, width = reference.size
-        lh, lw = height // 8, width // 8
-        first_clip = start_frame // clip_len
-        n_clips = math.ceil(end_frame / clip_len) - first_clip
-        cfg = settings.guidance_scale > 1.0
-        drop = settings.motion_frame_drop
-        if drop is None:
-            drop = 0.25 if self.is_hallo2 else 0.0
-        latent_shape = (1, 4, clip_len, lh, lw)
-        gen = clip_noise_generator(settings.seed, first_clip, latent_shape, self.dtype,
-                                   (height, width) if drop > 0 else None)
-        scheduler = make_scheduler(settings.solver)
-        scheduler.set_timesteps(settings.steps, device=self.device)
-        timesteps = scheduler.timesteps
-        cfg_steps = len(timesteps) if settings.cfg_steps is None else max(0, min(settings.cfg_steps, len(timesteps)))
-        total_steps = n_clips * len(timesteps)
-
-        net = self.net
-        rows = (2 if cfg else 1) * clip_len
-        masks = self._level_masks(reference, rows)
-        face_locator = net.face_locator(reference.face_locator_image[None].to(self.device, self.dtype))
-        face_locator = face_locator.repeat_interleave(clip_len, dim=0)
-        if cfg:
-            face_locator = torch.cat([torch.zeros_like(face_locator), face_locator])
-
+        gen = clip_noise_generator(settings.seed, plan.first_clip, plan.latent_shape, self.dtype,
+                                   (height, width) if plan.drop > 0 else None)
+        shared = self._render_conditions(reference, plan)
         motion_pixels = motion.frames if motion is not None else reference.pixels[None].repeat(2, 1, 1, 1)
         collected: list[torch.Tensor] = []
-        step_counter = 0
-        for k in range(n_clips):
-            clip = first_clip + k
+        for clip in plan.clips():
             clip_start = clip * clip_len
-            pixels = self._motion_pixels(reference, motion_pixels, drop, gen)
-            noise = torch.randn(latent_shape, generator=gen, dtype=self.dtype).to(self.device, latent_dtype)
-            started = time.perf_counter()
-            if clip == 0 and motion is None and drop <= 0:
-                motion_latents = reference.latent.repeat(2, 1, 1, 1)
-            else:
-                motion_latents = self.encode(pixels)
-            self._sync()
-            timings["encode"] += time.perf_counter() - started
-            started = time.perf_counter()
-            bank, face_tokens = self.reference_bank(reference, motion_latents, clip_len, cfg, settings.faithful)
-            bank = bank.to(self.device, self.dtype)
-
-            feats = audio_features[clip_start:clip_start + clip_len].to(self.device, self.dtype)
-            audio_tokens = net.audioproj(feats.unsqueeze(0))
-            if cfg:
-                audio_tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
-            ctx = UNetConditions(face_tokens=face_tokens, audio_tokens=audio_tokens, masks=masks,
-                                 face_locator=face_locator, bank=bank, motion_scale=settings.motion_scale)
-            self._sync()
-            timings["reference"] += time.perf_counter() - started
-            started = time.perf_counter()
-            latents = noise * scheduler.init_noise_sigma
-            scheduler.set_timesteps(settings.steps, device=self.device)
-            for i, t in enumerate(timesteps):
-                if should_cancel is not None and should_cancel():
-                    raise RenderCancelled(f"render cancelled in clip {clip + 1} at step {i + 1}")
-                model_in = scheduler.scale_model_input(latents, t).to(self.dtype)
-                if cfg and i < cfg_steps and settings.low_vram:
-                    v_uncond = net.denoising_unet(model_in, t, _uncond_only(ctx, clip_len)).to(latents.dtype)
-                    v_cond = net.denoising_unet(model_in, t, _cond_only(ctx, clip_len)).to(latents.dtype)
-                    v = v_uncond + settings.guidance_scale * (v_cond - v_uncond)
-                elif cfg and i < cfg_steps:
-                    v = net.denoising_unet(torch.cat([model_in, model_in]), t, ctx).to(latents.dtype)
-                    v_uncond, v_cond = v.chunk(2)
-                    v = v_uncond + settings.guidance_scale * (v_cond - v_uncond)
-                else:
-                    v = net.denoising_unet(model_in, t, _cond_only(ctx, clip_len) if cfg else ctx).to(latents.dtype)
-                latents = scheduler.step(v, t, latents, eta=0.0).prev_sample \
-                    if settings.solver == "ddim" else scheduler.step(v, t, latents).prev_sample
-                step_counter += 1
-                if on_step is not None:
-                    on_step(step_counter, total_steps)
-
-            if not bool(torch.isfinite(latents).all()):  # one check (and sync) per clip
-                raise NonFiniteError(non_finite_message(clip, self.dtype))
-            self._sync()
-            timings["denoise"] += time.perf_counter() - started
-            started = time.perf_counter()
-            flat = latents[0].permute(1, 0, 2, 3)  # (F, 4, h, w)
-            decoded = self.decode(flat, settings.decode_batch)  # (F, 3, H, W) 0..1 CPU
-            timings["decode"] += time.perf_counter() - started
-            motion_pixels = decoded[-settings.motion_frames:] * 2.0 - 1.0
-            lo = max(clip_start, start_frame)
-            hi = min(clip_start + clip_len, end_frame)
-            frames = decoded[lo - clip_start:hi - clip_start].permute(0, 2, 3, 1).contiguous()
-            if on_clip is not None:
-                on_clip(ClipOutput(index=clip, start_frame=lo, frames=frames))
+            pixels = self._motion_pixels(reference, motion_pixels, plan.drop, gen)
+            noise = torch.randn(plan.latent_shape, generator=gen, dtype=self.dtype).to(self.device, plan.latent_dtype)
+            with self._timed(timings, "encode"):
+                motion_latents = self._motion_latents(reference, pixels, clip, motion is not None, plan.drop)
+            with self._timed(timings, "reference"):  # ReferenceNet once at t=0 -> the bank
+                bank, face_tokens = self.reference_bank(reference, motion_latents, clip_len, plan.cfg,
+                                                        settings.faithful)
+                ctx = self._clip_conditions(plan, bank, face_tokens,
+                                            audio_features[clip_start:clip_start + clip_len], shared)
+            with self._timed(timings, "denoise"):
+                latents = self._denoise(noise, ctx, plan, clip, hooks)
+            with self._timed(timings, "decode"):
+                decoded = self.decode(latents[0].permute(1, 0, 2, 3), settings.decode_batch)  # (F, 3, H, W) 0..1
+            motion_pixels = decoded[-settings.motion_frames:] * 2.0 - 1.0  # the next clip's motion frames
+            frames = self._emit(decoded, clip_start, plan, on_clip)
             if collect:
                 collected.append(frames)
+        state = MotionState(frames=motion_pixels, next_frame=(plan.first_clip + plan.n_clips) * clip_len,
+                            seed=settings.seed)
+        return GenerationResult(frames=torch.cat(collected) if collect else None, motion=state,
+                                num_frames=plan.end_frame - plan.start_frame, timings=timings)
 
-        next_frame = (first_clip + n_clips) * clip_len
-        state = MotionState(frames=motion_pixels, next_frame=next_frame, seed=settings.seed)
-        result = torch.cat(collected) if collect else None
-        return GenerationResult(frames=result, motion=state, num_frames=end_frame - start_frame, timings=timings)
-
-
-def _uncond_only(ctx: UNetConditions, frames: int) -> UNetConditions:
-    """The unconditional half of a CFG-doubled set of conditions (low-VRAM mode: halves run in turn)."""
-    bank = ctx.bank
-    if bank is not None:
-        bank = ReferenceBank(bank.reference, {p: m[:1] for p, m in bank.motion.items()}, bank.row_source[:frames])
-        bank._kv_cache = ctx.bank._kv_cache
-    masks = LevelMasks(*(list(m[:frames] for m in group) for group in (ctx.masks.full, ctx.masks.face, ctx.masks.lip)))
-    return UNetConditions(
-        face_tokens=ctx.face_tokens[:1],
-        audio_tokens=ctx.audio_tokens[:1],
-        masks=masks,
-        face_locator=None if ctx.face_locator is None else ctx.face_locator[:frames],
-        bank=bank,
-        motion_scale=ctx.motion_scale,
-    )
-
-
-def _cond_only(ctx: UNetConditions, frames: int) -> UNetConditions:
-    """The conditional half of a CFG-doubled set of conditions (for steps that skip CFG)."""
-    bank = ctx.bank
-    if bank is not None:
-        bank = ReferenceBank(bank.reference, {p: m[1:] for p, m in bank.motion.items()}, bank.row_source[frames:])
-        bank._kv_cache = ctx.bank._kv_cache
-    masks = LevelMasks(*(list(m[frames:] for m in group) for group in (ctx.masks.full, ctx.masks.face, ctx.masks.lip)))
-    return UNetConditions(
-        face_tokens=ctx.face_tokens[1:],
-        audio_tokens=ctx.audio_tokens[1:],
-        masks=masks,
-        face_locator=None if ctx.face_locator is None else ctx.face_locator[frames:],
-        bank=bank,
-        motion_scale=ctx.motion_scale,
-    )
+    @staticmethod
+    def _emit(decoded: torch.Tensor, clip_start: int, plan: ClipPlan,
+              on_clip: Callable[[ClipOutput], None] | None) -> torch.Tensor:
+        """The clip's frames inside [start_frame, end_frame) as (n, H, W, 3), handed to ``on_clip``."""
+        lo = max(clip_start, plan.start_frame)
+        hi = min(clip_start + plan.clip_len, plan.end_frame)
+        frames = decoded[lo - clip_start:hi - clip_start].permute(0, 2, 3, 1).contiguous()
+        if on_clip is not None:
+            on_clip(ClipOutput(index=clip_start // plan.clip_len, start_frame=lo, frames=frames))
+        return frames
