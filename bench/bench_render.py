@@ -83,9 +83,10 @@ def full_vae(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def full_wav2vec(device: torch.device) -> Wav2VecEncoder:
-    from hallo_nodes.pipeline.audio.wav2vec import _build_model, wav2vec_config
+    from hallo_nodes.pipeline.audio.wav2vec import _build_model
+    from hallo_nodes.testing.tiny_wav2vec import wav2vec_config
 
-    return Wav2VecEncoder(_build_model(wav2vec_config(tiny=False)).to(device), "random-wav2vec2-base")
+    return Wav2VecEncoder(_build_model(wav2vec_config(tiny=False)).to(device))
 
 
 def _straightforward_reference_attention(attn, n: torch.Tensor, bank, path: str) -> torch.Tensor:
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     audio_path = Path(args.audio) if Path(args.audio).is_file() else ASSETS / args.audio
     waveform, rate = load_audio_file(audio_path)
     t0 = time.perf_counter()
-    features = encode_audio(waveform, rate, encoder, device=device, use_cache=False)
+    features = encode_audio(waveform, rate, encoder, device=device)
     if args.low_vram and device.type == "cuda":
         encoder.to(device="cpu")
     stages["audio"] = time.perf_counter() - t0

@@ -7,6 +7,7 @@ import math
 from ..pipeline.audio.features import LOUDNESS_MODES, AudioFeatures, encode_audio
 from ..pipeline.audio.separation import SEPARATION_MODES
 from ..pipeline.notices import collect_notices
+from ..pipeline.paths import SEPARATOR_FILE, SEPARATOR_SUBDIR
 from . import comfy_adapter as comfy
 from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect, with_notes
 
@@ -56,7 +57,7 @@ class HalloAudioEncode:
                     "default": "auto",
                     "tooltip": "Isolate the voice from music/noise before wav2vec2, as the original Hallo always "
                                "does. auto = when the optional audio-separator package and "
-                               "audio_separator/Kim_Vocal_2.onnx in the model folder are there (otherwise the raw "
+                               f"{SEPARATOR_SUBDIR}/{SEPARATOR_FILE} in the model folder are there (otherwise the raw "
                                "audio is used and the log says what is missing); on = required; off = never."}),
                 "loudness": (list(LOUDNESS_MODES), {"default": "none",
                                                     "tooltip": "Gain before vocal separation. none = as the "

@@ -19,7 +19,7 @@ from .face.analysis import FaceAnalysisResult, analyze_face
 from .face.landmarks import LandmarkError
 from .images import load_image_rgb
 from .models.loading import load_net, load_vae, parse_dtype
-from .paths import ModelFileMissing, ModelFolder
+from .paths import FACE_MODELS_SUBDIR, HF_REPO, LANDMARKER_FILE, WAV2VEC_SUBDIR, ModelFileMissing, ModelFolder
 from .reference import check_output_size, make_reference
 from .sampling.residency import VAE, WAV2VEC, low_vram_residency
 from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
@@ -27,8 +27,6 @@ from .video.output_path import check_output_path
 from .video.writer import VideoWriter, load_audio_file
 
 logger = logging.getLogger(__name__)
-
-TASK_FILE = "face_landmarker_v2_with_blendshapes.task"  # MediaPipe's face landmarker bundle (a zip archive)
 
 
 @dataclass
@@ -107,10 +105,10 @@ def _face_model_errors() -> tuple[type[BaseException], ...]:
 
 def _check_task_file(folder: ModelFolder) -> None:
     """A ``.task`` bundle is a zip archive: a truncated download fails here with its name, not in MediaPipe."""
-    task = folder.root / "face_analysis" / "models" / TASK_FILE
+    task = folder.landmarker_task
     if task.is_file() and not zipfile.is_zipfile(task):
         raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
-                              f"face_analysis/models/{TASK_FILE} again from 'fudan-generative-ai/hallo'")
+                              f"{FACE_MODELS_SUBDIR}/{LANDMARKER_FILE} again from '{HF_REPO}'")
 
 
 def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, device: torch.device
@@ -127,8 +125,8 @@ def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, devi
         raise HalloInputError(f"image {image}: {exc}") from exc
     except _face_model_errors() as exc:
         raise HalloInputError(
-            f"the face models in {folder.root / 'face_analysis' / 'models'} cannot be used ({type(exc).__name__}: "
-            f"{exc}); download face_analysis/models/ again from the Hugging Face repo 'fudan-generative-ai/hallo'"
+            f"the face models in {folder.root / FACE_MODELS_SUBDIR} cannot be used ({type(exc).__name__}: "
+            f"{exc}); download {FACE_MODELS_SUBDIR}/ again from the Hugging Face repo '{HF_REPO}'"
         ) from exc
 
 
@@ -141,9 +139,8 @@ def _load_encoder(folder: ModelFolder, device: torch.device):
         raise
     except (SafetensorError, OSError) as exc:
         raise HalloInputError(
-            f"the wav2vec2 model in {folder.root / 'wav2vec' / 'wav2vec2-base-960h'} cannot be read (truncated or "
-            f"corrupt download? {exc}); download wav2vec/wav2vec2-base-960h/ again from "
-            "'fudan-generative-ai/hallo'") from exc
+            f"the wav2vec2 model in {folder.root / WAV2VEC_SUBDIR} cannot be read (truncated or "
+            f"corrupt download? {exc}); download {WAV2VEC_SUBDIR}/ again from '{HF_REPO}'") from exc
 
 
 def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.device, dtype: torch.dtype):
