@@ -2,14 +2,16 @@
 
 Counts what ``torch.utils.flop_counter.FlopCounterMode`` counts with SDPA on the MATH backend: every
 convolution, every linear layer and the two attention matmuls (scores and values); norms, activations and
-element-wise ops are not counted. ``tests/test_flops.py`` checks the count against the counter on the
-tiny model and on the full-size SD-1.5 UNet / VAE, and against peers.md Appendix A (the original code at
-512²: 53.57 TFLOP per CFG denoising step, 4.78 TFLOP ReferenceNet, 2.51 / 1.12 TFLOP VAE decode / encode).
+element-wise ops are not counted. ``tests/test_speed_flops.py`` checks the count against the counter on the
+tiny model and on the full-size SD-1.5 UNet / VAE, and against the figures measured on the original code with
+that counter at 512²: 53.57 TFLOP per CFG denoising step, 4.78 TFLOP ReferenceNet, 2.51 / 1.12 TFLOP VAE
+decode / encode.
 
 ``mode="ours"`` counts this package's forward: reference K/V projected once per clip, no reference
 attention for the unconditional rows. ``mode="original"`` counts the original's forward: reference K/V
 projected for every row at every step, reference attention computed for all rows and the unconditional
-rows then recomputed with plain self-attention (hallo.md §2.5).
+rows then recomputed with plain self-attention (its reference-attention processor discards the
+unconditional half and runs self-attention for it instead).
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -49,16 +48,6 @@ class HalloModel:
     @property
     def device(self) -> torch.device:
         return self.residency.device
-
-    @property
-    def managed(self) -> SimpleNamespace:
-        """Transitional alias for nodes not yet on ``residency``: ``managed.load(names)`` = enter and leave
-        ``residency.use(*names)`` (the networks of a node's model are resident, so they stay loaded)."""
-        def load(names: list[str]) -> None:
-            with self.residency.use(*names):
-                pass
-
-        return SimpleNamespace(load=load)
 
     @property
     def is_hallo2(self) -> bool:

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ..pipeline.face.analysis import FaceAnalysisResult, analyze_face
-from ..pipeline.face.crop import CropBox, comfy_image_to_rgb, face_crop, paste_back
+from ..pipeline.face.crop import CropBox, face_crop, paste_back
 from ..pipeline.face.detection import NO_FACE_HINT, NoFaceError, load_face_models, select_face
 from ..pipeline.face.masks import HalloMasks
+from ..pipeline.images import comfy_image_to_rgb
 from ..pipeline.paths import FACE_MODELS_SUBDIR
 from . import comfy_adapter as comfy
 from .common import (

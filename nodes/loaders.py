@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from ..pipeline.paths import ModelFolder
+from ..pipeline.paths import (
+    CHECKPOINT_FILE,
+    FACE_MODELS_SUBDIR,
+    HF_REPOS,
+    UNET_CONFIG,
+    VAE_SUBDIR,
+    WAV2VEC_SUBDIR,
+    ModelFolder,
+)
 from . import comfy_adapter as comfy
 from .common import CATEGORY, HALLO_MODEL, HalloModel
 
@@ -12,9 +20,9 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
 LAYOUT_HINT = (
-    "Download the Hugging Face repo 'fudan-generative-ai/hallo' (and/or 'fudan-generative-ai/hallo2') and keep "
-    "its layout: {root}/hallo/net.pth (or hallo2/net.pth), {root}/stable-diffusion-v1-5/unet/config.json, "
-    "{root}/sd-vae-ft-mse/, {root}/wav2vec/wav2vec2-base-960h/, {root}/face_analysis/models/."
+    f"Download the Hugging Face repo '{HF_REPOS['hallo']}' (and/or '{HF_REPOS['hallo2']}') and keep "
+    f"its layout: {{root}}/hallo/{CHECKPOINT_FILE} (or hallo2/{CHECKPOINT_FILE}), {{root}}/{UNET_CONFIG}, "
+    f"{{root}}/{VAE_SUBDIR}/, {{root}}/{WAV2VEC_SUBDIR}/, {{root}}/{FACE_MODELS_SUBDIR}/."
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..pipeline.face.analysis import FaceAnalysisResult
-from ..pipeline.face.crop import comfy_image_to_rgb
+from ..pipeline.images import comfy_image_to_rgb
 from ..pipeline.notices import collect_notices, notice
 from ..pipeline.sampling.residency import VAE
 from .common import CATEGORY, HALLO_FACE, HALLO_MODEL, HALLO_REFERENCE, HalloModel, check_image, expect, with_notes

@@ -1,6 +1,6 @@
 """Same-output speedups: the optimised fp32 path against a straightforward one written here, on latents.
 
-The straightforward path is how the original computes the reference attention (hallo.md §2.5): every
+The straightforward path is how the original computes the reference attention (its reference-attention processor): every
 row attends to [own tokens, tiled reference tokens] with the keys/values projected from that concatenation
 at every step (nothing cached), the bank tiled with the original's interleaving ``repeat``, and then the
 unconditional rows overwritten with plain self-attention. It uses the same SDPA kernel, so the comparison

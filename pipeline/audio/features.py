@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..notices import notice
+from ..sampling.settings import CLIP_LENGTH
 from .decode import TARGET_SAMPLE_RATE, check_sample_rate, pcm_to_float, to_mono_16k
 from .separation import resolve_separation
 from .separation import separate_vocals as vocals_stem
@@ -220,7 +221,7 @@ class EncodeOptions:
     """How :func:`encode_audio` turns a waveform into frames (see its docstring for each field)."""
 
     fps: float = 25.0
-    clip_length: int = 16
+    clip_length: int = CLIP_LENGTH
     loudness: str = "none"
     segment_seconds: float | None = None
     max_window_seconds: float = 600.0
@@ -317,7 +318,7 @@ def encode_audio(
     encoder: Wav2VecEncoder,
     *,
     fps: float = 25.0,
-    clip_length: int = 16,
+    clip_length: int = CLIP_LENGTH,
     separate_vocals: bool | str = False,
     separator_model: Path | None = None,
     loudness: str = "none",

@@ -69,7 +69,7 @@ def _validate_rgb(rgb: np.ndarray) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(
             f"analyze_face expects an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}; convert "
-            "ComfyUI images with image_prep.comfy_image_to_rgb first"
+            "ComfyUI images with images.comfy_image_to_rgb first"
         )
     return np.ascontiguousarray(arr)
 
