@@ -48,7 +48,7 @@ class RenderOptions:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     # VAE precision (None: same as dtype); "fp32" keeps the decode in full precision under fp16/bf16.
     vae_dtype: str | None = None
-    # Opt-in speed switches (pipeline/acceleration.py): same math, different kernels.
+    # Opt-in speed switches (pipeline/sampling/acceleration.py): same math, different kernels.
     channels_last: bool = False
     compile: bool = False
     # Replace an existing output file (as ffmpeg's -y); otherwise an existing output is refused up front.
