@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hallo_nodes.pipeline.audio_features import encode_audio
-from hallo_nodes.pipeline.wav2vec import load_wav2vec, write_wav2vec_folder
+from hallo_nodes.pipeline.audio.features import encode_audio
+from hallo_nodes.pipeline.audio.wav2vec import load_wav2vec
+from hallo_nodes.testing.tiny_wav2vec import write_wav2vec_folder
 
 ASSET = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 
@@ -62,12 +63,12 @@ def main() -> None:
         write_wav2vec_folder(Path(tmp) / "wav2vec" / "wav2vec2-base-960h", tiny=not args.full)
         enc = load_wav2vec(tmp)
         warm, warm_rate = _speech(2.0)
-        encode_audio(warm, warm_rate, enc, use_cache=False)  # first-call kernel/filter set-up
+        encode_audio(warm, warm_rate, enc)  # first-call kernel/filter set-up
         results["rss_after_load_mb"] = round(_peak_rss_mb(), 1)
         for seconds in (float(s) for s in args.lengths.split(",")):
             wav, rate = _speech(seconds)
             t0 = time.perf_counter()
-            out = encode_audio(wav, rate, enc, max_window_seconds=args.max_window, use_cache=False)
+            out = encode_audio(wav, rate, enc, max_window_seconds=args.max_window)
             dt = time.perf_counter() - t0
             tag = f"{seconds:g}s"
             results[f"{tag}_wall_s"] = round(dt, 3)

@@ -30,7 +30,7 @@ def peak_rss_mb() -> float:
 
 def child(models: Path, variant: str, dtype: str) -> None:
     import torch
-    from hallo_nodes.pipeline.loading import load_net
+    from hallo_nodes.pipeline.models.loading import load_net
 
     started = time.perf_counter()
     net = load_net(models, variant, dtype=dtype)
@@ -51,7 +51,7 @@ def write_full_folder(root: Path) -> None:
     import json as _json
 
     from hallo_nodes.pipeline.models.architecture import SD15_UNET_CONFIG, HalloArchitecture
-    from hallo_nodes.pipeline.tiny_models import write_net
+    from hallo_nodes.testing.tiny_models import write_net
 
     unet = root / "stable-diffusion-v1-5" / "unet"
     unet.mkdir(parents=True)
@@ -74,11 +74,11 @@ def main() -> None:
         if args.full:
             write_full_folder(root)
         else:
-            from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
+            from hallo_nodes.testing.tiny_models import write_tiny_model_folder
 
             write_tiny_model_folder(root, variants=("hallo",), with_face_models=False, with_wav2vec=False)
         if args.safetensors:
-            from hallo_nodes.pipeline.checkpoint import convert_to_safetensors
+            from hallo_nodes.pipeline.models.checkpoint import convert_to_safetensors
 
             convert_to_safetensors(root / "hallo" / "net.pth")
         out = subprocess.run([sys.executable, __file__, "--child", str(root), "--dtype", args.dtype],

@@ -62,7 +62,7 @@ def current_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     import torch
     from hallo_nodes.pipeline.render import RenderOptions, render_file
-    from hallo_nodes.pipeline.sampler import SamplerSettings
+    from hallo_nodes.pipeline.sampling.sampler import SamplerSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,7 +111,7 @@ def photo_child(args: argparse.Namespace) -> None:
     os.environ["HALLO_MODEL_PATH"] = str(args.models)
     os.environ["HALLO_OUTPUT_DIR"] = str(args.out)
     from hallo_nodes.nodes import NODE_CLASS_MAPPINGS as N
-    from hallo_nodes.pipeline.media import load_audio_file
+    from hallo_nodes.pipeline.video.writer import load_audio_file
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,7 +163,7 @@ def photo_sweep(args: argparse.Namespace, models: Path, tmp_path: Path) -> dict:
 
 def tiny_models(tmp_path: Path) -> Path:
     """A tiny random model folder, with the real MediaPipe landmarker when the assets have it."""
-    from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
+    from hallo_nodes.testing.tiny_models import write_tiny_model_folder
 
     return write_tiny_model_folder(tmp_path / "models", variants=("hallo",),
                                    landmarker_task=LANDMARKER_TASK if LANDMARKER_TASK.is_file() else None)

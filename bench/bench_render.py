@@ -26,21 +26,21 @@ import time
 from pathlib import Path
 
 import torch
-from hallo_nodes.pipeline import flops as flop_count
-from hallo_nodes.pipeline.audio_features import encode_audio
-from hallo_nodes.pipeline.face_analysis import analyze_face
-from hallo_nodes.pipeline.loading import load_net, load_vae, parse_dtype
-from hallo_nodes.pipeline.media import VideoWriter, load_audio_file
+from hallo_nodes.bench import flops as flop_count
+from hallo_nodes.pipeline.audio.features import encode_audio
+from hallo_nodes.pipeline.audio.wav2vec import Wav2VecEncoder, load_wav2vec
+from hallo_nodes.pipeline.face.analysis import analyze_face
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
+from hallo_nodes.pipeline.models.loading import load_net, load_vae, parse_dtype
 from hallo_nodes.pipeline.models.motion_module import PositionalEncoding, sinusoidal_table
 from hallo_nodes.pipeline.models.net import HalloNet, build_net
-from hallo_nodes.pipeline.offload import offload_to_cpu, peak_gpu_memory
-from hallo_nodes.pipeline.presets import PRESETS, preset_settings
 from hallo_nodes.pipeline.reference import make_reference
 from hallo_nodes.pipeline.render import load_image_rgb, pick_device
-from hallo_nodes.pipeline.sampler import ClipOutput, HalloSampler, SamplerSettings
-from hallo_nodes.pipeline.tiny_models import tiny_architecture, write_tiny_model_folder
-from hallo_nodes.pipeline.wav2vec import Wav2VecEncoder, load_wav2vec
+from hallo_nodes.pipeline.sampling.offload import offload_to_cpu, peak_gpu_memory
+from hallo_nodes.pipeline.sampling.presets import PRESETS, preset_settings
+from hallo_nodes.pipeline.sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
+from hallo_nodes.pipeline.video.writer import VideoWriter, load_audio_file
+from hallo_nodes.testing.tiny_models import tiny_architecture, write_tiny_model_folder
 
 ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
 #: The real MediaPipe landmarker, copied into the tiny model folder when present (the masks need it).
@@ -83,9 +83,10 @@ def full_vae(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def full_wav2vec(device: torch.device) -> Wav2VecEncoder:
-    from hallo_nodes.pipeline.wav2vec import _build_model, wav2vec_config
+    from hallo_nodes.pipeline.audio.wav2vec import _build_model
+    from hallo_nodes.testing.tiny_wav2vec import wav2vec_config
 
-    return Wav2VecEncoder(_build_model(wav2vec_config(tiny=False)).to(device), "random-wav2vec2-base")
+    return Wav2VecEncoder(_build_model(wav2vec_config(tiny=False)).to(device))
 
 
 def _straightforward_reference_attention(attn, n: torch.Tensor, bank, path: str) -> torch.Tensor:
@@ -165,11 +166,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         DenoisingUNet._reference_self_attention = staticmethod(_straightforward_reference_attention)
     if args.channels_last:
-        from hallo_nodes.pipeline.acceleration import use_channels_last
+        from hallo_nodes.pipeline.sampling.acceleration import use_channels_last
 
         use_channels_last(net, vae)
     if args.compile:
-        from hallo_nodes.pipeline.acceleration import compile_denoiser
+        from hallo_nodes.pipeline.sampling.acceleration import compile_denoiser
 
         compile_denoiser(net)
     stages["load"] = time.perf_counter() - t0
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     audio_path = Path(args.audio) if Path(args.audio).is_file() else ASSETS / args.audio
     waveform, rate = load_audio_file(audio_path)
     t0 = time.perf_counter()
-    features = encode_audio(waveform, rate, encoder, device=device, use_cache=False)
+    features = encode_audio(waveform, rate, encoder, device=device)
     if args.low_vram and device.type == "cuda":
         encoder.to(device="cpu")
     stages["audio"] = time.perf_counter() - t0

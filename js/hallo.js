@@ -9,7 +9,6 @@
 // writes the size of a previewed image. The widget is never saved in workflows nor sent with prompts.
 import { app } from "../../scripts/app.js";
 
-const CLIP = 16;
 const SAMPLERS = new Set(["HalloSampler", "HalloRenderToVideoFile"]);
 const INFO_COLOR = "#9fd4ff";
 const NOTE_COLOR = "#ffcf6e";
@@ -38,9 +37,14 @@ function plural(n, word) {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
-function summary(start, end, total, fps) {
+// The number of clips comes from the Python side (a run's report, or the encoder's clip length), which
+// defines the clip length.
+function clipCount(start, end, clipLength) {
+  return Math.max(0, Math.ceil(end / clipLength) - Math.floor(start / clipLength));
+}
+
+function summary(start, end, total, fps, clips) {
   const frames = Math.max(0, end - start);
-  const clips = Math.max(0, Math.ceil(end / CLIP) - Math.floor(start / CLIP));
   const seconds = (frames / fps).toFixed(2);
   const range = start > 0 || end < total ? ` (frames ${start}-${end - 1} of ${total})` : "";
   return `${plural(frames, "frame")} · ${plural(clips, "clip")} · ${seconds} s @ ${fps} fps${range}`;
@@ -62,12 +66,12 @@ export function samplerInfo(node) {
     return `continues the previous segment: ${frames} of ${total} @ ${audio.fps} fps`;
   }
   const end = num > 0 ? Math.min(total, start + num) : total;
-  return summary(start, end, total, audio.fps);
+  return summary(start, end, total, audio.fps, clipCount(start, end, audio.clip_length));
 }
 
 // What a sampler's own run rendered (its "hallo_render" ui output).
 export function renderInfo(r) {
-  let text = summary(r.start_frame, r.end_frame, r.total_frames, r.fps);
+  let text = summary(r.start_frame, r.end_frame, r.total_frames, r.fps, r.clips);
   if (r.render_seconds != null) text += ` · rendered in ${r.render_seconds} s`;
   return text;
 }

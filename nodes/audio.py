@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 
-from ..pipeline.audio_features import LOUDNESS_MODES, AudioFeatures, encode_audio
+from ..pipeline.audio.features import LOUDNESS_MODES, AudioFeatures, encode_audio
+from ..pipeline.audio.separation import SEPARATION_MODES
 from ..pipeline.notices import collect_notices
-from ..pipeline.vocal_separation import SEPARATION_MODES
+from ..pipeline.paths import SEPARATOR_FILE, SEPARATOR_SUBDIR
+from ..pipeline.sampling.settings import CLIP_LENGTH
 from . import comfy_adapter as comfy
 from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect, with_notes
 
 NODE = "HalloAudioEncode"
-CLIP_LENGTH = 16
 HALLO2_SEGMENT_SECONDS = 60.0
 
 
@@ -56,7 +57,7 @@ class HalloAudioEncode:
                     "default": "auto",
                     "tooltip": "Isolate the voice from music/noise before wav2vec2, as the original Hallo always "
                                "does. auto = when the optional audio-separator package and "
-                               "audio_separator/Kim_Vocal_2.onnx in the model folder are there (otherwise the raw "
+                               f"{SEPARATOR_SUBDIR}/{SEPARATOR_FILE} in the model folder are there (otherwise the raw "
                                "audio is used and the log says what is missing); on = required; off = never."}),
                 "loudness": (list(LOUDNESS_MODES), {"default": "none",
                                                     "tooltip": "Gain before vocal separation. none = as the "
@@ -73,9 +74,8 @@ class HalloAudioEncode:
         model = expect(model, HalloModel, NODE, "model", HALLO_MODEL)
         waveform, sample_rate = check_audio(audio, NODE)
         segment = segment_seconds if segment_seconds > 0 else (HALLO2_SEGMENT_SECONDS if model.is_hallo2 else None)
-        model.managed.load(["wav2vec"])
         progress = comfy.Progress(1000)
-        with collect_notices() as notes:
+        with collect_notices() as notes, model.residency.use("wav2vec"):
             features = encode_audio(
                 waveform, sample_rate, model.wav2vec, fps=float(fps), clip_length=CLIP_LENGTH,
                 separate_vocals=separate_vocals, separator_model=model.folder.root,

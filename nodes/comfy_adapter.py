@@ -9,13 +9,14 @@ never trips ComfyUI's CUDA checks on a CPU-only torch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..pipeline.models.attention_dispatch import attention_backend, set_attention_backend
+from ..pipeline.sampling.residency import (
+    NET,
+    REFERENCE_NET,
+    VAE,
+    WAV2VEC,
+    Residency,
+    TorchResidency,
+    network_modules,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,35 +174,79 @@ class _Holder(torch.nn.Module):
         self.device = device
 
 
-class ManagedModels:
-    """The networks of a HALLO_MODEL under ComfyUI's memory manager (or simply on one device without it)."""
+class ComfyResidency:
+    """The :class:`~..pipeline.sampling.residency.Residency` of a HALLO_MODEL inside ComfyUI.
+
+    Every network is a ``ModelPatcher``; ``use`` asks ``comfy.model_management.load_models_gpu`` for the named
+    networks together with those of the enclosing ``use`` blocks (so loading the VAE never evicts the net in
+    the middle of a render). ComfyUI offloads them again when another model needs the memory.
+    """
+
+    # networks that are part of another one: the ReferenceNet lives inside the net
+    PARTS = {REFERENCE_NET: NET}
 
     def __init__(self, modules: dict[str, torch.nn.Module], load_device: torch.device,
-                 offload: torch.device) -> None:
+                 offload: torch.device, model_patcher: ModuleType) -> None:
         self.modules = modules
-        self.load_device = load_device
+        self.device = load_device
         self.offload_device = offload
-        self.patchers: dict[str, Any] = {}
-        mp = _comfy("comfy.model_patcher")
-        if mp is not None:
-            for name, module in modules.items():
-                self.patchers[name] = mp.ModelPatcher(_Holder(module, offload), load_device=load_device,
-                                                      offload_device=offload)
+        self.patchers = {name: model_patcher.ModelPatcher(_Holder(module, offload), load_device=load_device,
+                                                          offload_device=offload)
+                         for name, module in modules.items()}
+        self._active: list[str] = []
 
-    def load(self, names: Sequence[str]) -> None:
-        """Make the named networks resident on the load device (ComfyUI may offload others for them)."""
-        mm = _comfy("comfy.model_management")
-        patchers = [self.patchers[n] for n in names if n in self.patchers]
-        if mm is not None and patchers:
-            mm.load_models_gpu(patchers, force_full_load=True)
-            return
-        for n in names:
-            module = self.modules[n]
-            module.to(self.load_device)
+    @contextlib.contextmanager
+    def use(self, *names: str) -> Iterator[None]:
+        wanted = [self.PARTS.get(n, n) for n in names]
+        unknown = [n for n in wanted if n not in self.patchers]
+        if unknown:
+            raise KeyError(f"ComfyResidency: no network named {unknown} (known: {sorted(self.patchers)})")
+        depth = len(self._active)
+        self._active.extend(wanted)
+        try:
+            needed = [self.patchers[n] for n in dict.fromkeys(self._active)]
+            _comfy("comfy.model_management").load_models_gpu(needed, force_full_load=True)
+            yield
+        finally:
+            del self._active[depth:]
 
 
-def new_managed_models(modules: dict[str, torch.nn.Module], load_device: torch.device) -> ManagedModels:
-    return ManagedModels(modules, load_device, offload_device() if inside_comfyui() else load_device)
+def new_residency(net: torch.nn.Module, vae: torch.nn.Module, wav2vec: torch.nn.Module,
+                  load_device: torch.device) -> Residency:
+    """ComfyUI's model management inside ComfyUI, otherwise the plain-torch residency on ``load_device``."""
+    patcher, mm = _comfy("comfy.model_patcher"), _comfy("comfy.model_management")
+    if patcher is not None and mm is not None:
+        use_comfy_attention()
+        return ComfyResidency({NET: net, VAE: vae, WAV2VEC: wav2vec}, load_device, offload_device(), patcher)
+    modules = network_modules(net, vae, wav2vec)
+    for name in (NET, VAE, WAV2VEC):  # the loader stores them on the offload device inside a partial ComfyUI
+        modules[name].to(load_device)
+    return TorchResidency(modules, load_device)
+
+
+_ATTENTION = {"registered": False}
+
+
+def use_comfy_attention() -> bool:
+    """Route every attention of the pack through core's ``optimized_attention`` (the kernel ComfyUI selected:
+    xformers, flash, sage, split, sub-quadratic or PyTorch). Done once, at the first model load inside ComfyUI,
+    since importing ``comfy.ldm`` is heavy. Returns whether core's kernel is in use."""
+    if _ATTENTION["registered"]:
+        return True
+    module = _comfy("comfy.ldm.modules.attention")
+    kernel = getattr(module, "optimized_attention", None)
+    if kernel is None:
+        logger.info("ComfyUI's optimized_attention is not available; the Hallo nodes use PyTorch SDPA")
+        return False
+    set_attention_backend(kernel)
+    _ATTENTION["registered"] = True
+    return True
+
+
+def attention_name() -> str:
+    """The attention kernel the Hallo networks run on (for the sampler's info)."""
+    backend = attention_backend()
+    return "sdpa" if backend is None else getattr(backend, "__name__", type(backend).__name__)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from ..pipeline.errors import public_name
-from ..pipeline.model_folder import ModelFolder
 from ..pipeline.notices import notice
-from .comfy_adapter import ManagedModels
+from ..pipeline.paths import ModelFolder
+from ..pipeline.sampling.residency import Residency
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,11 @@ class HalloModel:
     vae: torch.nn.Module
     wav2vec: Any  # pipeline.wav2vec.Wav2VecEncoder
     dtype: torch.dtype
-    managed: ManagedModels
+    residency: Residency  # brings the networks to the compute device while a node uses them
 
     @property
     def device(self) -> torch.device:
-        return self.managed.load_device
+        return self.residency.device
 
     @property
     def is_hallo2(self) -> bool:

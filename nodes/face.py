@@ -10,10 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..pipeline.face_analysis import FaceAnalysisResult, analyze_face
-from ..pipeline.face_embedding import NO_FACE_HINT, NoFaceError, load_face_models, select_face
-from ..pipeline.face_masks import HalloMasks
-from ..pipeline.image_prep import CropBox, comfy_image_to_rgb, face_crop, paste_back
+from ..pipeline.face.analysis import FaceAnalysisResult, analyze_face
+from ..pipeline.face.crop import CropBox, face_crop, paste_back
+from ..pipeline.face.detection import NO_FACE_HINT, NoFaceError, load_face_models, select_face
+from ..pipeline.face.masks import HalloMasks
+from ..pipeline.images import comfy_image_to_rgb
+from ..pipeline.paths import FACE_MODELS_SUBDIR
 from . import comfy_adapter as comfy
 from .common import (
     CATEGORY,
@@ -159,7 +161,7 @@ class HalloFaceAnalysis:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "model": (HALLO_MODEL, {"tooltip": "From HalloModelLoader; its face_analysis/models are used."}),
+                "model": (HALLO_MODEL, {"tooltip": f"From HalloModelLoader; its {FACE_MODELS_SUBDIR} are used."}),
                 "image": ("IMAGE", {"tooltip": "The portrait (the first image of a batch is used). A square image "
                                                "where the face fills 50-70 % works best."}),
                 "width": ("INT", dict(SIZE_OPTS, tooltip="Video width; a multiple of 64 (Hallo was trained at 512).")),

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from ..pipeline.model_folder import ModelFolder
+from ..pipeline.paths import (
+    CHECKPOINT_FILE,
+    FACE_MODELS_SUBDIR,
+    HF_REPOS,
+    UNET_CONFIG,
+    VAE_SUBDIR,
+    WAV2VEC_SUBDIR,
+    ModelFolder,
+)
 from . import comfy_adapter as comfy
 from .common import CATEGORY, HALLO_MODEL, HalloModel
 
@@ -12,9 +20,9 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ["auto", "fp16", "bf16", "fp32"]
 LAYOUT_HINT = (
-    "Download the Hugging Face repo 'fudan-generative-ai/hallo' (and/or 'fudan-generative-ai/hallo2') and keep "
-    "its layout: {root}/hallo/net.pth (or hallo2/net.pth), {root}/stable-diffusion-v1-5/unet/config.json, "
-    "{root}/sd-vae-ft-mse/, {root}/wav2vec/wav2vec2-base-960h/, {root}/face_analysis/models/."
+    f"Download the Hugging Face repo '{HF_REPOS['hallo']}' (and/or '{HF_REPOS['hallo2']}') and keep "
+    f"its layout: {{root}}/hallo/{CHECKPOINT_FILE} (or hallo2/{CHECKPOINT_FILE}), {{root}}/{UNET_CONFIG}, "
+    f"{{root}}/{VAE_SUBDIR}/, {{root}}/{WAV2VEC_SUBDIR}/, {{root}}/{FACE_MODELS_SUBDIR}/."
 )
 
 
@@ -68,8 +76,8 @@ class HalloModelLoader:
         return f"{entry.path}:{stat.st_size}:{stat.st_mtime_ns}:{dtype}"
 
     def load(self, checkpoint: str, dtype: str = "auto") -> tuple[HalloModel]:
-        from ..pipeline.loading import load_net, load_vae, parse_dtype
-        from ..pipeline.wav2vec import load_wav2vec
+        from ..pipeline.audio.wav2vec import load_wav2vec
+        from ..pipeline.models.loading import load_net, load_vae, parse_dtype
 
         entry = next((e for e in comfy.find_checkpoints() if e.name == checkpoint), None)
         if entry is None:
@@ -81,6 +89,6 @@ class HalloModelLoader:
         net = load_net(folder, entry.variant, checkpoint=entry.path, device=store, dtype=torch_dtype)
         vae = load_vae(folder, device=store, dtype=torch_dtype)
         wav2vec = load_wav2vec(folder.root, device=store)
-        managed = comfy.new_managed_models({"net": net, "vae": vae, "wav2vec": wav2vec.model}, device)
+        residency = comfy.new_residency(net, vae, wav2vec.model, device)
         logger.info("Hallo model %s ready (%s, %s on %s)", checkpoint, entry.variant, torch_dtype, device)
-        return (HalloModel(folder, entry.variant, checkpoint, net, vae, wav2vec, torch_dtype, managed),)
+        return (HalloModel(folder, entry.variant, checkpoint, net, vae, wav2vec, torch_dtype, residency),)

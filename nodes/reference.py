@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ..pipeline.face_analysis import FaceAnalysisResult
-from ..pipeline.image_prep import comfy_image_to_rgb
+from ..pipeline.face.analysis import FaceAnalysisResult
+from ..pipeline.images import comfy_image_to_rgb
 from ..pipeline.notices import collect_notices, notice
+from ..pipeline.sampling.residency import VAE
 from .common import CATEGORY, HALLO_FACE, HALLO_MODEL, HALLO_REFERENCE, HalloModel, check_image, expect, with_notes
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ class HalloReference:
 
         with collect_notices() as notes:
             stretch_notice(rgb.shape[0], rgb.shape[1], size)
-            model.managed.load(["vae"])
-            reference = make_reference(model.vae, rgb, face, size=size)
+            with model.residency.use(VAE):
+                reference = make_reference(model.vae, rgb, face, size=size)
         return {"ui": with_notes({}, notes), "result": (reference,)}
 
 

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..pipeline.audio_features import SILENCE_PEAK, AudioFeatures
-from ..pipeline.image_prep import CropBox, PasteCompositor
-from ..pipeline.media import VideoWriter
+from ..pipeline.audio.features import SILENCE_PEAK, AudioFeatures
+from ..pipeline.face.crop import CropBox, PasteCompositor
 from ..pipeline.notices import collect_notices, notice
+from ..pipeline.sampling.settings import CLIP_LENGTH
+from ..pipeline.video.writer import VideoWriter
 from . import comfy_adapter as comfy
 from .common import (
     CATEGORY,
@@ -34,11 +35,10 @@ from .common import (
 )
 
 if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
-    from ..pipeline.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
+    from ..pipeline.sampling.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
 
 logger = logging.getLogger(__name__)
 
-CLIP = 16
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
@@ -98,13 +98,14 @@ def resolve_segment(features: AudioFeatures, start_frame: int, num_frames: int, 
                     node: str) -> Segment:
     total = int(features.num_frames)
     start = (motion.next_frame if motion is not None else 0) if start_frame < 0 else int(start_frame)
-    if start % CLIP:
-        raise ValueError(f"{node}: start_frame must be a multiple of {CLIP} (clips are 16 frames), got {start}")
+    if start % CLIP_LENGTH:
+        raise ValueError(f"{node}: start_frame must be a multiple of {CLIP_LENGTH} (clips are {CLIP_LENGTH} frames), "
+                         f"got {start}")
     if start >= total:
         raise ValueError(f"{node}: start_frame {start} is at or past the end of the audio ({total} frames, "
                          f"{total / features.fps:.2f} s)")
-    if num_frames and num_frames % CLIP:
-        raise ValueError(f"{node}: num_frames must be a multiple of {CLIP} or 0 (to the end), got {num_frames}")
+    if num_frames and num_frames % CLIP_LENGTH:
+        raise ValueError(f"{node}: num_frames must be a multiple of {CLIP_LENGTH} or 0 (to the end), got {num_frames}")
     end = total if not num_frames else min(total, start + int(num_frames))
     if start > 0 and motion is None:
         raise ValueError(f"{node}: start_frame {start} > 0 needs the motion output of the sampler that rendered "
@@ -123,7 +124,7 @@ def validate_float_widgets(node: str, values: dict[str, Any]) -> bool | str:
 
 def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float,
                    lip_weight: float, faithful: bool, motion_frame_drop: float) -> SamplerSettings:
-    from ..pipeline.sampler import SamplerSettings
+    from ..pipeline.sampling.sampler import SamplerSettings
 
     check_finite(node, cfg=cfg, pose_weight=pose_weight, face_weight=face_weight, lip_weight=lip_weight,
                  motion_frame_drop=motion_frame_drop)
@@ -138,7 +139,7 @@ def generate(model: HalloModel, reference: HalloReference, features: AudioFeatur
              segment: Segment, motion: MotionState | None, *, collect: bool,
              on_clip: Callable[[ClipOutput], None] | None = None) -> GenerationResult:
     """Run the sampler with ComfyUI's model management, progress bar (per-clip previews) and interrupt."""
-    n_clips = math.ceil(segment.end / CLIP) - segment.start // CLIP
+    n_clips = math.ceil(segment.end / CLIP_LENGTH) - segment.start // CLIP_LENGTH
     progress = comfy.Progress(n_clips * settings.steps)
     done = {"steps": 0}
 
@@ -152,10 +153,10 @@ def generate(model: HalloModel, reference: HalloReference, features: AudioFeatur
         if clip.frames.shape[0]:
             progress.update_absolute(done["steps"], None, clip.frames[-1])
 
-    from ..pipeline.sampler import HalloSampler as ClipSampler
+    from ..pipeline.sampling.sampler import HalloSampler as ClipSampler
 
-    model.managed.load(["net", "vae"])
-    sampler = ClipSampler(model.net, model.vae, device=model.device, dtype=model.dtype, is_hallo2=model.is_hallo2)
+    sampler = ClipSampler(model.net, model.vae, device=model.device, dtype=model.dtype, is_hallo2=model.is_hallo2,
+                          residency=model.residency)
     started = time.perf_counter()
     try:
         result = sampler.generate(reference, features.features, features.num_frames, settings,
@@ -189,7 +190,7 @@ def silent_audio_notice(node: str, wave: torch.Tensor) -> None:
 
 
 def check_payloads(node: str, model: Any, reference: Any, audio_features: Any, motion: Any) -> None:
-    from ..pipeline.sampler import HalloReference, MotionState
+    from ..pipeline.sampling.sampler import HalloReference, MotionState
 
     expect(model, HalloModel, node, "model", HALLO_MODEL)
     expect(reference, HalloReference, node, "reference", HALLO_REFERENCE)
@@ -204,8 +205,9 @@ def check_payloads(node: str, model: Any, reference: Any, audio_features: Any, m
 def render_summary(features: AudioFeatures, segment: Segment, seconds: float | None = None) -> dict:
     frames = segment.end - segment.start
     info = {"start_frame": segment.start, "end_frame": segment.end, "frames": frames,
-            "clips": math.ceil(segment.end / CLIP) - segment.start // CLIP, "fps": float(features.fps),
-            "duration": frames / float(features.fps), "total_frames": int(features.num_frames)}
+            "clips": math.ceil(segment.end / CLIP_LENGTH) - segment.start // CLIP_LENGTH, "fps": float(features.fps),
+            "duration": frames / float(features.fps), "total_frames": int(features.num_frames),
+            "attention": comfy.attention_name()}
     if seconds is not None:
         info["render_seconds"] = round(seconds, 2)
     return info

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
 from .errors import HalloInputError, raised_in_pipeline
-from .sampler import RenderCancelled, SamplerSettings
-from .vocal_separation import SEPARATION_MODES, VocalSeparationUnavailable
+from .paths import HF_REPO, LANDMARKER_FILE, SEPARATOR_FILE, SEPARATOR_SUBDIR
+from .sampling.sampler import RenderCancelled, SamplerSettings
 
 logger = logging.getLogger("hallo_nodes")
 
@@ -92,11 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=PROG,
         description="Render a talking-portrait mp4 with Hallo. Needs the released weights: download the Hugging "
-        "Face repo fudan-generative-ai/hallo into a folder and pass it with --models.",
+        f"Face repo {HF_REPO} into a folder and pass it with --models.",
     )
     p.add_argument("--image", type=Path, help="portrait image (square, face filling 50-70%% works best)")
     p.add_argument("--audio", type=Path, help="driving audio (wav, mp3, flac, ...)")
-    p.add_argument("--models", type=Path, help="model folder laid out like fudan-generative-ai/hallo")
+    p.add_argument("--models", type=Path, help=f"model folder laid out like {HF_REPO}")
     p.add_argument("--out", type=Path, default=Path("hallo.mp4"),
                    help="output video: .mp4, .mov or .mkv (default: hallo.mp4); an existing file is refused "
                    "unless --overwrite")
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
     p.add_argument("--separate-vocals", nargs="?", const="on", default="auto", choices=SEPARATION_MODES,
                    help="isolate the voice before wav2vec2 as the original does: auto (default: when the optional "
-                   "audio-separator package and audio_separator/Kim_Vocal_2.onnx are there), on, off")
+                   f"audio-separator package and {SEPARATOR_SUBDIR}/{SEPARATOR_FILE} are there), on, off")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"),
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
                    help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
     p.add_argument("--landmarker-task", type=Path, metavar="FILE",
-                   help="with --make-tiny-models: the MediaPipe face_landmarker_v2_with_blendshapes.task to copy in "
+                   help=f"with --make-tiny-models: the MediaPipe {LANDMARKER_FILE} to copy in "
                         "(a real model, needed for the face masks; it is part of the released download)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -197,18 +198,18 @@ def report_error(exc: BaseException) -> int:
 
 
 def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
-    from .tiny_models import write_tiny_model_folder
+    from ..testing.tiny_models import write_tiny_model_folder
 
     if landmarker_task is not None and not landmarker_task.is_file():
         raise HalloInputError(f"--landmarker-task {landmarker_task} is not a file; give the path of "
-                              "face_landmarker_v2_with_blendshapes.task")
+                              f"{LANDMARKER_FILE}")
     write_tiny_model_folder(folder, landmarker_task=landmarker_task)
     logger.info("tiny model folder written to %s (random weights: the video will be noise)", folder)
 
 
 def _options(args: argparse.Namespace):
-    from .presets import preset_settings
     from .render import RenderOptions
+    from .sampling.presets import preset_settings
 
     settings = preset_settings(args.preset, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,

@@ -19,7 +19,7 @@ E = TypeVar("E", bound=type)
 
 
 def public_module(module: str) -> str:
-    """``<anything without dots>.pipeline.sampler`` -> ``hallo_nodes.pipeline.sampler``.
+    """``<anything without dots>.pipeline.sampling.sampler`` -> ``hallo_nodes.pipeline.sampling.sampler``.
 
     The pack's root name never holds a dot (ComfyUI replaces them), so everything after the first dot is
     the module's path inside the pack.

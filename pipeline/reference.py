@@ -1,13 +1,17 @@
-"""Preparing the portrait for the generator: pixels, VAE latent, embedding, face box and masks."""
+"""Preparing the portrait for the generator: pixels, VAE latent, embedding, face box and masks.
+
+:func:`prepare_reference` is the original ``Resize((H,W)) -> ToTensor -> Normalize(0.5, 0.5)`` (PIL bilinear
+resize to the output size; non-square inputs are stretched).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .face_analysis import FaceAnalysisResult
-from .image_prep import prepare_reference
-from .sampler import LATENT_SCALE, HalloReference
+from .face.analysis import FaceAnalysisResult
+from .sampling.sampler import LATENT_SCALE, HalloReference
 
 
 def check_output_size(height: int, width: int) -> None:
@@ -46,3 +50,22 @@ def make_reference(
         face_masks=[m.float() for m in masks.face],
         lip_masks=[m.float() for m in masks.lip],
     )
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"output size must be positive (height, width), got {size}")
+    return h, w
+
+
+def prepare_reference(rgb: np.ndarray, size: tuple[int, int] = (512, 512)) -> torch.Tensor:
+    """Reference pixels exactly like the original: PIL bilinear resize to ``size`` = (H, W) (no crop,
+    non-square inputs stretch), ``/255``, ``(x - 0.5) / 0.5``. Returns float32 ``(3, H, W)`` in [-1, 1].
+    """
+    h, w = _check_size(size)
+    pil = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    if pil.size != (w, h):
+        pil = pil.resize((w, h), Image.BILINEAR)
+    t = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255.0)
+    return t.sub(0.5).div(0.5)

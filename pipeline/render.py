@@ -11,23 +11,22 @@ from pathlib import Path
 
 import torch
 
-from .audio_features import AudioFeatures, encode_audio
+from .audio.features import AudioFeatures, encode_audio
+from .audio.separation import resolve_separation
+from .audio.wav2vec import load_wav2vec
 from .errors import HalloInputError, raised_in_pipeline
-from .face_analysis import FaceAnalysisResult, analyze_face
-from .face_landmarks import LandmarkError
-from .image_file import load_image_rgb
-from .loading import load_net, load_vae, parse_dtype
-from .media import VideoWriter, load_audio_file
-from .model_folder import ModelFileMissing, ModelFolder
-from .output_path import check_output_path
+from .face.analysis import FaceAnalysisResult, analyze_face
+from .face.landmarks import LandmarkError
+from .images import load_image_rgb
+from .models.loading import load_net, load_vae, parse_dtype
+from .paths import FACE_MODELS_SUBDIR, HF_REPO, LANDMARKER_FILE, WAV2VEC_SUBDIR, ModelFileMissing, ModelFolder
 from .reference import check_output_size, make_reference
-from .sampler import ClipOutput, HalloSampler, SamplerSettings
-from .vocal_separation import resolve_separation
-from .wav2vec import load_wav2vec
+from .sampling.residency import VAE, WAV2VEC, low_vram_residency
+from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
+from .video.output_path import check_output_path
+from .video.writer import VideoWriter, load_audio_file
 
 logger = logging.getLogger(__name__)
-
-TASK_FILE = "face_landmarker_v2_with_blendshapes.task"  # MediaPipe's face landmarker bundle (a zip archive)
 
 
 @dataclass
@@ -49,7 +48,7 @@ class RenderOptions:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     # VAE precision (None: same as dtype); "fp32" keeps the decode in full precision under fp16/bf16.
     vae_dtype: str | None = None
-    # Opt-in speed switches (pipeline/acceleration.py): same math, different kernels.
+    # Opt-in speed switches (pipeline/sampling/acceleration.py): same math, different kernels.
     channels_last: bool = False
     compile: bool = False
     # Replace an existing output file (as ffmpeg's -y); otherwise an existing output is refused up front.
@@ -106,10 +105,10 @@ def _face_model_errors() -> tuple[type[BaseException], ...]:
 
 def _check_task_file(folder: ModelFolder) -> None:
     """A ``.task`` bundle is a zip archive: a truncated download fails here with its name, not in MediaPipe."""
-    task = folder.root / "face_analysis" / "models" / TASK_FILE
+    task = folder.landmarker_task
     if task.is_file() and not zipfile.is_zipfile(task):
         raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
-                              f"face_analysis/models/{TASK_FILE} again from 'fudan-generative-ai/hallo'")
+                              f"{FACE_MODELS_SUBDIR}/{LANDMARKER_FILE} again from '{HF_REPO}'")
 
 
 def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, device: torch.device
@@ -126,8 +125,8 @@ def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, devi
         raise HalloInputError(f"image {image}: {exc}") from exc
     except _face_model_errors() as exc:
         raise HalloInputError(
-            f"the face models in {folder.root / 'face_analysis' / 'models'} cannot be used ({type(exc).__name__}: "
-            f"{exc}); download face_analysis/models/ again from the Hugging Face repo 'fudan-generative-ai/hallo'"
+            f"the face models in {folder.root / FACE_MODELS_SUBDIR} cannot be used ({type(exc).__name__}: "
+            f"{exc}); download {FACE_MODELS_SUBDIR}/ again from the Hugging Face repo '{HF_REPO}'"
         ) from exc
 
 
@@ -140,9 +139,8 @@ def _load_encoder(folder: ModelFolder, device: torch.device):
         raise
     except (SafetensorError, OSError) as exc:
         raise HalloInputError(
-            f"the wav2vec2 model in {folder.root / 'wav2vec' / 'wav2vec2-base-960h'} cannot be read (truncated or "
-            f"corrupt download? {exc}); download wav2vec/wav2vec2-base-960h/ again from "
-            "'fudan-generative-ai/hallo'") from exc
+            f"the wav2vec2 model in {folder.root / WAV2VEC_SUBDIR} cannot be read (truncated or "
+            f"corrupt download? {exc}); download {WAV2VEC_SUBDIR}/ again from '{HF_REPO}'") from exc
 
 
 def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.device, dtype: torch.dtype):
@@ -151,11 +149,11 @@ def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.de
     vae = load_vae(folder, device=device, dtype=parse_dtype(options.vae_dtype or dtype, device))
     encoder = _load_encoder(folder, device)
     if options.channels_last:
-        from .acceleration import use_channels_last
+        from .sampling.acceleration import use_channels_last
 
         use_channels_last(net, vae)
     if options.compile:
-        from .acceleration import compile_denoiser
+        from .sampling.acceleration import compile_denoiser
 
         compile_denoiser(net)
     return net, vae, encoder
@@ -223,25 +221,24 @@ def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFol
     separator = resolve_separation(options.separate_vocals, folder.root)
     waveform, sample_rate = _decode_audio(audio, separator)
     net, vae, encoder = _load_networks(folder, options, device, dtype)
-    low_vram = options.sampler.low_vram and device.type == "cuda"
+    # low-VRAM on CUDA: all but the denoising UNet visit the GPU only while they run
+    residency = low_vram_residency(net, vae, device, options.sampler.low_vram, wav2vec=encoder.model)
     timings["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    features = _encode(encoder, options, separator, device, waveform, sample_rate)
+    with residency.use(WAV2VEC):
+        features = _encode(encoder, options, separator, device, waveform, sample_rate)
     del waveform
-    if low_vram:
-        encoder.to(device="cpu")  # wav2vec2 is done for this render
     timings["audio"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    reference = make_reference(vae, rgb, face, size=(options.height, options.width))
-    if low_vram:
-        from .offload import offload_to_cpu
-
-        offload_to_cpu(net.reference_unet, vae)  # they visit the GPU once per clip from here on
+    with residency.use(VAE):
+        reference = make_reference(vae, rgb, face, size=(options.height, options.width))
+    residency.park()  # the ReferenceNet too: the first clip starts with every visiting network on the CPU
     timings["face"] += time.perf_counter() - started
 
-    sampler = HalloSampler(net, vae, device=device, dtype=dtype, is_hallo2=options.variant == "hallo2")
+    sampler = HalloSampler(net, vae, device=device, dtype=dtype, is_hallo2=options.variant == "hallo2",
+                           residency=residency)
     started = time.perf_counter()
 
     def write(clip: ClipOutput) -> None:

@@ -31,7 +31,8 @@ def sine(freq: float, rate: int, seconds: float, amp: float = 0.5, phase: float 
 
 def make_encoder(folder: Path, *, tiny: bool = True, seed: int = 0):
     """Write a random wav2vec2 folder in the released layout under ``folder`` and load it."""
-    from hallo_nodes.pipeline.wav2vec import load_wav2vec, write_wav2vec_folder
+    from hallo_nodes.pipeline.audio.wav2vec import load_wav2vec
+    from hallo_nodes.testing.tiny_wav2vec import write_wav2vec_folder
 
     write_wav2vec_folder(folder / "wav2vec" / "wav2vec2-base-960h", tiny=tiny, seed=seed)
     return load_wav2vec(folder)

@@ -58,7 +58,7 @@ def assets() -> Path:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random model folder with hallo/ and hallo2/ checkpoints, VAE, wav2vec2 and face models
     (plus the real MediaPipe landmarker, so the face masks run on the Tasks API)."""
-    from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
+    from hallo_nodes.testing.tiny_models import write_tiny_model_folder
 
     task = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
     # Without it only the face-mask tests fail, with an error naming the file.

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 from asset_paths import ASSETS, asset
-from hallo_nodes.pipeline.tiny_face_models import write_face_models
+from hallo_nodes.testing.tiny_face_models import write_face_models
 from PIL import Image
 
 PORTRAITS = ASSETS / "portraits"

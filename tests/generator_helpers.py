@@ -21,14 +21,14 @@ class Prepared:
 
 def prepare(models: Path, assets: Path, *, variant: str = "hallo", audio: str = "speech_7s_44k.wav",
             size: tuple[int, int] = SIZE, dtype: torch.dtype = torch.float32) -> Prepared:
-    from hallo_nodes.pipeline.audio_features import encode_audio
-    from hallo_nodes.pipeline.face_analysis import analyze_face
-    from hallo_nodes.pipeline.loading import load_net, load_vae
-    from hallo_nodes.pipeline.media import load_audio_file
+    from hallo_nodes.pipeline.audio.features import encode_audio
+    from hallo_nodes.pipeline.audio.wav2vec import load_wav2vec
+    from hallo_nodes.pipeline.face.analysis import analyze_face
+    from hallo_nodes.pipeline.models.loading import load_net, load_vae
     from hallo_nodes.pipeline.reference import make_reference
     from hallo_nodes.pipeline.render import load_image_rgb
-    from hallo_nodes.pipeline.sampler import HalloSampler
-    from hallo_nodes.pipeline.wav2vec import load_wav2vec
+    from hallo_nodes.pipeline.sampling.sampler import HalloSampler
+    from hallo_nodes.pipeline.video.writer import load_audio_file
 
     net = load_net(models, variant, dtype=dtype)
     vae = load_vae(models, dtype=dtype)

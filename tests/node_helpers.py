@@ -21,7 +21,7 @@ def comfy_image(name: str = "painting_girl.jpg", assets: Path = ASSETS) -> torch
 
 def comfy_audio(seconds: float | None = None, name: str = "speech_7s_44k.wav", assets: Path = ASSETS) -> dict:
     """Real speech as a ComfyUI AUDIO dict (what LoadAudio gives), optionally cut to ``seconds``."""
-    from hallo_nodes.pipeline.media import load_audio_file
+    from hallo_nodes.pipeline.video.writer import load_audio_file
 
     wave, rate = load_audio_file(asset("audio", name) if assets == ASSETS else assets / "audio" / name)
     if seconds is not None:

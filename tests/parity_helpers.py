@@ -89,13 +89,13 @@ def shape_digest(template: Mapping[str, torch.Tensor]) -> int:
 def net_template() -> dict[str, torch.Tensor]:
     """State dict of our tiny Hallo net (keys, shapes and the built ``pos_encoder.pe`` tables)."""
     from hallo_nodes.pipeline.models.net import build_net
-    from hallo_nodes.pipeline.tiny_models import tiny_architecture
+    from hallo_nodes.testing.tiny_models import tiny_architecture
 
     return build_net(tiny_architecture(), "cpu").state_dict()
 
 
 def vae_config() -> dict:
-    from hallo_nodes.pipeline.tiny_models import TINY_VAE_CONFIG
+    from hallo_nodes.testing.tiny_models import TINY_VAE_CONFIG
 
     return dict(TINY_VAE_CONFIG)
 
@@ -108,7 +108,7 @@ def vae_template() -> dict[str, torch.Tensor]:
 
 def write_parity_model_folder(root: Path) -> Path:
     """``root`` laid out like the released download, holding the rule's weights (fp32) for hallo and hallo2."""
-    from hallo_nodes.pipeline.tiny_models import tiny_architecture
+    from hallo_nodes.testing.tiny_models import tiny_architecture
     from safetensors.torch import save_file
 
     root = Path(root)
@@ -188,8 +188,8 @@ def encode_frames(frames: np.ndarray) -> np.ndarray:
 # -- our side through the public API -----------------------------------------------------------------------
 def make_parity_reference(vae: torch.nn.Module, inputs: ParityInputs, *, swap_face_lip: bool = False):
     """A ``HalloReference`` made by ``make_reference`` from the recorded face data (no face models involved)."""
-    from hallo_nodes.pipeline.face_analysis import FaceAnalysisResult
-    from hallo_nodes.pipeline.face_masks import HalloMasks
+    from hallo_nodes.pipeline.face.analysis import FaceAnalysisResult
+    from hallo_nodes.pipeline.face.masks import HalloMasks
     from hallo_nodes.pipeline.reference import make_reference
 
     h, w = inputs.size
@@ -223,7 +223,7 @@ def make_parity_reference(vae: torch.nn.Module, inputs: ParityInputs, *, swap_fa
 
 def windowed_audio(inputs: ParityInputs) -> torch.Tensor:
     """``(N_padded, 5, 12, C)``: our edge-clamped +-2 window over the recorded per-frame states."""
-    from hallo_nodes.pipeline.audio_features import stack_window
+    from hallo_nodes.pipeline.audio.features import stack_window
 
     return stack_window(torch.from_numpy(inputs.audio_states.copy()))
 

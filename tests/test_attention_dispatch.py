@@ -25,7 +25,7 @@ from hallo_nodes.pipeline.models.net import HalloNet, build_net
 from hallo_nodes.pipeline.models.reference_bank import ReferenceBank
 from hallo_nodes.pipeline.models.unet_inputs import plain_self_attention
 from hallo_nodes.pipeline.models.unets import LevelMasks, UNetConditions
-from hallo_nodes.pipeline.tiny_models import tiny_architecture
+from hallo_nodes.testing.tiny_models import tiny_architecture
 
 TESTS = Path(__file__).resolve().parent
 # fp32: different kernels sum in different orders; the random net amplifies that to ~3e-5 of the largest value

@@ -1,4 +1,4 @@
-"""encode_audio on real speech: frame counts, padding, window, normalisation, long audio, caching,
+"""encode_audio on real speech: frame counts, padding, window, normalisation, long audio, no result cache,
 bad inputs, vocal-separation messages."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 from audio_helpers import SPEECH_44K, SPEECH_48K, hf_reference_states, loop_window, make_encoder, read_wav  # noqa: E402
-from hallo_nodes.pipeline import audio_features as af  # noqa: E402
-from hallo_nodes.pipeline.audio_features import (  # noqa: E402
+from hallo_nodes.pipeline.audio import features as af  # noqa: E402
+from hallo_nodes.pipeline.audio import windows  # noqa: E402
+from hallo_nodes.pipeline.audio.decode import to_mono_16k  # noqa: E402
+from hallo_nodes.pipeline.audio.features import (  # noqa: E402
     AudioFeatures,
-    clear_audio_cache,
     encode_audio,
     normalize_wave,
     plan_windows,
 )
-from hallo_nodes.pipeline.audio_io import to_mono_16k  # noqa: E402
-from hallo_nodes.pipeline.vocal_separation import VocalSeparationUnavailable, check_separator  # noqa: E402
+from hallo_nodes.pipeline.audio.separation import VocalSeparationUnavailable, check_separator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +32,6 @@ def enc(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def speech(assets: Path) -> dict[str, tuple[torch.Tensor, int]]:
     return {name: read_wav(assets / name) for name in (SPEECH_44K, SPEECH_48K)}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    clear_audio_cache()
-    yield
-    clear_audio_cache()
 
 
 # -- frame counts and padding -------------------------------------------------------------------
@@ -111,16 +104,16 @@ def test_window_is_edge_clamped(enc, speech) -> None:
 
 def test_stereo_downmix_and_batch(enc, speech, caplog: pytest.LogCaptureFixture) -> None:
     wav, rate = speech[SPEECH_48K]
-    stereo = encode_audio(wav, rate, enc, use_cache=False)
-    mono = encode_audio(wav.mean(0, keepdim=True), rate, enc, use_cache=False)
+    stereo = encode_audio(wav, rate, enc)
+    mono = encode_audio(wav.mean(0, keepdim=True), rate, enc)
     assert torch.allclose(stereo.features, mono.features, atol=1e-5)
-    left = encode_audio(wav[:1], rate, enc, use_cache=False)
+    left = encode_audio(wav[:1], rate, enc)
     assert not torch.allclose(left.features, stereo.features, atol=1e-3)
     with caplog.at_level(logging.WARNING):
-        batched = encode_audio(torch.stack([wav, torch.zeros_like(wav)]), rate, enc, use_cache=False)
+        batched = encode_audio(torch.stack([wav, torch.zeros_like(wav)]), rate, enc)
     assert "only the first one is used" in caplog.text
     assert torch.allclose(batched.features, stereo.features)
-    flat = encode_audio(wav.mean(0), rate, enc, use_cache=False)  # a bare [T] tensor is accepted as mono
+    flat = encode_audio(wav.mean(0), rate, enc)  # a bare [T] tensor is accepted as mono
     assert torch.allclose(flat.features, mono.features)
 
 
@@ -197,7 +190,7 @@ def test_chunked_cnn_equals_single_pass(enc, speech) -> None:
     with torch.no_grad():
         ref = enc.cnn_features(wave)
         for chunk in (64, 97, 250):
-            got = af._cnn_chunked(enc, wave, chunk)
+            got = windows.cnn_chunked(enc, wave, chunk)
             assert got.shape == ref.shape
             assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4), (chunk, (got - ref).abs().max())
 
@@ -211,16 +204,16 @@ def test_windowed_encoder_exact_when_attention_is_local(tmp_path: Path, speech) 
         torch.nn.init.zeros_(layer.attention.out_proj.weight)
         torch.nn.init.zeros_(layer.attention.out_proj.bias)
     wav, rate = speech[SPEECH_48K]
-    single = encode_audio(wav, rate, local, use_cache=False)
+    single = encode_audio(wav, rate, local)
     calls: list[tuple[int, int]] = []
     # 100-frame windows, 33-frame overlaps: the cross-fade uses frames >= 8 from any window edge.
-    windowed = encode_audio(wav, rate, local, max_window_seconds=4.0, overlap_seconds=1.32, use_cache=False,
+    windowed = encode_audio(wav, rate, local, max_window_seconds=4.0, overlap_seconds=1.32,
                             progress=lambda d, t: calls.append((d, t)))
     assert calls[-1][0] == calls[-1][1] and len(calls) >= 4
     assert torch.allclose(windowed.features, single.features, atol=1e-4)
     # ... and a too-small overlap (cross-fade reaching into the conv's zero-padded edge) is not exact,
     # so the check above can fail.
-    short = encode_audio(wav, rate, local, max_window_seconds=2.4, overlap_seconds=0.2, use_cache=False)
+    short = encode_audio(wav, rate, local, max_window_seconds=2.4, overlap_seconds=0.2)
     assert not torch.allclose(short.features, single.features, atol=1e-3)
 
 
@@ -228,7 +221,7 @@ def test_long_audio_is_one_exact_encoder_pass(enc, speech) -> None:
     """Past the CNN's 20-s chunk the features still equal the original's single pass over the whole file."""
     wav, rate = speech[SPEECH_48K]
     wave16 = to_mono_16k(wav, rate).repeat(3)[: 30 * 16000]  # 30 s
-    out = encode_audio(wave16[None], 16000, enc, use_cache=False)
+    out = encode_audio(wave16[None], 16000, enc)
     assert (out.num_frames, out.num_padded_frames) == (750, 752)
     padded = torch.nn.functional.pad(normalize_wave(wave16), (0, 2 * 640))
     assert torch.allclose(out.frame_states, enc(padded, 752), atol=1e-4)
@@ -268,7 +261,7 @@ def test_ten_minutes_of_audio(enc, speech) -> None:
     wav, rate = speech[SPEECH_48K]
     reps = math.ceil(600 * rate / wav.shape[1])
     long = wav.repeat(1, reps)[:, : 600 * rate]
-    out = encode_audio(long, rate, enc, use_cache=False)  # time and memory: bench/bench_audio.py
+    out = encode_audio(long, rate, enc)  # time and memory: bench/bench_audio.py
     assert out.num_frames == 15000 and out.num_padded_frames == 15008
     assert torch.isfinite(out.features).all()
     # periodic input -> the features of repeated speech far from the ends repeat too (same grid)
@@ -277,26 +270,20 @@ def test_ten_minutes_of_audio(enc, speech) -> None:
     assert ((a - b).norm() / a.norm()) < 0.25
 
 
-# -- caching ------------------------------------------------------------------------------------
-def test_cache_skips_the_encoder(enc, speech) -> None:
+# -- no result cache ----------------------------------------------------------------------------
+def test_no_private_result_cache(enc, speech) -> None:
+    """ComfyUI caches node outputs; encode_audio keeps no results of its own (each call encodes)."""
     wav, rate = speech[SPEECH_44K]
     runs = []
     handle = enc.model.feature_extractor.register_forward_hook(lambda *_: runs.append(1))
     try:
         first = encode_audio(wav, rate, enc)
-        assert len(runs) == 1
-        second = encode_audio(wav.clone(), rate, enc)
-        assert len(runs) == 1 and second is first
-        encode_audio(wav, rate, enc, fps=30.0)  # other settings -> recomputed
-        assert len(runs) == 2
-        changed = wav.clone()
-        changed[0, 1000] += 1e-3
-        encode_audio(changed, rate, enc)  # other samples -> recomputed
-        assert len(runs) == 3
-        encode_audio(wav, rate, enc, use_cache=False)
-        assert len(runs) == 4
+        second = encode_audio(wav, rate, enc)
     finally:
         handle.remove()
+    assert len(runs) == 2 and second is not first
+    assert torch.equal(first.features, second.features)
+    assert not hasattr(af, "clear_audio_cache") and not hasattr(af, "_CACHE")
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -407,8 +394,8 @@ def _fake_separator_package(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -
             calls.append(model_filename)
 
         def separate(self, src: str) -> list[str]:
-            from hallo_nodes.pipeline.audio_io import load_audio_file
-            from hallo_nodes.pipeline.vocal_separation import _write_wav_float
+            from hallo_nodes.pipeline.audio.decode import load_audio_file
+            from hallo_nodes.pipeline.audio.separation import _write_wav_float
 
             wave, rate = load_audio_file(src)
             t = torch.arange(wave.shape[1]) / rate
@@ -434,19 +421,19 @@ def test_separation_auto_falls_back_to_raw_audio_and_says_why(enc, tmp_path: Pat
     monkeypatch.setattr(notices, "_LOGGED", set())
     wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(3))
     with caplog.at_level(logging.WARNING):
-        auto = encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path, use_cache=False)
+        auto = encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path)
         with collect_notices() as notes:
-            encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path, use_cache=False)
+            encode_audio(wav, 16000, enc, separate_vocals="auto", separator_model=tmp_path)
     warnings = [r.getMessage() for r in caplog.records if "vocal separation skipped" in r.getMessage()]
     assert len(warnings) == 1  # logged once, not on every run
     assert any("vocal separation skipped" in n for n in notes)  # but shown on the node every time
     assert "pip install audio-separator" in warnings[0] and "Kim_Vocal_2.onnx" in warnings[0]
-    off = encode_audio(wav, 16000, enc, separate_vocals="off", use_cache=False)
+    off = encode_audio(wav, 16000, enc, separate_vocals="off")
     assert torch.equal(auto.features, off.features)
     with pytest.raises(VocalSeparationUnavailable):
-        encode_audio(wav, 16000, enc, separate_vocals="on", separator_model=tmp_path, use_cache=False)
+        encode_audio(wav, 16000, enc, separate_vocals="on", separator_model=tmp_path)
     with pytest.raises(ValueError, match="separate_vocals must be one of"):
-        encode_audio(wav, 16000, enc, separate_vocals="yes", use_cache=False)
+        encode_audio(wav, 16000, enc, separate_vocals="yes")
 
 
 def test_separation_auto_runs_the_separator_when_it_is_there(enc, tmp_path: Path,
@@ -464,7 +451,8 @@ def test_separation_auto_runs_the_separator_when_it_is_there(enc, tmp_path: Path
     assert separated.num_frames == raw.num_frames == 50
     assert float((separated.features - raw.features).abs().max()) > 1e-3  # the vocals stem was encoded
     again = encode_audio(wav, 44100, enc, separate_vocals=True, separator_model=tmp_path)
-    assert again is separated and calls == ["Kim_Vocal_2.onnx"]  # "on" = "auto" here: one cache entry
+    assert calls == ["Kim_Vocal_2.onnx"] * 2  # "on" = "auto" here: the same separator, the same features
+    assert torch.equal(again.features, separated.features)
 
 
 def test_audio_features_dataclass_fields() -> None:

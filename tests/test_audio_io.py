@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from audio_helpers import SPEECH_44K, SPEECH_48K, make_encoder, sine  # noqa: E402
-from hallo_nodes.pipeline.audio_features import encode_audio  # noqa: E402
-from hallo_nodes.pipeline.audio_io import (  # noqa: E402
+from hallo_nodes.pipeline.audio.decode import (  # noqa: E402
     check_sample_rate,
     load_audio_file,
     resample_waveform,
     to_mono_16k,
 )
+from hallo_nodes.pipeline.audio.features import encode_audio  # noqa: E402
 
 RATES = [8000, 11025, 22050, 44100, 48000, 96000, 192000]
 
@@ -89,7 +89,7 @@ def test_cli_and_node_paths_give_identical_features(assets: Path, tmp_path: Path
     """The CLI decodes the file straight to 16 kHz mono; the node gets LoadAudio's full-rate AUDIO dict and
     resamples it. Both must give the same features, bit for bit."""
     enc = make_encoder(tmp_path, seed=1)
-    kwargs = dict(fps=25.0, clip_length=16, separate_vocals=False, use_cache=False)
+    kwargs = dict(fps=25.0, clip_length=16, separate_vocals=False)
     cli_wave, cli_rate = load_audio_file(assets / name, sample_rate=16000, mono=True)  # as render_file does
     cli = encode_audio(cli_wave, cli_rate, enc, **kwargs)
     audio = comfy_load_audio(assets / name)

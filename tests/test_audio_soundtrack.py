@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from audio_helpers import SPEECH_44K, sine  # noqa: E402
-from hallo_nodes.pipeline.media import VideoWriter  # noqa: E402
+from hallo_nodes.pipeline.video.writer import VideoWriter  # noqa: E402
 
 FPS = 25.0
 SIZE = 32

@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import add_face_task, assert_one_line_error, run_main
 from hallo_nodes.pipeline.cli import main
 from hallo_nodes.pipeline.render import RenderOptions, render_file
-from hallo_nodes.pipeline.sampler import RenderCancelled, SamplerSettings
+from hallo_nodes.pipeline.sampling.sampler import RenderCancelled, SamplerSettings
 
 
 @pytest.fixture()

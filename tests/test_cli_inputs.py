@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import add_face_task, assert_one_line_error, run_main, short_speech
-from hallo_nodes.pipeline.sampler import clip_noise_generator
+from hallo_nodes.pipeline.sampling.sampler import clip_noise_generator
 from PIL import Image
 
 

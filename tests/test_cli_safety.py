@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from cli_helpers import add_face_task, assert_one_line_error, run_main, short_speech
 from hallo_nodes.pipeline.errors import HalloInputError
-from hallo_nodes.pipeline.media import VideoWriter
-from hallo_nodes.pipeline.tiny_models import write_tiny_model_folder
+from hallo_nodes.pipeline.video.writer import VideoWriter
+from hallo_nodes.testing.tiny_models import write_tiny_model_folder
 
 
 @pytest.fixture()
@@ -133,7 +133,7 @@ def test_sigterm_removes_the_temporary_file(models: Path, assets: Path, tmp_path
 def test_audio_file_moved_mid_render_keeps_the_render(models: Path, assets: Path, tmp_path: Path) -> None:
     """The soundtrack is read once at the start: moving or deleting the audio file mid-render loses nothing."""
     from hallo_nodes.pipeline.render import RenderOptions, render_file
-    from hallo_nodes.pipeline.sampler import SamplerSettings
+    from hallo_nodes.pipeline.sampling.sampler import SamplerSettings
 
     audio = short_speech(assets, tmp_path / "voice.wav", seconds=1.0)
     out = tmp_path / "out.mp4"

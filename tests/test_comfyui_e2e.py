@@ -118,6 +118,9 @@ def test_workflow_runs_and_writes_video_with_audio(server: ComfyServer, name: st
         assert a_seconds == pytest.approx(v_seconds, abs=0.1), f"{name}/{node_id}: audio {a_seconds}, video {v_seconds}"
         assert v_seconds == pytest.approx(frames / FPS, abs=1e-3)
     assert sorted(got) == expected, f"{name}: frame counts {got}, expected {expected}"
+    renders = [out["hallo_render"][0] for out in entry["outputs"].values() if "hallo_render" in out]
+    # the samplers ran on core's optimized_attention (registered at the model load), not on the pack's SDPA
+    assert renders and all(r["attention"] != "sdpa" for r in renders), f"{name}: attention {renders}"
 
 
 def test_interrupt_mid_sampling_stops_within_a_step_and_next_run_succeeds(server: ComfyServer) -> None:

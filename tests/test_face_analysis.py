@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -24,16 +23,14 @@ from face_helpers import (  # noqa: E402
     ref_box,
     to_comfy,
 )
-from hallo_nodes.pipeline.face_analysis import (  # noqa: E402
+from hallo_nodes.pipeline.face.analysis import (  # noqa: E402
     LandmarkError,
     NoFaceError,
     analyze_face,
-    clear_face_cache,
-    face_cache_info,
 )
-from hallo_nodes.pipeline.face_embedding import FaceModelMissingError  # noqa: E402
-from hallo_nodes.pipeline.face_landmarks import TASKS_BACKEND, box_iou  # noqa: E402
-from hallo_nodes.pipeline.image_prep import comfy_image_to_rgb  # noqa: E402
+from hallo_nodes.pipeline.face.crop import comfy_image_to_rgb  # noqa: E402
+from hallo_nodes.pipeline.face.detection import FaceModelMissingError  # noqa: E402
+from hallo_nodes.pipeline.face.landmarks import TASKS_BACKEND, box_iou  # noqa: E402
 
 pytest.importorskip("mediapipe")
 
@@ -113,20 +110,16 @@ def test_non_square_input(model_dir):
     check_masks_independently(r, 1200, 900)
 
 
-def test_cache(model_dir):
-    clear_face_cache()
+def test_no_private_result_cache(model_dir):
+    """ComfyUI caches node outputs; analyze_face keeps no results of its own (each call analyses)."""
+    from hallo_nodes.pipeline.face import analysis
+
     rgb = load_rgb("statue.jpg")
     first = analyze_face(rgb, model_dir)
-    t = time.perf_counter()
-    again = analyze_face(rgb.copy(), model_dir)
-    assert time.perf_counter() - t < 0.05
-    assert again is first
-    assert face_cache_info() == {"hits": 1, "misses": 1, "size": 1}
-    other = analyze_face(rgb, model_dir, face_expand_ratio=1.5)  # different settings: recomputed
-    assert other is not first and face_cache_info()["misses"] == 2
-    changed = rgb.copy()
-    changed[0, 0, 0] ^= 1
-    assert analyze_face(changed, model_dir) is not first
+    again = analyze_face(rgb, model_dir)
+    assert again is not first and again.masks is not first.masks
+    assert np.array_equal(again.embedding, first.embedding) and np.array_equal(again.landmarks, first.landmarks)
+    assert not hasattr(analysis, "clear_face_cache") and not hasattr(analysis, "face_cache_info")
 
 
 def test_six_faces_largest_and_index(group_dir):
@@ -243,7 +236,7 @@ def test_bad_array_input(model_dir):
 
 def test_corrupt_task_file_is_a_clear_error(tmp_path):
     """A damaged .task file fails with a message naming the Tasks back end and the file."""
-    from hallo_nodes.pipeline.face_landmarks import detect_landmarks
+    from hallo_nodes.pipeline.face.landmarks import detect_landmarks
 
     models = make_model_dir(tmp_path, landmarker=False)
     (models / "face_analysis" / "models" / "face_landmarker_v2_with_blendshapes.task").write_bytes(b"junk")

@@ -18,7 +18,7 @@ from face_helpers import (  # noqa: E402
     make_model_dir,
     normalised,
 )
-from hallo_nodes.pipeline.face_embedding import (  # noqa: E402
+from hallo_nodes.pipeline.face.detection import (  # noqa: E402
     ARCFACE_TEMPLATE,
     FaceModelMissingError,
     NoFaceError,
@@ -27,7 +27,7 @@ from hallo_nodes.pipeline.face_embedding import (  # noqa: E402
     select_face,
     similarity_transform,
 )
-from hallo_nodes.pipeline.tiny_face_models import recognizer_weights  # noqa: E402
+from hallo_nodes.testing.tiny_face_models import recognizer_weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def _recognizer_graph(path: Path, normalises_itself: bool) -> Path:
 
 def test_recognizer_input_normalisation_follows_the_graph(tmp_path):
     """insightface's rule: a graph that normalises itself gets raw pixels; both graphs then embed alike."""
-    from hallo_nodes.pipeline.face_embedding import ArcFaceRecognizer
+    from hallo_nodes.pipeline.face.detection import ArcFaceRecognizer
 
     mx = ArcFaceRecognizer(_recognizer_graph(tmp_path / "mx.onnx", True))
     pt = ArcFaceRecognizer(_recognizer_graph(tmp_path / "pt.onnx", False))

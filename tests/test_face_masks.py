@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from face_helpers import LIPS, SILHOUETTE, pil_level, ref_blur, ref_box, ref_expand  # noqa: E402
-from hallo_nodes.pipeline.face_masks import (  # noqa: E402
+from hallo_nodes.pipeline.face.masks import (  # noqa: E402
     blur_mask,
     build_box_masks,
     build_masks,

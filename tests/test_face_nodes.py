@@ -14,8 +14,8 @@ from face_helpers import GROUP, SIX_FACE_BOXES, load_rgb, make_model_dir, normal
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS
 from hallo_nodes.nodes import comfy_adapter as adapter
 from hallo_nodes.nodes.common import HalloModel
-from hallo_nodes.pipeline.face_embedding import NoFaceError
-from hallo_nodes.pipeline.model_folder import ModelFolder
+from hallo_nodes.pipeline.face.detection import NoFaceError
+from hallo_nodes.pipeline.paths import ModelFolder
 from PIL import Image
 
 pytest.importorskip("mediapipe")

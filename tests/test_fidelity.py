@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import prepare
-from hallo_nodes.pipeline.loading import load_net
+from hallo_nodes.pipeline.models.loading import load_net
 from hallo_nodes.pipeline.models.motion_module import MotionModule
-from hallo_nodes.pipeline.sampler import SamplerSettings, clip_noise_generator
-from hallo_nodes.pipeline.scheduling import make_scheduler
+from hallo_nodes.pipeline.sampling.sampler import SamplerSettings, clip_noise_generator
+from hallo_nodes.pipeline.sampling.scheduling import make_scheduler
 
 
 def independent_alphas_cumprod() -> torch.Tensor:

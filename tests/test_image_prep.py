@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 import torch
 from face_helpers import load_rgb, to_comfy  # noqa: E402
-from hallo_nodes.pipeline.image_prep import (  # noqa: E402
-    PasteCompositor,
-    comfy_image_to_rgb,
-    face_crop,
-    paste_back,
-    prepare_reference,
-)
+from hallo_nodes.pipeline.face.crop import PasteCompositor, face_crop, paste_back  # noqa: E402
+from hallo_nodes.pipeline.images import comfy_image_to_rgb  # noqa: E402
+from hallo_nodes.pipeline.reference import prepare_reference  # noqa: E402
 from PIL import Image
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hallo_nodes.pipeline.checkpoint import CheckpointError, convert_to_safetensors, read_state_dict
-from hallo_nodes.pipeline.loading import load_net, load_vae, parse_dtype
-from hallo_nodes.pipeline.model_folder import ModelFileMissing, ModelFolder
+from hallo_nodes.pipeline.models.checkpoint import CheckpointError, convert_to_safetensors, read_state_dict
+from hallo_nodes.pipeline.models.loading import load_net, load_vae, parse_dtype
+from hallo_nodes.pipeline.paths import ModelFileMissing, ModelFolder
 
 
 @pytest.fixture()

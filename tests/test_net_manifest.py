@@ -40,7 +40,7 @@ def test_meta_build_allocates_nothing(meta_net) -> None:
     assert all(p.is_meta for p in meta_net.parameters())
     n_params = sum(p.numel() for p in meta_net.parameters())
     n_buffers = sum(b.numel() for b in meta_net.buffers())
-    # hallo.md §3.2: ~2424.8 M values in net.pth (parameters plus the pos_encoder tables)
+    # the released file: ~2424.8 M values in net.pth (parameters plus the pos_encoder tables)
     assert abs((n_params + n_buffers) / 1e6 - 2424.8) < 0.5
 
 
@@ -59,7 +59,7 @@ def test_unused_motion_modules_can_be_dropped(meta_net) -> None:
     before = sum(p.numel() for p in net.parameters())
     net.denoising_unet.drop_unused_motion_modules()
     after = sum(p.numel() for p in net.parameters())
-    # hallo.md §3.2: down3 72.3 M + up0 108.5 M motion parameters are dead weight
+    # down3 72.3 M + up0 108.5 M motion parameters are dead weight
     assert abs((before - after) / 1e6 - 180.8) < 0.5
     keys = net.state_dict().keys()
     assert not any(f"{b}.motion_modules" in k for k in keys for b in UNUSED_MOTION_BLOCKS)

@@ -7,6 +7,7 @@ import inspect
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import av
@@ -16,10 +17,12 @@ import torch
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from hallo_nodes.nodes import comfy_adapter as adapter
 from hallo_nodes.nodes.common import HalloInputError, HalloModel
-from hallo_nodes.pipeline.face_embedding import NoFaceError
-from hallo_nodes.pipeline.face_landmarks import TASK_FILE
-from hallo_nodes.pipeline.model_folder import ModelFolder
-from hallo_nodes.pipeline.sampler import MotionState, RenderCancelled
+from hallo_nodes.pipeline.face.detection import NoFaceError
+from hallo_nodes.pipeline.face.landmarks import TASK_FILE
+from hallo_nodes.pipeline.models.attention_dispatch import attention_backend, set_attention_backend
+from hallo_nodes.pipeline.paths import ModelFolder
+from hallo_nodes.pipeline.sampling.residency import TorchResidency
+from hallo_nodes.pipeline.sampling.sampler import MotionState, RenderCancelled
 from node_helpers import (
     ASSETS,
     FakeProgressBar,
@@ -158,8 +161,9 @@ def test_loader_without_models_says_where_to_put_them(tmp_path: Path, monkeypatc
 def test_loader_produces_a_model(model: HalloModel) -> None:
     assert model.variant == "hallo" and model.checkpoint == "hallo/net.pth"
     assert model.dtype == torch.float32 and model.device.type == "cpu"
-    assert set(model.managed.modules) == {"net", "vae", "wav2vec"}
-    assert not model.managed.patchers  # no ComfyUI here
+    assert isinstance(model.residency, TorchResidency)  # no ComfyUI here: plain torch, nothing visits
+    assert set(model.residency.modules) == {"net", "reference_unet", "vae", "wav2vec"}
+    assert not model.residency.visiting
 
 
 def test_register_model_folder_and_model_management_with_comfyui(
@@ -178,9 +182,48 @@ def test_register_model_folder_and_model_management_with_comfyui(
     fp.add_model_folder_path("hallo", str(tiny_model_dir))
     assert [e.name for e in adapter.find_checkpoints()] == ["hallo/net.pth", "hallo2/net.pth"]
     (loaded,) = NODE_CLASS_MAPPINGS["HalloModelLoader"]().load("hallo2/net.pth", "fp32")
-    assert loaded.is_hallo2 and set(loaded.managed.patchers) == {"net", "vae", "wav2vec"}
-    loaded.managed.load(["net", "vae"])
-    assert mods["comfy.model_management"].state["loads"][-1] == (["HalloNet", "AutoencoderKL"], True)
+    assert loaded.is_hallo2 and set(loaded.residency.patchers) == {"net", "vae", "wav2vec"}
+    loads = mods["comfy.model_management"].state["loads"]
+    with loaded.residency.use("net"):
+        with loaded.residency.use("reference_unet", "vae"):  # the ReferenceNet is part of the net
+            pass
+    assert loads[-2:] == [(["HalloNet"], True), (["HalloNet", "AutoencoderKL"], True)]
+
+
+def core_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask=None, attn_precision=None,
+                   skip_reshape: bool = False, skip_output_reshape: bool = False) -> torch.Tensor:
+    """A kernel with the contract of core's ``optimized_attention`` (called with skip_reshape=True)."""
+    core_attention.calls += 1
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d)
+
+
+def test_comfyui_attention_kernel_is_used_from_the_first_model_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, reference, encoded: dict) -> None:
+    """Inside ComfyUI the loader registers core's optimized_attention once; the sampler then runs on it and its
+    info names it. The sampler asks ComfyUI for the net and the VAE together."""
+    mods = fake_comfy_modules(tmp_path)
+    core = types.ModuleType("comfy.ldm.modules.attention")
+    core.optimized_attention = core_attention
+    core_attention.calls = 0
+    mods["comfy.ldm.modules.attention"] = core
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(adapter, "_ATTENTION", {"registered": False})
+    mods["folder_paths"].add_model_folder_path("hallo", str(tiny_model_dir))
+    try:
+        assert attention_backend() is None
+        (loaded,) = NODE_CLASS_MAPPINGS["HalloModelLoader"]().load("hallo/net.pth", "fp32")
+        assert attention_backend() is core_attention
+        out = NODE_CLASS_MAPPINGS["HalloSampler"]().sample(loaded, reference, encoded["result"][0], **FAST,
+                                                           num_frames=16)
+    finally:
+        set_attention_backend(None)
+    assert core_attention.calls > 50  # every attention of the ReferenceNet and the denoising UNet
+    assert out["ui"]["hallo_render"][0]["attention"] == "core_attention"
+    loads = mods["comfy.model_management"].state["loads"]
+    assert (["HalloNet"], True) in loads and (["HalloNet", "AutoencoderKL"], True) in loads
 
 
 # ------------------------------------------------------------------------------------------------
@@ -492,13 +535,14 @@ sys.modules[spec.name] = module
 spec.loader.exec_module(module)
 assert "HalloSampler" in module.NODE_CLASS_MAPPINGS
 common = sys.modules[spec.name + ".nodes.common"]
-sampler = importlib.import_module(spec.name + ".pipeline.sampler")
+sampler = importlib.import_module(spec.name + ".pipeline.sampling.sampler")
 for cls in (common.HalloInputError, sampler.RenderCancelled, sampler.NonFiniteError):
     print(cls.__module__ + "." + cls.__qualname__)
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/").stdout
-    assert out.split() == ["hallo_nodes.nodes.common.HalloInputError", "hallo_nodes.pipeline.sampler.RenderCancelled",
-                           "hallo_nodes.pipeline.sampler.NonFiniteError"]
+    assert out.split() == ["hallo_nodes.nodes.common.HalloInputError",
+                           "hallo_nodes.pipeline.sampling.sampler.RenderCancelled",
+                           "hallo_nodes.pipeline.sampling.sampler.NonFiniteError"]
 
 
 def test_silent_audio_is_shown_on_the_sampler(model: HalloModel, reference, encoded: dict) -> None:

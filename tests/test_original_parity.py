@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 import torch
-from hallo_nodes.pipeline.loading import load_net, load_vae
-from hallo_nodes.pipeline.sampler import HalloReference, HalloSampler, MotionState, SamplerSettings
+from hallo_nodes.pipeline.models.loading import load_net, load_vae
+from hallo_nodes.pipeline.sampling.sampler import HalloReference, HalloSampler, MotionState, SamplerSettings
 from parity_helpers import (
     GOLDENS_FILE,
     INPUTS_FILE,

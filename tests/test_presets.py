@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import prepare
-from hallo_nodes.pipeline.flops import render_flops
-from hallo_nodes.pipeline.loading import load_net, load_vae
+from hallo_nodes.bench.flops import preset_table, render_flops
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
-from hallo_nodes.pipeline.presets import PRESETS, preset_settings, preset_table
-from hallo_nodes.pipeline.sampler import HalloSampler, SamplerSettings
+from hallo_nodes.pipeline.models.loading import load_net, load_vae
+from hallo_nodes.pipeline.sampling.presets import PRESETS, preset_settings
+from hallo_nodes.pipeline.sampling.sampler import HalloSampler, SamplerSettings
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import SIZE, prepare
-from hallo_nodes.pipeline.face_landmarks import TASK_FILE
-from hallo_nodes.pipeline.sampler import NonFiniteError, RenderCancelled, SamplerSettings
+from hallo_nodes.pipeline.face.landmarks import TASK_FILE
+from hallo_nodes.pipeline.sampling.sampler import NonFiniteError, RenderCancelled, SamplerSettings
 
 SETTINGS = SamplerSettings(steps=2)
 

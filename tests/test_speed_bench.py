@@ -26,7 +26,7 @@ def test_bench_render_prints_one_json_line(assets: Path, capsys: pytest.CaptureF
 
 def test_offload_context_is_a_no_op_without_offload() -> None:
     import torch
-    from hallo_nodes.pipeline.offload import module_device, on_device
+    from hallo_nodes.pipeline.sampling.offload import module_device, on_device
 
     layer = torch.nn.Linear(2, 2)
     with on_device(layer, "cpu", offload=False) as used:

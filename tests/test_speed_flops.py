@@ -1,15 +1,15 @@
-"""The analytic FLOP count (pipeline/flops.py) against torch's FLOP counter and the peers.md figures."""
+"""The analytic FLOP count (bench/flops.py) against torch's FLOP counter and figures measured on the original."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from hallo_nodes.pipeline import flops
+from hallo_nodes.bench import flops
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
 from hallo_nodes.pipeline.models.net import build_net
 from hallo_nodes.pipeline.models.unets import LevelMasks, UNetConditions
-from hallo_nodes.pipeline.sampler import HalloReference, HalloSampler
-from hallo_nodes.pipeline.tiny_models import tiny_architecture
+from hallo_nodes.pipeline.sampling.sampler import HalloReference, HalloSampler
+from hallo_nodes.testing.tiny_models import tiny_architecture
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -78,7 +78,7 @@ def test_full_size_sd_unet_and_vae_match_the_flop_counter_on_meta() -> None:
 
 
 def test_original_mode_matches_peers_appendix_a() -> None:
-    """peers.md Appendix A measured the original code with FlopCounterMode (GFLOP)."""
+    """The original code measured with FlopCounterMode at 512² (GFLOP)."""
     arch = HalloArchitecture()
     g = 1e9
     assert flops.sd_unet_flops(arch, 512, 512).total / g == pytest.approx(803.3, rel=1e-3)
@@ -111,7 +111,7 @@ def test_render_flops_counts_steps_cfg_and_clips() -> None:
     assert half.denoise == pytest.approx(2 * (20 * flops.denoiser_flops(arch, 512, 512).total + 20 * no_cfg))
     assert full.decode == pytest.approx(32 * flops.vae_decode_flops(512, 512))
     assert full.encode == pytest.approx(3 * flops.vae_encode_flops(512, 512))  # reference + 1 motion encode
-    # the original at default settings: ~3.4 PFLOP per video second (peers.md §5b: 3,424 TFLOP)
+    # the original at default settings: ~3.4 PFLOP per video second (measured on the original: 3,424 TFLOP)
     original = flops.render_flops(arch, 512, 512, 16 * 100, mode="original")
     assert original.per_video_second / 1e12 == pytest.approx(3424, rel=0.02)
     with pytest.raises(ValueError):

@@ -1,6 +1,6 @@
 """Same-output speedups: the optimised fp32 path against a straightforward one written here, on latents.
 
-The straightforward path is how the original computes the reference attention (hallo.md §2.5): every
+The straightforward path is how the original computes the reference attention (its reference-attention processor): every
 row attends to [own tokens, tiled reference tokens] with the keys/values projected from that concatenation
 at every step (nothing cached), the bank tiled with the original's interleaving ``repeat``, and then the
 unconditional rows overwritten with plain self-attention. It uses the same SDPA kernel, so the comparison
@@ -24,7 +24,7 @@ import pytest
 import torch
 from generator_helpers import prepare
 from hallo_nodes.pipeline.models.unets import DenoisingUNet
-from hallo_nodes.pipeline.sampler import SamplerSettings
+from hallo_nodes.pipeline.sampling.sampler import SamplerSettings
 
 CLIP = 16
 BASE = SamplerSettings(steps=3)
@@ -162,7 +162,7 @@ def test_fp32_latent_upcast_is_a_no_op_in_fp32(prepared) -> None:
 
 def test_channels_last_matches(tiny_model_dir: Path, assets: Path) -> None:
     """Different conv kernels, same math: float64 (fp32 rounding is amplified as explained above)."""
-    from hallo_nodes.pipeline.acceleration import use_channels_last
+    from hallo_nodes.pipeline.sampling.acceleration import use_channels_last
 
     p = prepare(tiny_model_dir, assets, dtype=torch.float64)
     before = _latents(p, BASE, end_frame=16)[0]
@@ -173,7 +173,7 @@ def test_channels_last_matches(tiny_model_dir: Path, assets: Path) -> None:
 
 def test_compile_flag_wires_up(tiny_model_dir: Path, assets: Path) -> None:
     """The opt-in compile wraps the denoiser pieces; with the eager backend the output is unchanged."""
-    from hallo_nodes.pipeline.acceleration import compile_denoiser
+    from hallo_nodes.pipeline.sampling.acceleration import compile_denoiser
 
     p = prepare(tiny_model_dir, assets)
     before = _latents(p, replace(BASE, steps=1), end_frame=16)[0]

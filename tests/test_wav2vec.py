@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from audio_helpers import hf_reference_states, make_encoder  # noqa: E402
-from hallo_nodes.pipeline.audio_features import normalize_wave  # noqa: E402
-from hallo_nodes.pipeline.wav2vec import load_wav2vec, write_wav2vec_folder  # noqa: E402
+from hallo_nodes.pipeline.audio.features import normalize_wave  # noqa: E402
+from hallo_nodes.pipeline.audio.wav2vec import load_wav2vec  # noqa: E402
+from hallo_nodes.testing.tiny_wav2vec import write_wav2vec_folder  # noqa: E402
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 

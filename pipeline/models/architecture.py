@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..paths import HF_REPO, UNET_CONFIG
+
 # Values of the SD-1.5 ``unet/config.json`` (shipped with the Hallo weights) that the network depends on.
 SD15_UNET_CONFIG: dict[str, Any] = {
     "_class_name": "UNet2DConditionModel",
@@ -111,8 +113,7 @@ def read_unet_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"UNet architecture config not found: expected {path}. It ships in the Hugging Face repo "
-            "'fudan-generative-ai/hallo' as stable-diffusion-v1-5/unet/config.json (only config.json is needed, "
-            "not the UNet weights)."
+            f"'{HF_REPO}' as {UNET_CONFIG} (only config.json is needed, not the UNet weights)."
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))

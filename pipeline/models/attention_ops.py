@@ -92,3 +92,15 @@ def use_dispatch_processor(module: nn.Module) -> int:
             sub.set_processor(processor)
             count += 1
     return count
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(rows, C, H, W) feature map -> (rows, H*W, C) tokens."""
+    rows, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(rows, h * w, c)
+
+
+def from_tokens(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(rows, H*W, C) tokens -> (rows, C, H, W) feature map (a view: not contiguous)."""
+    rows, _, c = y.shape
+    return y.view(rows, h, w, c).permute(0, 3, 1, 2)

@@ -15,7 +15,10 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 from torch.nn import functional as F
 
-from .attention_ops import attend
+from .attention_ops import attend, from_tokens, to_tokens
+
+#: The full, face and lip masks, each (B*F, N).
+Masks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class AudioBlock(nn.Module):
@@ -40,13 +43,7 @@ class AudioBlock(nn.Module):
         """A 1x1 convolution is a per-token linear map; this lifts the original's square-only reshape."""
         return F.linear(x, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        audio: torch.Tensor,
-        masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        weights: Sequence[float],
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float]) -> torch.Tensor:
         """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N)."""
         x = attend(self.attn1, self.norm1(x)) + x
         n = self.norm2(x)
@@ -72,18 +69,9 @@ class AudioTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([AudioBlock(inner, heads, cross_dim)])
         self.proj_out = nn.Conv2d(inner, in_channels, kernel_size=1)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        audio: torch.Tensor,
-        masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        weights: Sequence[float],
-    ) -> torch.Tensor:
-        bf, c, h, w = x.shape
-        y = self.proj_in(self.norm(x))
-        inner = y.shape[1]
-        y = y.permute(0, 2, 3, 1).reshape(bf, h * w, inner)
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float]) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y = to_tokens(self.proj_in(self.norm(x)))
         for block in self.transformer_blocks:
             y = block(y, audio, masks, weights)
-        y = y.view(bf, h, w, inner).permute(0, 3, 1, 2)
-        return self.proj_out(y) + x
+        return self.proj_out(from_tokens(y, h, w)) + x

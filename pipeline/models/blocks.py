@@ -27,7 +27,7 @@ from diffusers.models.unets.unet_2d_blocks import (
 )
 from torch import nn
 
-from .attention_ops import attend
+from .attention_ops import attend, from_tokens, to_tokens
 from .audio_attention import AudioTransformer
 from .motion_module import MotionModule
 from .unet_inputs import BlockInputs, SelfAttention
@@ -59,15 +59,13 @@ def spatial_transformer(
     transformer: Transformer2DModel, x: torch.Tensor, context: torch.Tensor, self_attention: SelfAttention, path: str
 ) -> torch.Tensor:
     """diffusers' ``Transformer2DModel`` (SD-1.5 layout) on (rows, C, H, W), with ``self_attention`` as attn1."""
-    rows, _, h, w = x.shape
-    y = transformer.proj_in(transformer.norm(x))
-    inner = y.shape[1]
-    y = y.permute(0, 2, 3, 1).reshape(rows, h * w, inner)
+    h, w = x.shape[-2:]
+    y = to_tokens(transformer.proj_in(transformer.norm(x)))
     for block in transformer.transformer_blocks:
         y = self_attention(block.attn1, block.norm1(y), path) + y
         y = attend(block.attn2, block.norm2(y), context=context) + y
         y = block.ff(block.norm3(y)) + y
-    y = y.view(rows, h, w, inner).permute(0, 3, 1, 2).contiguous()  # as diffusers does before proj_out
+    y = from_tokens(y, h, w).contiguous()  # as diffusers does before proj_out
     return transformer.proj_out(y) + x
 
 

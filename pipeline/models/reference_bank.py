@@ -38,6 +38,16 @@ class ReferenceBank:
             self._kv_cache[key] = project_kv(attn, self.reference[path].to(dtype))
         return self._kv_cache[key]
 
+    def cfg_half(self, index: int, frames: int) -> ReferenceBank:
+        """Half ``index`` (0 = unconditional, 1 = conditional) of a bank built for a CFG-doubled batch.
+
+        The rows of the half are ``index * frames ...``; the reference features and their projected keys and
+        values are shared with this bank, so both halves project them once per clip.
+        """
+        rows = slice(index * frames, (index + 1) * frames)
+        motion = {path: feats[index:index + 1] for path, feats in self.motion.items()}
+        return ReferenceBank(self.reference, motion, self.row_source[rows], self._kv_cache)
+
     def motion_frames(self, path: str, height: int, width: int) -> torch.Tensor:
         """Motion features of ``path`` as (B, M, C, H, W)."""
         feats = self.motion[path]

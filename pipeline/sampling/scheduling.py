@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# hallo.md §2.1: scripts/inference.py with enable_zero_snr (the later "scaled_linear" update has no effect).
+# The original's scripts/inference.py with enable_zero_snr (the later "scaled_linear" update has no effect).
 HALLO_SCHEDULER_CONFIG: dict[str, Any] = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import HalloInputError
-from .models.architecture import SD15_UNET_CONFIG, HalloArchitecture
-from .models.net import build_net
+from ..pipeline.errors import HalloInputError
+from ..pipeline.models.architecture import SD15_UNET_CONFIG, HalloArchitecture
+from ..pipeline.models.net import build_net
+from ..pipeline.paths import CHECKPOINT_FILE, FACE_MODELS_SUBDIR, UNET_CONFIG, VAE_SUBDIR, WAV2VEC_SUBDIR
 
 logger = logging.getLogger(__name__)
 
@@ -99,19 +100,19 @@ def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("h
     if not replace_contents:
         check_fresh_folder(root)
     arch = tiny_architecture()
-    unet_dir = root / "stable-diffusion-v1-5" / "unet"
-    unet_dir.mkdir(parents=True, exist_ok=True)
-    (unet_dir / "config.json").write_text(json.dumps(arch.unet, indent=2))
+    unet_config = root / UNET_CONFIG
+    unet_config.parent.mkdir(parents=True, exist_ok=True)
+    unet_config.write_text(json.dumps(arch.unet, indent=2))
     for i, variant in enumerate(variants):
-        write_net(root / variant / "net.pth", arch, seed + i)
-    write_vae(root / "sd-vae-ft-mse", seed)
+        write_net(root / variant / CHECKPOINT_FILE, arch, seed + i)
+    write_vae(root / VAE_SUBDIR, seed)
     if with_wav2vec:
-        from .wav2vec import write_wav2vec_folder
+        from .tiny_wav2vec import write_wav2vec_folder
 
-        write_wav2vec_folder(root / "wav2vec" / "wav2vec2-base-960h", tiny=True, seed=seed)
+        write_wav2vec_folder(root / WAV2VEC_SUBDIR, tiny=True, seed=seed)
     if with_face_models:
         from .tiny_face_models import write_face_models
 
-        write_face_models(root / "face_analysis" / "models", seed=seed, landmarker_task=landmarker_task)
+        write_face_models(root / FACE_MODELS_SUBDIR, seed=seed, landmarker_task=landmarker_task)
     logger.info("wrote tiny model folder %s", root)
     return root

@@ -1,8 +1,6 @@
-"""Low-VRAM helpers: keep rarely used networks on the CPU and bring them to the GPU only while they run.
+"""The moves behind low-VRAM mode: a module on the GPU only while it runs, parked on the CPU otherwise.
 
-The ReferenceNet runs once per clip, the VAE once per clip (decode) and at most once more (motion-frame
-encode), wav2vec2 once per audio file; the denoising UNet runs at every step and stays put. Moving a
-module costs one host-to-device copy of its weights (ReferenceNet ~1.7 GB fp16, VAE ~0.17 GB) per use.
+:class:`.residency.TorchResidency` is built on these; the benchmark uses them directly.
 """
 
 from __future__ import annotations
@@ -46,10 +44,10 @@ def on_device(module: torch.nn.Module, device: torch.device | str, offload: bool
                 torch.cuda.empty_cache()
 
 
-def offload_to_cpu(*modules: torch.nn.Module) -> None:
+def offload_to_cpu(*modules: torch.nn.Module, home: torch.device | str = "cpu") -> None:
     """Park modules on the CPU (the start of a low-VRAM render)."""
     for module in modules:
-        module.to("cpu")
+        module.to(home)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

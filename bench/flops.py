@@ -2,14 +2,16 @@
 
 Counts what ``torch.utils.flop_counter.FlopCounterMode`` counts with SDPA on the MATH backend: every
 convolution, every linear layer and the two attention matmuls (scores and values); norms, activations and
-element-wise ops are not counted. ``tests/test_flops.py`` checks the count against the counter on the
-tiny model and on the full-size SD-1.5 UNet / VAE, and against peers.md Appendix A (the original code at
-512²: 53.57 TFLOP per CFG denoising step, 4.78 TFLOP ReferenceNet, 2.51 / 1.12 TFLOP VAE decode / encode).
+element-wise ops are not counted. ``tests/test_speed_flops.py`` checks the count against the counter on the
+tiny model and on the full-size SD-1.5 UNet / VAE, and against the figures measured on the original code with
+that counter at 512²: 53.57 TFLOP per CFG denoising step, 4.78 TFLOP ReferenceNet, 2.51 / 1.12 TFLOP VAE
+decode / encode.
 
 ``mode="ours"`` counts this package's forward: reference K/V projected once per clip, no reference
 attention for the unconditional rows. ``mode="original"`` counts the original's forward: reference K/V
 projected for every row at every step, reference attention computed for all rows and the unconditional
-rows then recomputed with plain self-attention (hallo.md §2.5).
+rows then recomputed with plain self-attention (its reference-attention processor discards the
+unconditional half and runs self-attention for it instead).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models.architecture import HalloArchitecture
+from ..pipeline.models.architecture import HalloArchitecture
+from ..pipeline.sampling.presets import PRESETS
 
 # stabilityai/sd-vae-ft-mse (AutoencoderKL) as far as FLOPs are concerned.
 SD_VAE_CONFIG: dict[str, Any] = {
@@ -365,3 +368,19 @@ def render_flops(arch: HalloArchitecture, height: int, width: int, num_frames: i
         num_frames=num_frames,
         fps=fps,
     )
+
+
+def preset_table(size: int = 512, arch: HalloArchitecture | None = None, fps: float = 25.0,
+                 seconds: float = 64.0) -> list[dict[str, float | str]]:
+    """TFLOP per video second of each preset (ours), with the original code's faithful figure as baseline."""
+    arch = arch or HalloArchitecture()
+    frames = int(round(seconds * fps))
+    original = render_flops(arch, size, size, frames, fps=fps, mode="original").per_video_second
+    ours_faithful = render_flops(arch, size, size, frames, fps=fps).per_video_second
+    rows: list[dict[str, float | str]] = [{"preset": "original code (faithful)", "tflop_per_video_s": original / 1e12,
+                                           "vs_original": 1.0, "vs_faithful": original / ours_faithful}]
+    for p in PRESETS.values():
+        f = render_flops(arch, size, size, frames, steps=p.steps, cfg_steps=p.cfg_steps, fps=fps).per_video_second
+        rows.append({"preset": p.name, "tflop_per_video_s": f / 1e12, "vs_original": f / original,
+                     "vs_faithful": f / ours_faithful})
+    return rows

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import public_name
+from ..errors import public_name
+from ..paths import HF_REPOS
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class CheckpointError(ValueError):
 
 def _redownload_hint(path: Path) -> str:
     return (f"Download {path.name} again (the released file is ~4.85 GB) from the Hugging Face repo "
-            "'fudan-generative-ai/hallo' or 'fudan-generative-ai/hallo2'.")
+            f"{' or '.join(repr(r) for r in HF_REPOS.values())}.")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

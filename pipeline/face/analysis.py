@@ -5,35 +5,30 @@
 MediaPipe landmarks, lip/face/full masks at the latent pyramid sizes and the FaceLocator box.
 With ``allow_no_face`` a missing face is not an error: the original's zero embedding, and masks made
 from the detector's box (or a centred box) where MediaPipe finds no landmarks; ``warning`` says so.
-Results are kept in an in-memory LRU keyed by a hash of the image bytes and all settings, so
-re-running a graph with the same portrait costs nothing.
+Results are not kept here: ComfyUI caches node outputs, so a graph re-run with the same portrait and
+settings does not call this again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .face_embedding import (
-    DETECTOR_FILE,
+from ..paths import DETECTOR_FILE
+from .detection import (
     NO_FACE_MESSAGE,
-    RECOGNIZER_FILE,
     FaceModelMissingError,
     FaceOrder,
     NoFaceError,
-    face_models_dir,
     load_face_models,
     order_faces,
     select_face,
 )
-from .face_landmarks import TASKS_BACKEND, LandmarkError, LandmarkResult, detect_landmarks, landmarker_task_path
-from .face_masks import HalloMasks, build_box_masks, build_masks, centre_face_box, level_shapes
+from .landmarks import TASKS_BACKEND, LandmarkError, LandmarkResult, detect_landmarks, landmarker_task_path
+from .masks import HalloMasks, build_box_masks, build_masks, centre_face_box, level_shapes
 
 __all__ = [
     "EMBEDDING_DIM",
@@ -43,19 +38,17 @@ __all__ = [
     "LandmarkError",
     "NoFaceError",
     "analyze_face",
-    "clear_face_cache",
-    "face_cache_info",
 ]
 
 logger = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 512
-CACHE_SIZE = 16
 
 
 @dataclass
 class FaceAnalysisResult:
-    """Everything Hallo needs from the reference portrait. Treat as read-only (it is cached)."""
+    """Everything Hallo needs from the reference portrait. Treat as read-only (ComfyUI shares a node's
+    output between the nodes it feeds)."""
 
     embedding: np.ndarray  # (512,) float32, raw ArcFace (not normalised); zeros in the no-face fallback
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
@@ -71,49 +64,12 @@ class FaceAnalysisResult:
     warning: str = ""  # non-empty when a fallback was used (allow_no_face)
 
 
-_CACHE: OrderedDict[str, FaceAnalysisResult] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_STATS = {"hits": 0, "misses": 0}
-
-
-def clear_face_cache() -> None:
-    """Drop all cached results."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
-        _STATS.update(hits=0, misses=0)
-
-
-def face_cache_info() -> dict[str, int]:
-    """``{"hits", "misses", "size"}`` of the result cache."""
-    with _CACHE_LOCK:
-        return {**_STATS, "size": len(_CACHE)}
-
-
-def _file_sig(path: Path) -> str:
-    try:
-        st = path.stat()
-    except OSError:
-        return f"{path}:absent"
-    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _cache_key(rgb: np.ndarray, model_dir: Path, settings: tuple) -> str:
-    h = hashlib.sha256()
-    h.update(repr((rgb.shape, str(rgb.dtype))).encode())
-    h.update(np.ascontiguousarray(rgb).data)
-    models = face_models_dir(model_dir)
-    files = (DETECTOR_FILE, RECOGNIZER_FILE)
-    task = _file_sig(landmarker_task_path(model_dir))
-    h.update(repr((settings, [_file_sig(models / f) for f in files], task)).encode())
-    return h.hexdigest()
-
-
 def _validate_rgb(rgb: np.ndarray) -> np.ndarray:
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(
             f"analyze_face expects an RGB uint8 array (H, W, 3), got {arr.dtype} {arr.shape}; convert "
-            "ComfyUI images with image_prep.comfy_image_to_rgb first"
+            "ComfyUI images with images.comfy_image_to_rgb first"
         )
     return np.ascontiguousarray(arr)
 
@@ -202,25 +158,9 @@ def analyze_face(
     rgb = _validate_rgb(rgb)
     model_dir = Path(model_dir)
     level_shapes(output_size)  # validate early
-    settings = (tuple(int(v) for v in output_size), float(face_expand_ratio), face_index, face_order,
-                None if face_point is None else tuple(float(v) for v in face_point), bool(allow_no_face))
-    key = _cache_key(rgb, model_dir, settings)
-    with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            _STATS["hits"] += 1
-            logger.debug("face analysis: cache hit")
-            return hit
-        _STATS["misses"] += 1
-    result = _analyze(rgb, model_dir, output_size, face_expand_ratio, face_index, face_order, face_point,
-                      allow_no_face, device)
-    with _CACHE_LOCK:
-        _CACHE[key] = result
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return result
+    landmarker_task_path(model_dir)  # a missing MediaPipe model is named before the detector runs
+    return _analyze(rgb, model_dir, output_size, face_expand_ratio, face_index, face_order, face_point,
+                    allow_no_face, device)
 
 
 def _analyze(rgb, model_dir, output_size, face_expand_ratio, face_index, face_order, face_point,

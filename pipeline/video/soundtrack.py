@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio_io import decoded_chunks, open_audio, waveform_chunks
+from ..audio.decode import decoded_chunks, open_audio, waveform_chunks
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from types import TracebackType
 import numpy as np
 import torch
 
-from .audio_io import load_audio_file
-from .errors import HalloInputError
+from ..audio.decode import load_audio_file
+from ..errors import HalloInputError
 from .soundtrack import SoundtrackSource, encode_soundtrack
 
 __all__ = ["VideoWriter", "load_audio_file", "to_uint8_frames"]

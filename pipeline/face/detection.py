@@ -33,14 +33,12 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import public_name
-from .lazy_import import cv2
+from ..errors import public_name
+from ..lazy_import import cv2
+from ..paths import DETECTOR_FILE, RECOGNIZER_FILE, ModelFileMissing, face_model_file
 
 logger = logging.getLogger(__name__)
 
-DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
-RECOGNIZER_FILE = "glintr100.onnx"
-HF_REPO = "fudan-generative-ai/hallo"
 DET_SIZE = (640, 640)
 DET_THRESH = 0.5
 NMS_THRESH = 0.4
@@ -55,7 +53,7 @@ FaceOrder = Literal["largest", "left_to_right"]
 
 
 @public_name
-class FaceModelMissingError(FileNotFoundError):
+class FaceModelMissingError(ModelFileMissing):
     """A face-analysis model file is not where it must be."""
 
 
@@ -75,20 +73,9 @@ NO_FACE_MESSAGE = (
 )
 
 
-def face_models_dir(model_dir: Path | str) -> Path:
-    """``<model_dir>/face_analysis/models``."""
-    return Path(model_dir) / "face_analysis" / "models"
-
-
 def require_model_file(model_dir: Path | str, filename: str) -> Path:
     """Path of a released face model file, or :class:`FaceModelMissingError` naming it."""
-    path = face_models_dir(model_dir) / filename
-    if not path.is_file():
-        raise FaceModelMissingError(
-            f"face model file not found: {path}. It comes from the Hugging Face repo '{HF_REPO}' "
-            f"(folder 'face_analysis/models'); download that folder into {face_models_dir(model_dir)}."
-        )
-    return path
+    return face_model_file(model_dir, filename, error=FaceModelMissingError)
 
 
 def _providers(device: str | object | None) -> list[str]:
@@ -322,6 +309,10 @@ class FaceModels:
     key: tuple = field(default=())
 
 
+# The onnxruntime sessions of one model folder are kept (a model cache, not a result cache): creating them
+# reads and optimises the graphs (glintr100.onnx alone is about 250 MB), seconds next to a detection. At most
+# one entry (another folder, file or device replaces it); the lock makes concurrent first calls build the
+# sessions once.
 _MODELS: dict[tuple, FaceModels] = {}
 _MODELS_LOCK = threading.Lock()
 
@@ -341,7 +332,7 @@ def load_face_models(model_dir: Path | str, device: str | object | None = "cpu")
         if models is None:
             logger.info("loading face detector %s and recogniser %s", det_path, rec_path)
             models = FaceModels(FaceDetector(det_path, device), ArcFaceRecognizer(rec_path, device), key)
-            _MODELS.clear()  # one folder at a time; sessions are not small
+            _MODELS.clear()
             _MODELS[key] = models
     return models
 

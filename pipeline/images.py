@@ -1,12 +1,22 @@
-"""Reading a portrait file as 8-bit RGB: EXIF orientation applied, every PIL mode scaled, not clipped."""
+"""Portraits as 8-bit RGB arrays, from a file or from a ComfyUI ``IMAGE``.
+
+* :func:`load_image_rgb` reads a file: EXIF orientation applied, every PIL mode scaled, not clipped.
+* :func:`comfy_image_to_rgb` turns a ComfyUI ``IMAGE`` (``[B,H,W,C]`` float 0..1) into one RGB ``uint8``
+  array, the equivalent of the original's ``Image.open(path).convert("RGB")``.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import torch
 
 from .errors import HalloInputError
+
+logger = logging.getLogger(__name__)
 
 # Alpha is composited onto this background: a cut-out portrait gets a plain white backdrop instead of
 # whatever colour its transparent pixels happen to store (often black).
@@ -81,3 +91,66 @@ def load_image_rgb(path: str | Path) -> np.ndarray:
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise HalloInputError(f"image {path} has no pixels; give a real portrait")
     return np.ascontiguousarray(rgb)
+
+
+#: Smallest accepted image side. Below this neither the face detector nor MediaPipe find faces.
+MIN_IMAGE_SIDE = 64
+
+AlphaMode = Literal["drop", "white", "black"]
+
+
+def comfy_image_to_rgb(
+    image: torch.Tensor | np.ndarray,
+    *,
+    alpha: AlphaMode = "drop",
+    min_side: int = MIN_IMAGE_SIDE,
+    name: str = "image",
+) -> np.ndarray:
+    """Convert a ComfyUI IMAGE (``[B,H,W,C]``, ``[H,W,C]`` or ``[H,W]``, float 0..1) to RGB uint8.
+
+    * ``B > 1``: the first image is used and a warning is logged.
+    * ``C == 1`` (greyscale) is repeated to RGB; ``C == 2`` is greyscale + alpha.
+    * ``C == 4`` (RGBA): ``alpha="drop"`` discards alpha like PIL's ``convert("RGB")`` in the
+      original; ``"white"``/``"black"`` composite over that colour.
+    * Values are clamped to 0..1 (NaN -> 0) and rounded to the nearest of 256 levels, which
+      inverts the ``uint8 / 255`` of ComfyUI's image loader exactly.
+    * Images with a side below ``min_side`` pixels raise ``ValueError`` (upscale them first).
+    """
+    arr = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 4:
+        if arr.shape[0] == 0:
+            raise ValueError(f"{name}: the image batch is empty")
+        if arr.shape[0] > 1:
+            logger.warning("%s: batch of %d images; using the first one only", name, arr.shape[0])
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise ValueError(f"{name}: expected an IMAGE tensor [B,H,W,C], got shape {tuple(arr.shape)}")
+    h, w, c = arr.shape
+    if c not in (1, 2, 3, 4):
+        raise ValueError(
+            f"{name}: expected 1 (grey), 3 (RGB) or 4 (RGBA) channels last, got shape {tuple(arr.shape)}"
+        )
+    if min(h, w) < min_side:
+        raise ValueError(
+            f"{name}: the image is only {w}x{h} pixels; face analysis needs at least {min_side} px on "
+            f"each side (512x512 is what Hallo was trained on). Upscale the image first, e.g. with an "
+            f"upscale node, or use a larger source."
+        )
+    if arr.dtype == np.uint8:
+        u8 = arr
+    else:
+        f = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+        u8 = np.rint(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if c in (2, 4):
+        colour, a = u8[:, :, : c - 1], u8[:, :, c - 1 :]
+        if alpha == "drop":
+            u8 = colour
+        else:
+            bg = 255.0 if alpha == "white" else 0.0
+            af = a.astype(np.float32) / 255.0
+            u8 = np.rint(colour.astype(np.float32) * af + bg * (1.0 - af)).astype(np.uint8)
+    if u8.shape[2] == 1:
+        u8 = np.repeat(u8, 3, axis=2)
+    return np.ascontiguousarray(u8)

@@ -20,16 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio_io import load_audio_file
-from .errors import public_name
-from .notices import notice
+from ..errors import public_name
+from ..notices import notice
+from ..paths import HF_REPO, SEPARATOR_FILE, SEPARATOR_SUBDIR, separator_model_file
+from .decode import load_audio_file
 
 logger = logging.getLogger(__name__)
-
-SEPARATOR_SUBDIR = Path("audio_separator")
-SEPARATOR_MODEL = "Kim_Vocal_2.onnx"
-HF_REPO = "fudan-generative-ai/hallo"
-
 
 SEPARATION_MODES = ("auto", "on", "off")
 
@@ -69,20 +65,10 @@ def resolve_separation(value: bool | str, model_path: Path | str | None) -> Path
     return None
 
 
-def resolve_separator_model(path: Path | str) -> Path:
-    """Accept the model file, the ``audio_separator`` folder or the model root; return the file path."""
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        return path
-    if path.name == SEPARATOR_SUBDIR.name:
-        return path / SEPARATOR_MODEL
-    return path / SEPARATOR_SUBDIR / SEPARATOR_MODEL
-
-
 def _missing_pieces(model_path: Path | str | None) -> tuple[Path | None, list[str]]:
     """The model file path and what keeps separation from running (empty when it can run)."""
     problems: list[str] = []
-    model_file = resolve_separator_model(model_path) if model_path is not None else None
+    model_file = separator_model_file(model_path) if model_path is not None else None
     try:
         import audio_separator.separator  # noqa: F401
     except ImportError:
@@ -92,13 +78,13 @@ def _missing_pieces(model_path: Path | str | None) -> tuple[Path | None, list[st
         )
     if model_file is None:
         problems.append(
-            f"no separator model path was given (expected <models>/hallo/{SEPARATOR_SUBDIR.as_posix()}/"
-            f"{SEPARATOR_MODEL} from the Hugging Face repo '{HF_REPO}')"
+            f"no separator model path was given (expected <models>/hallo/{SEPARATOR_SUBDIR}/"
+            f"{SEPARATOR_FILE} from the Hugging Face repo '{HF_REPO}')"
         )
     elif not model_file.is_file():
         problems.append(
             f"the separator model file {model_file} does not exist (download "
-            f"'{SEPARATOR_SUBDIR.as_posix()}/{SEPARATOR_MODEL}' from the Hugging Face repo '{HF_REPO}' "
+            f"'{SEPARATOR_SUBDIR}/{SEPARATOR_FILE}' from the Hugging Face repo '{HF_REPO}' "
             f"and put it there)"
         )
     return model_file, problems

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import HalloInputError
+from ..errors import HalloInputError
 
 # Containers the writer (H.264 video + AAC audio through PyAV) produces correctly.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")

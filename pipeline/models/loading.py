@@ -13,26 +13,13 @@ from pathlib import Path
 
 import torch
 
+from ..paths import HF_REPO, VAE_SUBDIR, VAE_WEIGHTS, ModelFolder, missing_file_error, parse_dtype
+from .architecture import HalloArchitecture, read_unet_config
 from .checkpoint import CheckpointError, check_finite, check_float_dtypes, compare_keys, read_state_dict
-from .model_folder import ModelFolder, missing_file_error
-from .models.architecture import HalloArchitecture, read_unet_config
-from .models.net import HalloNet, build_net
-from .models.unets import UNUSED_MOTION_BLOCKS
+from .net import HalloNet, build_net
+from .unets import UNUSED_MOTION_BLOCKS
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def parse_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") -> torch.dtype:
-    """'fp32' | 'fp16' | 'bf16' | 'auto' | torch.dtype -> torch.dtype ('auto': fp16 on CUDA, fp32 elsewhere)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def architecture_for(unet_config: dict, state: dict[str, torch.Tensor]) -> HalloArchitecture:
@@ -108,9 +95,9 @@ def load_vae(folder: ModelFolder | str | Path, *, device: torch.device | str = "
 
     folder = folder if isinstance(folder, ModelFolder) else ModelFolder.at(folder)
     vae_dir = folder.vae_dir
-    weights = [vae_dir / "diffusion_pytorch_model.safetensors", vae_dir / "diffusion_pytorch_model.bin"]
+    weights = [vae_dir / VAE_WEIGHTS, vae_dir / Path(VAE_WEIGHTS).with_suffix(".bin")]
     if not any(p.is_file() for p in weights):
-        raise missing_file_error(weights[0], "VAE weights", "sd-vae-ft-mse/diffusion_pytorch_model.safetensors")
+        raise missing_file_error(weights[0], "VAE weights", f"{VAE_SUBDIR}/{VAE_WEIGHTS}")
     try:
         vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=parse_dtype(dtype, device),
                                             low_cpu_mem_usage=False)
@@ -118,8 +105,7 @@ def load_vae(folder: ModelFolder | str | Path, *, device: torch.device | str = "
         raise CheckpointError(
             f"the VAE in {vae_dir} cannot be loaded (truncated or corrupt config.json or weights? "
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); download "
-            "sd-vae-ft-mse/ again from the Hugging Face repo 'stabilityai/sd-vae-ft-mse' or "
-            "'fudan-generative-ai/hallo'") from exc
+            f"{VAE_SUBDIR}/ again from the Hugging Face repo 'stabilityai/sd-vae-ft-mse' or '{HF_REPO}'") from exc
     vae.to(device)
     check_finite(vae.state_dict(), vae_dir)
     vae.requires_grad_(False)

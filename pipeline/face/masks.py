@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .lazy_import import cv2
+from ..lazy_import import cv2
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import public_name
-from .face_embedding import require_model_file
-from .lazy_import import cv2
+from ..errors import public_name
+from ..lazy_import import cv2
+from ..paths import LANDMARKER_FILE as TASK_FILE
+from .detection import require_model_file
 
 logger = logging.getLogger(__name__)
 
-TASK_FILE = "face_landmarker_v2_with_blendshapes.task"
 TASKS_BACKEND = "tasks_face_landmarker"
 NUM_LANDMARKS = 478
 MAX_FACES = 8
@@ -75,16 +75,20 @@ def _import_mediapipe():
 
 def landmarker_task_path(model_dir: Path | str) -> Path:
     """``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task``, or
-    :class:`~.face_embedding.FaceModelMissingError` naming that path and where to download it."""
+    :class:`~.detection.FaceModelMissingError` naming that path and where to download it."""
     return require_model_file(model_dir, TASK_FILE)
 
 
+# One MediaPipe FaceLandmarker is kept (a model cache, not a result cache): creating one loads and
+# initialises the .task bundle, which costs far more than a detection. At most one entry (a new task file or
+# face count closes and replaces it); the lock guards the dict and every detect call, since a landmarker may
+# not be used from two threads at once.
 _LANDMARKERS: dict[tuple, object] = {}
 _LANDMARKER_LOCK = threading.Lock()
 
 
 def _landmarker(task: Path, max_faces: int):
-    """A cached Tasks ``FaceLandmarker`` (image mode) for ``task``; call under the lock."""
+    """The kept Tasks ``FaceLandmarker`` (image mode) for ``task``; call under the lock."""
     st = task.stat()
     key = (str(task.resolve()), st.st_size, st.st_mtime_ns, max_faces)
     if key not in _LANDMARKERS:
@@ -178,7 +182,7 @@ def detect_landmarks(
     ``face_bbox`` (x1, y1, x2, y2): the face chosen by the detector; the landmark set that overlaps
     it most is returned (or one found on a crop around it). Without it, the largest face is used.
     Raises :class:`LandmarkError` when no face is found and
-    :class:`~.face_embedding.FaceModelMissingError` when the ``.task`` file is missing.
+    :class:`~.detection.FaceModelMissingError` when the ``.task`` file is missing.
     """
     task = landmarker_task_path(model_dir)
     h, w = rgb.shape[:2]

@@ -1,0 +1,164 @@
+"""The released Hallo model-folder layout: file names, Hugging Face repo ids, dtype names, and clear errors
+for anything missing from the folder.
+
+Every model file of the pack is found through this module. The layout is the one of the Hugging Face
+repo ``fudan-generative-ai/hallo`` downloaded as is::
+
+    hallo/net.pth, hallo2/net.pth          (hallo2 comes from ``fudan-generative-ai/hallo2``)
+    stable-diffusion-v1-5/unet/config.json
+    sd-vae-ft-mse/                         (AutoencoderKL config + weights)
+    wav2vec/wav2vec2-base-960h/            (Wav2Vec2ForCTC config + model.safetensors)
+    face_analysis/models/                  (scrfd_10g_bnkps.onnx, glintr100.onnx,
+                                            face_landmarker_v2_with_blendshapes.task)
+    audio_separator/Kim_Vocal_2.onnx       (only for vocal separation)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import public_name
+
+HF_REPO = "fudan-generative-ai/hallo"
+HF_REPOS = {"hallo": HF_REPO, "hallo2": "fudan-generative-ai/hallo2"}
+VARIANTS = tuple(HF_REPOS)
+
+# Folders and files inside the model folder (posix paths relative to its root).
+CHECKPOINT_FILE = "net.pth"
+UNET_CONFIG = "stable-diffusion-v1-5/unet/config.json"
+VAE_SUBDIR = "sd-vae-ft-mse"
+VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+WAV2VEC_SUBDIR = "wav2vec/wav2vec2-base-960h"
+WAV2VEC_WEIGHTS = "model.safetensors"
+FACE_MODELS_SUBDIR = "face_analysis/models"
+DETECTOR_FILE = "scrfd_10g_bnkps.onnx"  # SCRFD face detector (insightface antelopev2)
+RECOGNIZER_FILE = "glintr100.onnx"  # ArcFace recogniser (insightface antelopev2)
+LANDMARKER_FILE = "face_landmarker_v2_with_blendshapes.task"  # MediaPipe face landmarker bundle (a zip archive)
+SEPARATOR_SUBDIR = "audio_separator"
+SEPARATOR_FILE = "Kim_Vocal_2.onnx"  # MDX-Net vocal separation model
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") -> torch.dtype:
+    """'fp32' | 'fp16' | 'bf16' | 'auto' | torch.dtype -> torch.dtype ('auto': fp16 on CUDA, fp32 elsewhere)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@public_name
+class ModelFileMissing(FileNotFoundError):
+    """A file of the model folder is missing; the message names the path and where it comes from."""
+
+
+def missing_file_error(path: Path, what: str, repo_path: str, repo: str = HF_REPO,
+                       error: type[ModelFileMissing] = ModelFileMissing) -> ModelFileMissing:
+    """``error`` naming the missing ``path`` and the file or folder ``repo_path`` of ``repo`` to download."""
+    return error(
+        f"{what} not found: expected {path}. Download '{repo_path}' from the Hugging Face repo '{repo}' "
+        f"(for example `huggingface-cli download {repo} --local-dir <models>/hallo-models`) and keep the "
+        "released folder layout (see README, 'Model folder')."
+    )
+
+
+def face_model_file(model_dir: Path | str, filename: str,
+                    error: type[ModelFileMissing] = ModelFileMissing) -> Path:
+    """``<model_dir>/face_analysis/models/<filename>``, or ``error`` naming it and where to download it."""
+    path = Path(model_dir) / FACE_MODELS_SUBDIR / filename
+    if not path.is_file():
+        raise missing_file_error(path, "face model file", f"{FACE_MODELS_SUBDIR}/{filename}", error=error)
+    return path
+
+
+def wav2vec_folder(model_dir: Path | str) -> Path:
+    """The wav2vec2 folder of a model root; the wav2vec2 folder itself (holding config.json) is accepted too."""
+    model_dir = Path(model_dir)
+    if (model_dir / "config.json").is_file() and not (model_dir / WAV2VEC_SUBDIR).exists():
+        return model_dir
+    return model_dir / WAV2VEC_SUBDIR
+
+
+def separator_model_file(path: Path | str) -> Path:
+    """The vocal separation model: ``path`` may be the ``.onnx`` file, the ``audio_separator`` folder or the
+    model root. The file may not exist (the caller says what is missing)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return path
+    if path.name == SEPARATOR_SUBDIR:
+        return path / SEPARATOR_FILE
+    return path / SEPARATOR_SUBDIR / SEPARATOR_FILE
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """Paths inside a model folder laid out like the Hugging Face ``fudan-generative-ai/hallo`` repo."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> ModelFolder:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise ModelFileMissing(
+                f"model folder not found: {root}. Point it at the folder that holds hallo/{CHECKPOINT_FILE}, "
+                f"{Path(UNET_CONFIG).parts[0]}/, {VAE_SUBDIR}/, {Path(WAV2VEC_SUBDIR).parts[0]}/ and "
+                f"{Path(FACE_MODELS_SUBDIR).parts[0]}/ (the Hugging Face repo '{HF_REPO}' downloaded as is)."
+            )
+        return cls(root)
+
+    def checkpoint(self, variant: str = "hallo") -> Path:
+        """``hallo/net.pth`` or ``hallo2/net.pth``; a converted ``net.safetensors`` beside it is preferred."""
+        if variant not in HF_REPOS:
+            raise ValueError(f"unknown checkpoint variant {variant!r}; use one of {VARIANTS}")
+        pth = self.root / variant / CHECKPOINT_FILE
+        st = pth.with_suffix(".safetensors")
+        if st.is_file():
+            return st
+        if not pth.is_file():
+            raise missing_file_error(pth, f"{variant} checkpoint", f"{variant}/{CHECKPOINT_FILE}", HF_REPOS[variant])
+        return pth
+
+    @property
+    def unet_config(self) -> Path:
+        path = self.root / UNET_CONFIG
+        if not path.is_file():
+            raise missing_file_error(path, "UNet architecture config", UNET_CONFIG)
+        return path
+
+    @property
+    def vae_dir(self) -> Path:
+        path = self.root / VAE_SUBDIR
+        if not (path / "config.json").is_file():
+            raise missing_file_error(path / "config.json", f"VAE ({VAE_SUBDIR})", f"{VAE_SUBDIR}/")
+        return path
+
+    @property
+    def wav2vec_dir(self) -> Path:
+        path = self.root / WAV2VEC_SUBDIR
+        if not (path / "config.json").is_file():
+            raise missing_file_error(path / "config.json", "wav2vec2 audio encoder", f"{WAV2VEC_SUBDIR}/")
+        return path
+
+    @property
+    def face_models_dir(self) -> Path:
+        path = self.root / FACE_MODELS_SUBDIR
+        if not path.is_dir():
+            raise missing_file_error(path, "face analysis models", f"{FACE_MODELS_SUBDIR}/")
+        return path
+
+    @property
+    def landmarker_task(self) -> Path:
+        """Where MediaPipe's ``face_landmarker_v2_with_blendshapes.task`` belongs (it may be absent)."""
+        return self.root / FACE_MODELS_SUBDIR / LANDMARKER_FILE
+
+    def available_variants(self) -> list[str]:
+        return [v for v in VARIANTS if (self.root / v / CHECKPOINT_FILE).is_file()
+                or (self.root / v / "net.safetensors").is_file()]
