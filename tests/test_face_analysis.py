@@ -28,9 +28,9 @@ from hallo_nodes.pipeline.face.analysis import (  # noqa: E402
     NoFaceError,
     analyze_face,
 )
-from hallo_nodes.pipeline.face.crop import comfy_image_to_rgb  # noqa: E402
 from hallo_nodes.pipeline.face.detection import FaceModelMissingError  # noqa: E402
 from hallo_nodes.pipeline.face.landmarks import TASKS_BACKEND, box_iou  # noqa: E402
+from hallo_nodes.pipeline.images import comfy_image_to_rgb  # noqa: E402
 
 pytest.importorskip("mediapipe")
 
