@@ -190,7 +190,10 @@ def reference_flops(arch: HalloArchitecture, height: int, width: int, *, cfg: bo
 
     # Ours stops after the last up block; the original also runs conv_norm_out/conv_out.
     _unet_walk(acc, arch, lh, lw, n, n, spatial, with_head=(mode == "original"))
-    acc.add("conditioning", 2 * linear(1, arch.face_embedding_dim, arch.face_tokens * arch.cross_attention_dim))
+    # Face tokens of the embedding; with CFG also of the zero embedding (the original always projects both).
+    projections = 2 if (cfg or mode == "original") else 1
+    acc.add("conditioning",
+            projections * linear(1, arch.face_embedding_dim, arch.face_tokens * arch.cross_attention_dim))
     if mode == "ours":
         copies = (2 if faithful else 1) if cfg else 1
         for level, c in _spatial_levels(arch):

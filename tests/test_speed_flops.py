@@ -47,7 +47,7 @@ def test_tiny_network_matches_the_flop_counter_exactly(cfg: bool) -> None:
         ref_counted = counted(lambda: sampler.reference_bank(ref, motion, frames, cfg, True))
         bank, face_tokens = sampler.reference_bank(ref, motion, frames, cfg, True)
         rows = (2 if cfg else 1) * frames
-        masks = sampler._level_masks(ref, rows)
+        masks = sampler.level_masks(ref, rows)
         b = 2 if cfg else 1
         audio = torch.randn(b, frames, arch.audio_tokens, arch.audio_dim)
         ctx = UNetConditions(face_tokens=face_tokens, audio_tokens=audio, masks=masks,

@@ -228,14 +228,16 @@ class HalloSampler:
                         (1, 4, clip_len, height // 8, width // 8), torch.float32 if upcast else self.dtype,
                         settings.guidance_scale > 1.0, drop, scheduler, cfg_steps)
 
-    def _render_conditions(self, reference: HalloReference, plan: ClipPlan) -> tuple[LevelMasks, torch.Tensor]:
-        """What every clip shares: the level masks and the face-locator features, CFG-doubled when needed."""
-        rows = (2 if plan.cfg else 1) * plan.clip_len
-
+    def level_masks(self, reference: HalloReference, rows: int) -> LevelMasks:
+        """The full/face/lip masks of every resolution level, one row per UNet row."""
         def rep(masks: list[torch.Tensor]) -> list[torch.Tensor]:
             return [m.reshape(1, -1).to(self.device, self.dtype).expand(rows, -1) for m in masks]
 
-        masks = LevelMasks(rep(reference.full_masks), rep(reference.face_masks), rep(reference.lip_masks))
+        return LevelMasks(rep(reference.full_masks), rep(reference.face_masks), rep(reference.lip_masks))
+
+    def _render_conditions(self, reference: HalloReference, plan: ClipPlan) -> tuple[LevelMasks, torch.Tensor]:
+        """What every clip shares: the level masks and the face-locator features, CFG-doubled when needed."""
+        masks = self.level_masks(reference, (2 if plan.cfg else 1) * plan.clip_len)
         face_locator = self.net.face_locator(reference.face_locator_image[None].to(self.device, self.dtype))
         face_locator = face_locator.repeat_interleave(plan.clip_len, dim=0)
         if plan.cfg:
