@@ -112,6 +112,7 @@ def cfg_half(ctx: UNetConditions, index: int, frames: int) -> UNetConditions:
         face_locator=None if ctx.face_locator is None else ctx.face_locator[rows],
         bank=None if ctx.bank is None else ctx.bank.cfg_half(index, frames),
         motion_scale=ctx.motion_scale,
+        silent_audio=1 if ctx.silent_audio > index else 0,
     )
 
 
@@ -268,7 +269,7 @@ class HalloSampler:
         masks, face_locator = shared
         return UNetConditions(face_tokens=face_tokens, audio_tokens=audio_tokens, masks=masks,
                               face_locator=face_locator, bank=bank.to(self.device, self.dtype),
-                              motion_scale=plan.settings.motion_scale)
+                              motion_scale=plan.settings.motion_scale, silent_audio=1 if plan.cfg else 0)
 
     # -- denoising ---------------------------------------------------------------------------------
     def _velocity(self, model_in: torch.Tensor, t: torch.Tensor, ctx: UNetConditions, plan: ClipPlan,
