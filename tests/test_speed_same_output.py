@@ -208,6 +208,23 @@ def test_fp32_latent_upcast_is_a_no_op_in_fp32(prepared) -> None:
     assert torch.equal(a[0], b[0])
 
 
+def test_faithful_fp32_rounds_the_bank_to_fp16_as_the_original(prepared, prepared64) -> None:
+    sampler = prepared.sampler
+    assert sampler.rounds_bank(SamplerSettings())
+    assert not sampler.rounds_bank(SamplerSettings(faithful=False))
+    assert not sampler.rounds_bank(SamplerSettings(fp16_bank=False))
+    assert not prepared64.sampler.rounds_bank(SamplerSettings())  # float64: the exact-math checks
+    ref = prepared.reference
+    motion = ref.latent.repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        plain, _ = sampler.reference_bank(ref, motion, CLIP, True, True)
+        rounded, _ = sampler.reference_bank(ref, motion, CLIP, True, True, fp16_bank=True)
+    for path, feats in rounded.reference.items():
+        assert feats.dtype == torch.float32 and torch.equal(feats, plain.reference[path].half().float())
+        assert torch.equal(rounded.motion[path], plain.motion[path].half().float())
+    assert not torch.equal(rounded.reference[path], plain.reference[path])
+
+
 def test_channels_last_matches(tiny_model_dir: Path, assets: Path) -> None:
     """Different conv kernels, same math: float64 (fp32 rounding is amplified as explained above)."""
     from hallo_nodes.pipeline.sampling.acceleration import use_channels_last
