@@ -8,7 +8,8 @@ that counter at 512²: 53.57 TFLOP per CFG denoising step, 4.78 TFLOP ReferenceN
 decode / encode.
 
 ``mode="ours"`` counts this package's forward: reference K/V projected once per clip, no reference
-attention for the unconditional rows. ``mode="original"`` counts the original's forward: reference K/V
+attention and no audio cross-attention for the unconditional rows (their audio tokens are zero, so each
+branch is the constant ``to_out(to_v(0))``). ``mode="original"`` counts the original's forward: reference K/V
 projected for every row at every step, reference attention computed for all rows and the unconditional
 rows then recomputed with plain self-attention (its reference-attention processor discards the
 unconditional half and runs self-attention for it instead).
@@ -219,6 +220,7 @@ def denoiser_flops(arch: HalloArchitecture, height: int, width: int, *, frames: 
     b = 2 if cfg else 1
     rows = b * frames
     cond_rows = frames  # rows that read the reference bank
+    heard = cond_rows if mode == "ours" else rows  # rows that attend to their audio tokens
     lh, lw = height // 8, width // 8
     face_t, cross = arch.face_tokens, arch.cross_attention_dim
     audio_t, audio_d = arch.audio_tokens, arch.audio_dim
@@ -246,9 +248,11 @@ def denoiser_flops(arch: HalloArchitecture, height: int, width: int, *, frames: 
         # audio module
         acc.add("audio", 2 * conv(rows, c, inner, hw, 1, k=1))
         acc.add("audio", 4 * linear(tokens, inner, inner) + attention(rows, hw, hw, inner))
-        for _ in range(3):
-            acc.add("audio", 2 * linear(tokens, inner, inner) + 2 * linear(rows * audio_t, audio_d, inner)
-                    + attention(rows, hw, audio_t, inner) + linear(tokens, inner, inner))
+        for _ in range(3):  # ours: the unconditional rows' zero audio tokens give the constant to_out(to_v(0))
+            acc.add("audio", 2 * linear(heard * hw, inner, inner) + 2 * linear(heard * audio_t, audio_d, inner)
+                    + attention(heard, hw, audio_t, inner) + linear(tokens, inner, inner))
+            if heard < rows:
+                acc.add("audio", linear(1, audio_d, inner) + linear(1, inner, inner))
         acc.add("audio", _ff(tokens, inner))
         # motion module over motion_frames + frames
         length = motion_frames + frames

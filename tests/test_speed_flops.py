@@ -50,9 +50,10 @@ def test_tiny_network_matches_the_flop_counter_exactly(cfg: bool) -> None:
         masks = sampler.level_masks(ref, rows)
         b = 2 if cfg else 1
         audio = torch.randn(b, frames, arch.audio_tokens, arch.audio_dim)
+        audio[:b - 1] = 0  # the unconditional half's audio tokens are zero, as the sampler builds them
         ctx = UNetConditions(face_tokens=face_tokens, audio_tokens=audio, masks=masks,
                              face_locator=torch.zeros(rows, arch.block_out_channels[0], size // 8, size // 8),
-                             bank=bank)
+                             bank=bank, silent_audio=b - 1)
         x = torch.randn(b, 4, frames, size // 8, size // 8)
         first = counted(lambda: net.denoising_unet(x, 500, ctx))  # projects the reference K/V once
         second = counted(lambda: net.denoising_unet(x, 480, ctx))  # reuses them
@@ -100,6 +101,15 @@ def test_our_forward_saves_the_thrown_away_reference_attention() -> None:
     # without CFG nothing is thrown away; ours saves only the per-step reference K/V projection
     assert flops.denoiser_flops(arch, 512, 512, cfg=False).total < flops.denoiser_flops(
         arch, 512, 512, cfg=False, mode="original").total
+
+
+def test_our_forward_skips_the_unconditional_audio_attention() -> None:
+    arch = HalloArchitecture()
+    ours = flops.denoiser_flops(arch, 512, 512).parts["audio"]
+    original = flops.denoiser_flops(arch, 512, 512, mode="original").parts["audio"]
+    assert ours < 0.95 * original  # the q/out projections and attention of 3 branches, for half the rows
+    no_cfg = flops.denoiser_flops(arch, 512, 512, cfg=False)  # nothing to skip without CFG
+    assert no_cfg.parts["audio"] == flops.denoiser_flops(arch, 512, 512, cfg=False, mode="original").parts["audio"]
 
 
 def test_render_flops_counts_steps_cfg_and_clips() -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import prepare
+from hallo_nodes.pipeline.models.audio_attention import AudioBlock
 from hallo_nodes.pipeline.models.unets import DenoisingUNet
 from hallo_nodes.pipeline.sampling.sampler import SamplerSettings
 
@@ -110,6 +111,53 @@ def test_optimised_reference_attention_matches_the_straightforward_path(prepared
         assert float((a - b).abs().max()) < tolerance
 
 
+def _full_audio_attention(attn, n: torch.Tensor, audio: torch.Tensor, silent_rows: int) -> torch.Tensor:
+    """The original's audio cross-attention: every row attends to its audio tokens, zero or not."""
+    return _attention(attn, n, audio)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
+def test_silent_audio_rows_match_the_full_audio_attention(prepared, prepared64, monkeypatch, precision) -> None:
+    """CFG's unconditional rows skip the audio attentions (zero tokens: uniform softmax, value to_v(0))."""
+    prepared = prepared if precision == "fp32" else prepared64
+    settings = replace(BASE, steps=1 if precision == "fp32" else 2)
+    tolerance = 1e-4 if precision == "fp32" else 1e-9
+    shortcut = AudioBlock._cross_attention
+    silent_calls: list[int] = []
+
+    def counting(attn, n, audio, silent_rows):
+        silent_calls.append(silent_rows)
+        return shortcut(attn, n, audio, silent_rows)
+
+    monkeypatch.setattr(AudioBlock, "_cross_attention", staticmethod(counting))
+    fast = _latents(prepared, settings)
+    assert silent_calls and all(rows == CLIP for rows in silent_calls)  # every audio attention, the uncond half
+    monkeypatch.setattr(AudioBlock, "_cross_attention", staticmethod(_full_audio_attention))
+    slow = _latents(prepared, settings)
+    assert len(fast) == len(slow) == 2
+    for a, b in zip(fast, slow, strict=True):
+        assert float(a.abs().max()) > 0.1
+        assert float((a - b).abs().max()) < tolerance
+
+
+def test_silent_audio_shortcut_equals_attention_over_zero_tokens(prepared64) -> None:
+    """One real audio block in float64: the unconditional rows are the to_out bias, the others unchanged."""
+    block = prepared64.sampler.net.denoising_unet.down_blocks[0].audio_modules[0].transformer_blocks[0]
+    assert block.attn2_0.to_k.bias is None and block.attn2_0.to_v.bias is None  # as in the released net.pth
+    torch.manual_seed(0)
+    dim, width = block.attn2_0.to_q.in_features, block.attn2_0.to_k.in_features
+    n = torch.randn(6, 64, dim, dtype=torch.float64)
+    audio = torch.randn(6, 8, width, dtype=torch.float64)
+    audio[:2] = 0
+    with torch.no_grad():
+        for attn in (block.attn2_0, block.attn2_1, block.attn2_2):
+            short = AudioBlock._cross_attention(attn, n, audio, 2)
+            full = _full_audio_attention(attn, n, audio, 0)
+            assert torch.equal(short[:2], attn.to_out[0].bias.expand(2, 64, -1))
+            assert float((short - full).abs().max()) < 1e-12
+        assert torch.equal(AudioBlock._cross_attention(attn, n, audio, 6)[:2], short[:2])  # all rows silent
+
+
 def test_sdpa_matches_an_explicit_softmax(prepared) -> None:
     attn = prepared.sampler.net.denoising_unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
     torch.manual_seed(0)
@@ -158,6 +206,23 @@ def test_fp32_latent_upcast_is_a_no_op_in_fp32(prepared) -> None:
     a = _latents(prepared, BASE, end_frame=16)
     b = _latents(prepared, replace(BASE, upcast_latents=True), end_frame=16)
     assert torch.equal(a[0], b[0])
+
+
+def test_faithful_fp32_rounds_the_bank_to_fp16_as_the_original(prepared, prepared64) -> None:
+    sampler = prepared.sampler
+    assert sampler.rounds_bank(SamplerSettings())
+    assert not sampler.rounds_bank(SamplerSettings(faithful=False))
+    assert not sampler.rounds_bank(SamplerSettings(fp16_bank=False))
+    assert not prepared64.sampler.rounds_bank(SamplerSettings())  # float64: the exact-math checks
+    ref = prepared.reference
+    motion = ref.latent.repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        plain, _ = sampler.reference_bank(ref, motion, CLIP, True, True)
+        rounded, _ = sampler.reference_bank(ref, motion, CLIP, True, True, fp16_bank=True)
+    for path, feats in rounded.reference.items():
+        assert feats.dtype == torch.float32 and torch.equal(feats, plain.reference[path].half().float())
+        assert torch.equal(rounded.motion[path], plain.motion[path].half().float())
+    assert not torch.equal(rounded.reference[path], plain.reference[path])
 
 
 def test_channels_last_matches(tiny_model_dir: Path, assets: Path) -> None:

@@ -3,6 +3,11 @@
 Keys: ``{norm, proj_in, transformer_blocks.0.{attn1, norm1, attn2_0, attn2_1, attn2_2, norm2,
 zero_conv_full, zero_conv_face, zero_conv_lip, ff, norm3}, proj_out}``. The inner width is the width of
 the block's *input* (so ``proj_in`` may be non-square), 8 heads.
+
+Rows whose audio tokens are all zero (the unconditional half under classifier-free guidance) skip the three
+audio cross-attentions: their keys are all equal, so the softmax is uniform and the attention returns the value
+of a zero token, ``to_v(0)``. The released ``to_k``/``to_v`` have no bias, so that value is 0 and the branch
+is ``to_out(0)`` = the ``to_out`` bias, a per-channel constant: the same numbers without the attention.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 from torch.nn import functional as F
 
-from .attention_ops import attend, from_tokens, to_tokens
+from .attention_ops import attend, from_tokens, output_projection, to_tokens
 
 #: The full, face and lip masks, each (B*F, N).
 Masks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -43,8 +48,28 @@ class AudioBlock(nn.Module):
         """A 1x1 convolution is a per-token linear map; this lifts the original's square-only reshape."""
         return F.linear(x, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float]) -> torch.Tensor:
-        """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N)."""
+    @staticmethod
+    def _cross_attention(attn: Attention, n: torch.Tensor, audio: torch.Tensor, silent_rows: int) -> torch.Tensor:
+        """Attention of ``n`` over ``audio``; the first ``silent_rows`` rows have all-zero audio tokens.
+
+        Zero tokens give equal keys, a uniform softmax and the value ``to_v(0)`` for every query, so those rows
+        get ``to_out(to_v(0))`` without computing the attention.
+        """
+        if silent_rows <= 0:
+            return attend(attn, n, context=audio)
+        silent = output_projection(attn, attn.to_v(audio.new_zeros(1, 1, audio.shape[-1])))  # (1, 1, C)
+        silent = silent.expand(min(silent_rows, n.shape[0]), n.shape[1], -1)
+        if silent_rows >= n.shape[0]:
+            return silent
+        heard = attend(attn, n[silent_rows:], context=audio[silent_rows:])
+        return torch.cat([silent, heard])
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
+                silent_rows: int = 0) -> torch.Tensor:
+        """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N).
+
+        ``silent_rows``: the leading rows whose audio tokens are all zero (CFG's unconditional half).
+        """
         x = attend(self.attn1, self.norm1(x)) + x
         n = self.norm2(x)
         branches = (
@@ -54,7 +79,7 @@ class AudioBlock(nn.Module):
         )
         out = x
         for (attn, conv), mask, weight in zip(branches, masks, weights, strict=True):
-            branch = attend(attn, n, context=audio) * mask.to(x.dtype).unsqueeze(-1)
+            branch = self._cross_attention(attn, n, audio, silent_rows) * mask.to(x.dtype).unsqueeze(-1)
             out = out + float(weight) * self._pointwise(conv, branch)
         return self.ff(self.norm3(out)) + out
 
@@ -69,9 +94,10 @@ class AudioTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([AudioBlock(inner, heads, cross_dim)])
         self.proj_out = nn.Conv2d(inner, in_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
+                silent_rows: int = 0) -> torch.Tensor:
         h, w = x.shape[-2:]
         y = to_tokens(self.proj_in(self.norm(x)))
         for block in self.transformer_blocks:
-            y = block(y, audio, masks, weights)
+            y = block(y, audio, masks, weights, silent_rows)
         return self.proj_out(from_tokens(y, h, w)) + x

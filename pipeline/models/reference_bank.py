@@ -48,6 +48,14 @@ class ReferenceBank:
         motion = {path: feats[index:index + 1] for path, feats in self.motion.items()}
         return ReferenceBank(self.reference, motion, self.row_source[rows], self._kv_cache)
 
+    def rounded(self, dtype: torch.dtype) -> ReferenceBank:
+        """The bank with every feature rounded to ``dtype`` and back (the original keeps its bank in fp16)."""
+        def rnd(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype).to(t.dtype)
+
+        return ReferenceBank(reference={k: rnd(v) for k, v in self.reference.items()},
+                             motion={k: rnd(v) for k, v in self.motion.items()}, row_source=self.row_source)
+
     def motion_frames(self, path: str, height: int, width: int) -> torch.Tensor:
         """Motion features of ``path`` as (B, M, C, H, W)."""
         feats = self.motion[path]

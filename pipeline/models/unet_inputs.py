@@ -42,6 +42,9 @@ class UNetConditions:
     face_locator: torch.Tensor | None  # (B*F, 320, h, w) or None
     bank: ReferenceBank | None
     motion_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # The first ``silent_audio`` batch entries have all-zero audio tokens (CFG's unconditional half): their
+    # audio cross-attentions are computed without attention (see audio_attention.py).
+    silent_audio: int = 0
 
 
 @dataclass
@@ -56,12 +59,13 @@ class BlockInputs:
     masks: LevelMasks | None = None
     audio_weights: Sequence[float] = (1.0, 1.0, 1.0)  # pose (full), face, lip
     bank: ReferenceBank | None = None  # source of the motion-frame features
+    silent_audio_rows: int = 0  # leading rows whose audio tokens are all zero
 
-    def audio_inputs(self, level: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Sequence[float]]:
-        """Audio tokens, the masks of resolution ``level`` and the branch weights, for an audio module."""
+    def audio_inputs(self, level: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Sequence[float], int]:
+        """Audio tokens, the masks of resolution ``level``, the branch weights and the silent rows."""
         if self.audio is None or self.masks is None:
             raise ValueError("a block with audio modules needs BlockInputs.audio and BlockInputs.masks")
-        return self.audio, self.masks.level(level), self.audio_weights
+        return self.audio, self.masks.level(level), self.audio_weights, self.silent_audio_rows
 
     def motion_frames(self, path: str, x: torch.Tensor) -> torch.Tensor | None:
         """Motion-frame features (B, M, C, H, W) for the motion module after transformer ``path``, if any."""

@@ -132,6 +132,7 @@ class DenoisingUNet(_UNetBody):
             masks=ctx.masks,
             audio_weights=ctx.motion_scale,
             bank=ctx.bank,
+            silent_audio_rows=min(ctx.silent_audio, b) * frames,
         )
 
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor | float, ctx: UNetConditions) -> torch.Tensor:

@@ -112,6 +112,7 @@ def cfg_half(ctx: UNetConditions, index: int, frames: int) -> UNetConditions:
         face_locator=None if ctx.face_locator is None else ctx.face_locator[rows],
         bank=None if ctx.bank is None else ctx.bank.cfg_half(index, frames),
         motion_scale=ctx.motion_scale,
+        silent_audio=1 if ctx.silent_audio > index else 0,
     )
 
 
@@ -168,8 +169,11 @@ class HalloSampler:
     # -- ReferenceNet -----------------------------------------------------------------------------
     @torch.no_grad()
     def reference_bank(self, reference: HalloReference, motion_latents: torch.Tensor, frames: int,
-                       cfg: bool, faithful: bool) -> tuple[ReferenceBank, torch.Tensor]:
-        """Run the ReferenceNet once for a clip; return the bank and the face tokens ([uncond, cond] with CFG)."""
+                       cfg: bool, faithful: bool, fp16_bank: bool = False) -> tuple[ReferenceBank, torch.Tensor]:
+        """Run the ReferenceNet once for a clip; return the bank and the face tokens ([uncond, cond] with CFG).
+
+        ``fp16_bank``: round the bank's features to fp16 as the original does.
+        """
         with self._resident.use(REFERENCE_NET):
             net = self.net
             emb = reference.face_embedding.to(self.device, self.dtype).reshape(1, -1)
@@ -177,9 +181,18 @@ class HalloSampler:
             triple = torch.cat([reference.latent.to(self.device, self.dtype),
                                 motion_latents.to(self.device, self.dtype)])  # [r, m1, m2]
             if not cfg:
-                return self._bank_without_cfg(triple, cond, frames), cond
-            uncond = net.imageproj(torch.zeros_like(emb))  # = the LayerNorm bias, not zeros
-            return self._bank_with_cfg(triple, uncond, cond, frames, faithful), torch.cat([uncond, cond])
+                bank, tokens = self._bank_without_cfg(triple, cond, frames), cond
+            else:
+                uncond = net.imageproj(torch.zeros_like(emb))  # = the LayerNorm bias, not zeros
+                bank = self._bank_with_cfg(triple, uncond, cond, frames, faithful)
+                tokens = torch.cat([uncond, cond])
+            return (bank.rounded(torch.float16) if fp16_bank else bank), tokens
+
+    def rounds_bank(self, settings: SamplerSettings) -> bool:
+        """Whether the bank is rounded to fp16: ``settings.fp16_bank``, by default faithful fp32 runs."""
+        if settings.fp16_bank is not None:
+            return bool(settings.fp16_bank) and self.dtype != torch.float16
+        return settings.faithful and self.dtype == torch.float32
 
     def _bank_without_cfg(self, triple: torch.Tensor, cond: torch.Tensor, frames: int) -> ReferenceBank:
         bank = self.net.reference_unet(triple, cond.expand(triple.shape[0], -1, -1))
@@ -270,7 +283,7 @@ class HalloSampler:
         masks, face_locator = shared
         return UNetConditions(face_tokens=face_tokens, audio_tokens=audio_tokens, masks=masks,
                               face_locator=face_locator, bank=bank.to(self.device, self.dtype),
-                              motion_scale=plan.settings.motion_scale)
+                              motion_scale=plan.settings.motion_scale, silent_audio=1 if plan.cfg else 0)
 
     # -- denoising ---------------------------------------------------------------------------------
     def _velocity(self, model_in: torch.Tensor, t: torch.Tensor, ctx: UNetConditions, plan: ClipPlan,
@@ -342,7 +355,8 @@ class HalloSampler:
         settings, clip_len = plan.settings, plan.clip_len
         timings = {"encode": 0.0, "reference": 0.0, "denoise": 0.0, "decode": 0.0}
         height, width = reference.size
-        gen = clip_noise_generator(settings.seed, plan.first_clip, plan.latent_shape, self.dtype,
+        # the initial noise is drawn in the latents' dtype: fp32 when they are upcast
+        gen = clip_noise_generator(settings.seed, plan.first_clip, plan.latent_shape, plan.latent_dtype,
                                    (height, width) if plan.drop > 0 else None)
         shared = self._render_conditions(reference, plan)
         motion_pixels = motion.frames if motion is not None else reference.pixels[None].repeat(2, 1, 1, 1)
@@ -350,12 +364,12 @@ class HalloSampler:
         for clip in plan.clips():
             clip_start = clip * clip_len
             pixels = self._motion_pixels(reference, motion_pixels, plan.drop, gen)
-            noise = torch.randn(plan.latent_shape, generator=gen, dtype=self.dtype).to(self.device, plan.latent_dtype)
+            noise = torch.randn(plan.latent_shape, generator=gen, dtype=plan.latent_dtype).to(self.device)
             with self._timed(timings, "encode"):
                 motion_latents = self._motion_latents(reference, pixels, clip, motion is not None, plan.drop)
             with self._timed(timings, "reference"):  # ReferenceNet once at t=0 -> the bank
                 bank, face_tokens = self.reference_bank(reference, motion_latents, clip_len, plan.cfg,
-                                                        settings.faithful)
+                                                        settings.faithful, self.rounds_bank(settings))
                 ctx = self._clip_conditions(plan, bank, face_tokens,
                                             audio_features[clip_start:clip_start + clip_len], shared)
             with self._timed(timings, "denoise"):

@@ -36,6 +36,9 @@ class SamplerSettings:
     # tokens tiled [u, c, u, c, u, c] against latents [r, m1, m2, r, m1, m2], and conditional row i reads
     # reference copy i % 2.
     faithful: bool = True
+    # Round the reference bank to fp16 as the original does whatever the compute dtype (its reference-attention
+    # control stores the bank in fp16). None = with ``faithful`` when the network runs in fp32; a no-op in fp16.
+    fp16_bank: bool | None = None
     # Hallo2: fraction of motion-frame pixels dropped outside the face box (None: 0.25 for hallo2, else 0).
     motion_frame_drop: float | None = None
     # VAE decode batch (frames per decoder call).
