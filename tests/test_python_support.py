@@ -18,7 +18,7 @@ import pytest
 from .conftest import REPO
 
 #: The folders and files that ship in the wheel (pyproject's [tool.setuptools] packages).
-SHIPPED = ("__init__.py", "nodes", "pipeline")
+SHIPPED = ("__init__.py", "nodes", "pipeline", "testing", "bench")
 
 
 def _oldest_python() -> tuple[int, int]:
@@ -62,8 +62,8 @@ def test_shipped_source_compiles_with_the_oldest_python() -> None:
     python = _interpreter(major, minor)
     if python is None:
         pytest.skip(f"no python{major}.{minor} on PATH or in pyenv (CI's machine has it, from pyenv)")
-    files = [str(REPO / "__init__.py")]
-    files += [str(f) for name in ("nodes", "pipeline") for f in sorted((REPO / name).rglob("*.py"))]
+    files = [str(f) for name in SHIPPED for f in ([REPO / name] if name.endswith(".py") else
+                                                  sorted((REPO / name).rglob("*.py")))]
     code = "import sys\nfor f in sys.argv[1:]:\n    compile(open(f, encoding='utf-8').read(), f, 'exec')\n"
     result = subprocess.run([python, "-c", code, *files], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, f"python{major}.{minor} cannot compile the pack:\n{result.stderr}"
