@@ -57,6 +57,16 @@ def image_to_rgb(img) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def _looks_like_jpeg_png_webp(path: Path) -> bool:
+    """The file starts as a JPEG, PNG or WebP does: PIL before 13 calls a truncated one unidentified."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (head[:4], head[8:]) == (b"RIFF", b"WEBP")
+
+
 def _open_error(path: Path, exc: BaseException) -> HalloInputError:
     from PIL import Image, UnidentifiedImageError
 
@@ -65,7 +75,7 @@ def _open_error(path: Path, exc: BaseException) -> HalloInputError:
             f"image {path} is too large for a portrait ({exc}); resize it to at most a few thousand pixels a side")
     if isinstance(exc, PermissionError):
         return HalloInputError(f"image {path} cannot be read (permission denied); check the file's permissions")
-    if isinstance(exc, UnidentifiedImageError):
+    if isinstance(exc, UnidentifiedImageError) and not _looks_like_jpeg_png_webp(path):
         return HalloInputError(f"image {path} is not an image PIL can read; give a JPEG, PNG or WebP file")
     return HalloInputError(
         f"image {path} cannot be decoded (truncated or corrupt file? {type(exc).__name__}: {exc}); "

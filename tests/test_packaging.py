@@ -36,6 +36,18 @@ def test_every_requirement_has_a_floor_and_no_cap() -> None:
         assert not any(op in spec for op in ("==", "<", "~=", "!=")), f"{requirement}: floors only"
 
 
+def test_ci_floor_pins_are_the_declared_floors() -> None:
+    """CI's floors phase installs ``.ci/floors.txt``: it must pin every runtime dependency at exactly the floor
+    pyproject declares, or a floor goes untested."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {_name(r): r.split(">=")[1].split(";")[0].strip() for r in project["dependencies"]}
+    lines = [ln.strip() for ln in (REPO / ".ci" / "floors.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    pinned = {_name(ln): ln.split("==")[1].strip() for ln in lines}
+    assert all("==" in ln for ln in lines), lines
+    assert pinned == declared
+
+
 def test_no_torch_family_in_any_requirement_list() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     lists = [project["dependencies"], *project.get("optional-dependencies", {}).values()]

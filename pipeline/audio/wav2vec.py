@@ -132,7 +132,11 @@ def _build_model(config_dict: dict[str, Any]) -> torch.nn.Module:
         cfg._attn_implementation = "sdpa"
     except Exception:  # noqa: BLE001 - older/newer transformers may refuse; default is fine
         logger.debug("could not select sdpa attention for wav2vec2; using the default")
-    return Wav2Vec2Model(cfg)
+    try:
+        return Wav2Vec2Model(cfg)
+    except ValueError:  # transformers < 4.41 refuses sdpa for wav2vec2 here, at construction
+        cfg._attn_implementation = "eager"
+        return Wav2Vec2Model(cfg)
 
 
 def _folder_files(model_dir: Path | str) -> tuple[Path, Path, Path]:
