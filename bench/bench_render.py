@@ -105,7 +105,7 @@ def _straightforward_reference_attention(attn, n: torch.Tensor, bank, path: str)
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, help="model folder (default: a tiny random one in a temp dir)")
     ap.add_argument("--full", action="store_true", help="full-size network with random weights, built in memory")
@@ -127,34 +127,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--straightforward", action="store_true",
                     help="'before' figures: the original's reference attention (all rows, K/V every step)")
     ap.add_argument("--out", type=Path, default=None, help="mp4 path (default: temp file, deleted)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap.parse_args(argv)
 
-    device = pick_device(args.device)
-    dtype = parse_dtype(args.dtype, device)
-    vae_dtype = parse_dtype(args.vae_dtype, device) if args.vae_dtype else dtype
-    settings = preset_settings(args.preset, SamplerSettings(decode_batch=args.decode_batch, low_vram=args.low_vram))
-    if args.steps is not None:
-        settings.steps = args.steps
-    if args.cfg_steps is not None:
-        settings.cfg_steps = args.cfg_steps
-    tmp = tempfile.TemporaryDirectory()
-    stages: dict[str, float] = {}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
-    t0 = time.perf_counter()
+def load_models(args: argparse.Namespace, tmp: Path, device: torch.device, dtype: torch.dtype,
+                vae_dtype: torch.dtype) -> tuple:
+    """(net, vae, encoder, arch, model folder, label), with the opt-in switches applied."""
     if args.models is None:
-        models = write_tiny_model_folder(Path(tmp.name) / "models", variants=("hallo",),
+        models = write_tiny_model_folder(tmp / "models", variants=("hallo",),
                                          landmarker_task=LANDMARKER_TASK if LANDMARKER_TASK.is_file() else None)
         label = "tiny (random)"
     else:
         models, label = args.models, str(args.models)
     if args.full:
-        net = random_full_net(device, dtype)
-        vae = full_vae(device, vae_dtype)
-        encoder = full_wav2vec(device)
+        net, vae, encoder = random_full_net(device, dtype), full_vae(device, vae_dtype), full_wav2vec(device)
         arch, label = HalloArchitecture(), "full-size (random weights)"
     else:
         net = load_net(models, "hallo", device=device, dtype=dtype)
@@ -173,32 +159,15 @@ def main(argv: list[str] | None = None) -> dict:
         from hallo_nodes.pipeline.sampling.acceleration import compile_denoiser
 
         compile_denoiser(net)
-    stages["load"] = time.perf_counter() - t0
+    return net, vae, encoder, arch, models, label
 
-    audio_path = Path(args.audio) if Path(args.audio).is_file() else ASSETS / args.audio
-    waveform, rate = load_audio_file(audio_path)
-    t0 = time.perf_counter()
-    features = encode_audio(waveform, rate, encoder, device=device)
-    if args.low_vram and device.type == "cuda":
-        encoder.to(device="cpu")
-    stages["audio"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    rgb = load_image_rgb(ASSETS / IMAGE)
-    size = (args.size, args.size)
-    face = analyze_face(rgb, models, output_size=size, device=str(device))
-    reference = make_reference(vae, rgb, face, size=size)
-    if args.low_vram and device.type == "cuda":
-        offload_to_cpu(net.reference_unet, vae)
-    stages["face"] = time.perf_counter() - t0
-
-    frames = args.frames if args.frames is not None else (16 if args.models is None and not args.full else None)
-    end = features.num_frames if frames is None else min(frames, features.num_frames)
-    sampler = HalloSampler(net, vae, device=device, dtype=dtype)
-    out_path = args.out or Path(tmp.name) / "bench.mp4"
+def render_timed(sampler: HalloSampler, reference, features, settings: SamplerSettings, end: int,
+                 out_path: Path, size: int, audio: tuple) -> tuple:
+    """Render into ``out_path``; (sampler result, wall seconds, seconds spent writing frames)."""
     write_time = 0.0
     t0 = time.perf_counter()
-    writer = VideoWriter(out_path, 25.0, args.size, args.size, audio=(waveform, rate))
+    writer = VideoWriter(out_path, 25.0, size, size, audio=audio)
     try:
         def write(clip: ClipOutput) -> None:
             nonlocal write_time
@@ -212,19 +181,21 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         writer.close()
     write_time += time.perf_counter() - started
-    generate_wall = time.perf_counter() - t0
-    stages.update({k: v for k, v in result.timings.items()})
-    stages["write"] = write_time
+    return result, time.perf_counter() - t0, write_time
 
+
+def report(args: argparse.Namespace, *, label: str, device: torch.device, dtype: torch.dtype,
+           vae_dtype: torch.dtype, settings: SamplerSettings, arch: HalloArchitecture, vae, end: int,
+           stages: dict[str, float], generate_wall: float) -> dict:
+    """The benchmark's JSON line: timings, memory, FLOPs and achieved TFLOP/s."""
     video_s = end / 25.0
     vae_cfg = dict(vae.config) if hasattr(vae, "config") else None
     fl = flop_count.render_flops(arch, args.size, args.size, end, steps=settings.steps,
                                  cfg=settings.guidance_scale > 1.0, cfg_steps=settings.cfg_steps, vae_config=vae_cfg)
     ref_encode = flop_count.vae_encode_flops(args.size, args.size, vae_cfg)
     sampler_s = sum(stages[k] for k in ("encode", "reference", "denoise", "decode"))
-    denoise_tflop = fl.denoise / 1e12
     gpu = peak_gpu_memory(device)
-    report = {
+    return {
         "model": label,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
@@ -252,13 +223,60 @@ def main(argv: list[str] | None = None) -> dict:
         "tflop_per_video_s": round(fl.per_video_second / 1e12, 4),
         # sampler stages only: the reference-image encode belongs to the face stage
         "achieved_tflops": round((fl.total - ref_encode) / 1e12 / max(sampler_s, 1e-9), 4),
-        "denoise_tflops": round(denoise_tflop / max(stages["denoise"], 1e-9), 4),
+        "denoise_tflops": round(fl.denoise / 1e12 / max(stages["denoise"], 1e-9), 4),
     }
-    print(json.dumps(report))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    dtype = parse_dtype(args.dtype, device)
+    vae_dtype = parse_dtype(args.vae_dtype, device) if args.vae_dtype else dtype
+    settings = preset_settings(args.preset, SamplerSettings(decode_batch=args.decode_batch, low_vram=args.low_vram))
+    if args.steps is not None:
+        settings.steps = args.steps
+    if args.cfg_steps is not None:
+        settings.cfg_steps = args.cfg_steps
+    tmp = tempfile.TemporaryDirectory()
+    stages: dict[str, float] = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    t0 = time.perf_counter()
+    net, vae, encoder, arch, models, label = load_models(args, Path(tmp.name), device, dtype, vae_dtype)
+    stages["load"] = time.perf_counter() - t0
+
+    audio_path = Path(args.audio) if Path(args.audio).is_file() else ASSETS / args.audio
+    waveform, rate = load_audio_file(audio_path)
+    t0 = time.perf_counter()
+    features = encode_audio(waveform, rate, encoder, device=device)
+    if args.low_vram and device.type == "cuda":
+        encoder.to(device="cpu")
+    stages["audio"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rgb = load_image_rgb(ASSETS / IMAGE)
+    size = (args.size, args.size)
+    reference = make_reference(vae, rgb, analyze_face(rgb, models, output_size=size, device=str(device)), size=size)
+    if args.low_vram and device.type == "cuda":
+        offload_to_cpu(net.reference_unet, vae)
+    stages["face"] = time.perf_counter() - t0
+
+    frames = args.frames if args.frames is not None else (16 if args.models is None and not args.full else None)
+    end = features.num_frames if frames is None else min(frames, features.num_frames)
+    sampler = HalloSampler(net, vae, device=device, dtype=dtype)
+    result, generate_wall, stages["write"] = render_timed(sampler, reference, features, settings, end,
+                                                          args.out or Path(tmp.name) / "bench.mp4", args.size,
+                                                          (waveform, rate))
+    stages.update(result.timings)
+    line = report(args, label=label, device=device, dtype=dtype, vae_dtype=vae_dtype, settings=settings, arch=arch,
+                  vae=vae, end=end, stages=stages, generate_wall=generate_wall)
+    print(json.dumps(line))
     sys.stdout.flush()
     tmp.cleanup()
-    return report
-
+    return line
 
 if __name__ == "__main__":
     main()
