@@ -118,3 +118,22 @@ def fake_comfy_modules(tmp: Path) -> dict[str, types.ModuleType]:
     comfy = types.ModuleType("comfy")
     return {"folder_paths": fp, "comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm,
             "comfy.model_patcher": mp}
+
+
+def load_tiny_model(model_dir: Path) -> Any:
+    """``HalloModelLoader`` on ``model_dir`` (found through the env variable the nodes use outside ComfyUI)."""
+    import os
+
+    from hallo_nodes.nodes import NODE_CLASS_MAPPINGS
+    from hallo_nodes.nodes import comfy_adapter as adapter
+
+    old = os.environ.get(adapter.ENV_MODEL_PATH)
+    os.environ[adapter.ENV_MODEL_PATH] = str(model_dir)
+    try:
+        (loaded,) = NODE_CLASS_MAPPINGS["HalloModelLoader"]().load("hallo/net.pth", "auto")
+    finally:
+        if old is None:
+            os.environ.pop(adapter.ENV_MODEL_PATH, None)
+        else:
+            os.environ[adapter.ENV_MODEL_PATH] = old
+    return loaded

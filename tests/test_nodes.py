@@ -30,6 +30,7 @@ from node_helpers import (
     comfy_audio,
     comfy_image,
     fake_comfy_modules,
+    load_tiny_model,
 )
 
 pytest.importorskip("mediapipe")
@@ -116,16 +117,7 @@ def model_path(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> HalloModel:
-    old = os.environ.get(adapter.ENV_MODEL_PATH)
-    os.environ[adapter.ENV_MODEL_PATH] = str(tiny_model_dir)
-    try:
-        (loaded,) = NODE_CLASS_MAPPINGS["HalloModelLoader"]().load("hallo/net.pth", "auto")
-    finally:
-        if old is None:
-            os.environ.pop(adapter.ENV_MODEL_PATH, None)
-        else:
-            os.environ[adapter.ENV_MODEL_PATH] = old
-    return loaded
+    return load_tiny_model(tiny_model_dir)
 
 
 def test_loader_lists_checkpoints(model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
