@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from .face.analysis import FaceAnalysisResult, analyze_face
 from .face.landmarks import LandmarkError
 from .images import load_image_rgb
 from .models.loading import load_net, load_vae, parse_dtype
-from .paths import FACE_MODELS_SUBDIR, HF_REPO, LANDMARKER_FILE, WAV2VEC_SUBDIR, ModelFileMissing, ModelFolder
+from .paths import FACE_MODELS_SUBDIR, HF_REPO, WAV2VEC_SUBDIR, ModelFileMissing, ModelFolder
 from .reference import check_output_size, make_reference
 from .sampling.residency import VAE, WAV2VEC, low_vram_residency
 from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
@@ -103,22 +102,15 @@ def _face_model_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _check_task_file(folder: ModelFolder) -> None:
-    """A ``.task`` bundle is a zip archive: a truncated download fails here with its name, not in MediaPipe."""
-    task = folder.landmarker_task
-    if task.is_file() and not zipfile.is_zipfile(task):
-        raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
-                              f"{FACE_MODELS_SUBDIR}/{LANDMARKER_FILE} again from '{HF_REPO}'")
-
-
 def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, device: torch.device
              ) -> FaceAnalysisResult:
     """The face stage, first of all (cheap next to the network loads): no face -> one clear error."""
-    _check_task_file(folder)
     try:
         return analyze_face(rgb, folder.root, output_size=(options.height, options.width),
                             face_expand_ratio=options.face_expand_ratio, face_index=options.face_index,
                             allow_no_face=options.allow_no_face, device=str(device))
+    except HalloInputError:
+        raise  # already names its input (a damaged model file, say)
     except (ValueError, LandmarkError) as exc:  # no face, a face index out of range, no landmarker
         if isinstance(exc, ValueError) and not raised_in_pipeline(exc):
             raise  # a library's ValueError is a bug, not bad input: keep its traceback

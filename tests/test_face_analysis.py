@@ -235,11 +235,12 @@ def test_bad_array_input(model_dir):
 
 
 def test_corrupt_task_file_is_a_clear_error(tmp_path):
-    """A damaged .task file fails with a message naming the Tasks back end and the file."""
+    """A damaged .task file fails before MediaPipe with a message naming the file and the download."""
+    from hallo_nodes.pipeline.errors import HalloInputError
     from hallo_nodes.pipeline.face.landmarks import detect_landmarks
 
     models = make_model_dir(tmp_path, landmarker=False)
     (models / "face_analysis" / "models" / "face_landmarker_v2_with_blendshapes.task").write_bytes(b"junk")
-    with pytest.raises(LandmarkError, match=r"MediaPipe \(tasks_face_landmarker, "
-                                            r"face_landmarker_v2_with_blendshapes.task\) failed"):
+    with pytest.raises(HalloInputError, match=r"face_landmarker_v2_with_blendshapes.task is not a complete "
+                                              r"MediaPipe model .* again from 'fudan-generative-ai/hallo'"):
         detect_landmarks(load_rgb("statue.jpg"), models)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ from hallo_nodes.nodes import comfy_adapter as adapter
 from hallo_nodes.nodes.common import HalloModel
 from hallo_nodes.pipeline.face.detection import NoFaceError
 from hallo_nodes.pipeline.paths import ModelFolder
+from node_helpers import load_tiny_model
 from PIL import Image
 
 pytest.importorskip("mediapipe")
@@ -25,16 +25,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> HalloModel:
-    old = os.environ.get(adapter.ENV_MODEL_PATH)
-    os.environ[adapter.ENV_MODEL_PATH] = str(tiny_model_dir)
-    try:
-        (loaded,) = NODE_CLASS_MAPPINGS["HalloModelLoader"]().load("hallo/net.pth", "auto")
-    finally:
-        if old is None:
-            os.environ.pop(adapter.ENV_MODEL_PATH, None)
-        else:
-            os.environ[adapter.ENV_MODEL_PATH] = old
-    return loaded
+    return load_tiny_model(tiny_model_dir)
 
 
 def with_faces(model: HalloModel, root: Path, faces) -> HalloModel:
@@ -119,3 +110,14 @@ def test_non_finite_masks_are_refused(model: HalloModel, name: str, bad: float) 
     with pytest.raises(ValueError, match=f"HalloFaceAnalysis: input '{name}' contains 1 NaN or infinite"):
         NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, to_comfy(load_rgb("statue.jpg")), SIZE, SIZE,
                                                            **{name: mask})
+
+
+def test_truncated_landmarker_is_named_on_the_node(model: HalloModel, tmp_path: Path) -> None:
+    """A damaged .task is reported by the face stage itself, so the nodes get the same message as the CLI."""
+    from hallo_nodes.pipeline.errors import HalloInputError
+
+    broken = with_faces(model, tmp_path, None)
+    task = broken.folder.root / "face_analysis" / "models" / "face_landmarker_v2_with_blendshapes.task"
+    task.write_bytes(task.read_bytes()[:1000])
+    with pytest.raises(HalloInputError, match="not a complete MediaPipe model"):
+        NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(broken, pattern(), SIZE, SIZE)

@@ -16,13 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import public_name
+from ..errors import HalloInputError, public_name
 from ..lazy_import import cv2
+from ..paths import FACE_MODELS_SUBDIR, HF_REPO
 from ..paths import LANDMARKER_FILE as TASK_FILE
 from .detection import require_model_file
 
@@ -75,8 +77,14 @@ def _import_mediapipe():
 
 def landmarker_task_path(model_dir: Path | str) -> Path:
     """``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task``, or
-    :class:`~.detection.FaceModelMissingError` naming that path and where to download it."""
-    return require_model_file(model_dir, TASK_FILE)
+    :class:`~.detection.FaceModelMissingError` naming that path and where to download it, or
+    :class:`HalloInputError` when the file is not a complete bundle (a ``.task`` is a zip archive: a truncated
+    download fails here with its name, not deep in MediaPipe)."""
+    task = require_model_file(model_dir, TASK_FILE)
+    if not zipfile.is_zipfile(task):
+        raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
+                              f"{FACE_MODELS_SUBDIR}/{TASK_FILE} again from '{HF_REPO}'")
+    return task
 
 
 # One MediaPipe FaceLandmarker is kept (a model cache, not a result cache): creating one loads and
