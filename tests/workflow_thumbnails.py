@@ -1,4 +1,4 @@
-"""Draw each shipped workflow's thumbnail (``workflows/<name>.jpg``) from its own graph: nodes and links.
+"""Draw each shipped workflow's thumbnail (``example_workflows/<name>.jpg``) from its own graph: nodes and links.
 
     python tests/workflow_thumbnails.py            # rewrite every thumbnail
     python tests/workflow_thumbnails.py --check    # exit 1 if a thumbnail is missing
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[1] / "example_workflows"
 SIZE = (640, 400)
 MARGIN = 16
 BACKGROUND = (32, 33, 38)

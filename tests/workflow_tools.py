@@ -6,9 +6,9 @@
 * ``validate_ui`` / ``validate_api``: node types exist, links connect existing slots of matching types,
   widget values are valid (combo membership, ranges, types), required inputs are present.
 * ``ui_to_api``: the API ("prompt") format a UI workflow turns into, widget by widget, as the frontend
-  does; the API twins in ``workflows/api`` must equal it.
-* ``python tests/workflow_tools.py``: (re)writes ``workflows/*.json``, ``workflows/api/*.json`` and the
-  thumbnails from the specs below.
+  does; the API twins in ``tests/fixtures/workflows_api`` must equal it.
+* ``python tests/workflow_tools.py``: (re)writes ``example_workflows/*.json``,
+  ``tests/fixtures/workflows_api/*.json`` and the thumbnails from the specs below.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOWS = REPO / "workflows"
-API_DIR = WORKFLOWS / "api"
+WORKFLOWS = REPO / "example_workflows"
+API_DIR = Path(__file__).resolve().parent / "fixtures" / "workflows_api"
 CORE_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "comfyui_core_object_info.json"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = ["fixed", "increment", "decrement", "randomize"]
