@@ -18,6 +18,7 @@ import av
 import pytest
 from asset_paths import asset
 from comfyui_harness import (
+    PACK_NAME,
     ComfyServer,
     WebSocket,
     comfyui_path,
@@ -28,7 +29,7 @@ from comfyui_harness import (
     write_wav,
 )
 from node_helpers import comfy_audio
-from workflow_tools import API_DIR, PORTRAIT, SPEECH, core_object_info
+from workflow_tools import API_DIR, PORTRAIT, SPEECH, core_object_info, shipped_workflows
 
 COMFY = comfyui_path()
 pytestmark = [pytest.mark.comfyui,
@@ -84,6 +85,15 @@ def test_pack_nodes_are_registered(server: ComfyServer) -> None:
     hallo_lines = [line for line in server.log_tail(100000).splitlines() if "hallo" in line.lower()]
     assert not [line for line in hallo_lines if "IMPORT FAILED" in line]
     assert server.get("/models/hallo") is not None
+
+
+def test_example_workflows_are_listed_and_served_by_comfyui(server: ComfyServer) -> None:
+    """ComfyUI's workflow browser finds every shipped example (and nothing else) under the pack's name."""
+    listed = server.get("/workflow_templates")
+    shipped = sorted(p.stem for p in shipped_workflows())
+    assert sorted(listed.get(PACK_NAME, [])) == shipped, listed
+    served = server.get(f"/api/workflow_templates/{PACK_NAME}/{shipped[0]}.json")
+    assert served == json.loads(shipped_workflows()[0].read_text())
 
 
 def test_recorded_core_node_definitions_are_this_comfyuis(server: ComfyServer) -> None:
