@@ -18,6 +18,8 @@ from .curves import nan_mean, nan_min, slope_per_10s
 
 logger = logging.getLogger(__name__)
 
+MIN_FACE_AREA = 16.0  # square pixels: a smaller box (e.g. on a black frame) cannot be aligned, so it is no face
+
 
 @dataclass
 class IdentityResult:
@@ -40,7 +42,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def face_embedding(rgb: np.ndarray, models: FaceModels) -> tuple[np.ndarray, np.ndarray] | None:
     """(raw ArcFace embedding, box) of the largest face in ``rgb``; None when there is no face."""
-    faces = models.detector.detect(np.ascontiguousarray(rgb))
+    faces = [f for f in models.detector.detect(np.ascontiguousarray(rgb)) if f.area >= MIN_FACE_AREA]
     if not faces:
         return None
     face = faces[select_face(faces)]
