@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import HalloInputError
 from .curves import none_if_nan
 
 logger = logging.getLogger(__name__)
@@ -207,10 +208,15 @@ def _lip_sync(report: EvalReport, frames: np.ndarray, audio: tuple[Any, int] | N
 
     opening = np.asarray(mouth_opening(frames, task), np.float64)
     report.curves["mouth_opening"] = opening
-    sync = lip_sync(opening, activity)
+    try:
+        sync = lip_sync(opening, activity)
+    except HalloInputError as exc:  # too few frames where MediaPipe finds the mouth
+        report.notes.append(f"lip-sync measures skipped: {exc}")
+        return
     report.add("lip_sync_offset", sync.offset, "frames", NEAR_ZERO, "lip-sync offset (mouth after voice)")
-    report.add("lip_sync_confidence", sync.confidence, "", HIGHER, "lip-sync confidence")
-    report.add("silent_lip_motion", silent_lip_motion(opening, activity), "", LOWER, "lip motion in silence")
+    report.add("lip_sync_confidence", sync.confidence, "correlation", HIGHER, "lip-sync confidence")
+    report.add("silent_lip_motion", silent_lip_motion(opening, activity), "IOD / frame", LOWER,
+               "lip motion in silence")
 
 
 def _syncnet(report: EvalReport, frames: np.ndarray, audio: tuple[Any, int] | None, models: Any,
