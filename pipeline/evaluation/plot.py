@@ -27,14 +27,17 @@ class Panel:
     title: str
     ylabel: str
     keys: tuple[str, ...]
+    anchor: float = 0.0  # a value the y axis always shows
+    span: float = 1.0  # the y axis is at least this tall (noise in a flat curve is not blown up)
 
 
 PANELS = (
-    Panel("identity: ArcFace cosine to the reference", "similarity", ("identity",)),
+    Panel("identity: ArcFace cosine to the reference", "similarity", ("identity",), 1.0, 0.2),
     Panel("mouth opening (line, scaled to its max) against speech activity (grey)", "opening / speech",
           ("mouth_opening", "speech_activity")),
     Panel("frame-to-frame change (grey levels); clip boundaries dashed", "change", ("frame_change",)),
-    Panel("background colour distance to the reference", "dE76", ("colour_distance",)),
+    Panel("background colour distance to the reference (2.3 = just noticeable)", "dE76", ("colour_distance",),
+          0.0, 3.0),
 )
 
 
@@ -42,11 +45,11 @@ def _font() -> ImageFont.ImageFont:
     return ImageFont.load_default()
 
 
-def _range(curves: list[np.ndarray]) -> tuple[float, float]:
-    vals = np.concatenate([c[np.isfinite(c)] for c in curves]) if curves else np.zeros(0)
-    if vals.size == 0:
-        return 0.0, 1.0
+def _range(curves: list[np.ndarray], anchor: float = 0.0, span: float = 1.0) -> tuple[float, float]:
+    vals = np.concatenate([c[np.isfinite(c)] for c in curves] + [np.array([anchor])])
     lo, hi = float(vals.min()), float(vals.max())
+    if hi - lo < span:
+        lo, hi = (hi - span, hi) if anchor >= hi else (lo, lo + span)
     pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.05)
     return lo - pad, hi + pad
 
@@ -152,7 +155,8 @@ def _draw_panel(img: Image.Image, panel: Panel, reports: list[EvalReport], ax: _
 def _panel_range(panel: Panel, reports: list[EvalReport]) -> tuple[float, float]:
     if panel.keys[0] == "mouth_opening":
         return -0.05, 1.05
-    return _range([np.asarray(r.curves[panel.keys[0]], np.float64) for r in reports if panel.keys[0] in r.curves])
+    curves = [np.asarray(r.curves[panel.keys[0]], np.float64) for r in reports if panel.keys[0] in r.curves]
+    return _range(curves, panel.anchor, panel.span)
 
 
 def _legend(draw: ImageDraw.ImageDraw, reports: list[EvalReport], width: int) -> None:
