@@ -77,6 +77,12 @@ def test_mouth_opening_grows_with_the_warp_and_is_nan_without_a_face(clip):
     np.testing.assert_allclose(mouth_opening(frames.astype(np.float32) / 255.0, clip.task), got[:3], atol=0.01)
 
 
+def test_mouth_opening_does_not_depend_on_the_face_size(clip):
+    frames = talking_face_frames(clip.portrait, np.array([0.0, 1.0]), clip.task)
+    big = np.stack([np.array(Image.fromarray(f).resize((2 * SIDE, 2 * SIDE), Image.BICUBIC)) for f in frames])
+    np.testing.assert_allclose(mouth_opening(big, clip.task), mouth_opening(frames, clip.task), rtol=0.1, atol=0.01)
+
+
 def test_mouth_opening_names_a_missing_model(clip, tmp_path):
     with pytest.raises(HalloInputError, match="not found"):
         mouth_opening(np.zeros((1, 8, 8, 3), np.uint8), tmp_path / "face_landmarker.task")
@@ -108,6 +114,17 @@ def test_shuffled_audio_gives_low_confidence(clip, seed):
     synced = lip_sync(clip.opening, clip.activity).confidence
     result = lip_sync(clip.opening, clip.activity_of(shuffled(clip.wave, clip.rate, seed)))
     assert result.confidence < synced / 2, (result.confidence, synced)
+
+
+def test_confidence_is_the_peak_against_the_other_offsets():
+    """A slow drift shared by both signals correlates ~1 at every offset: that is no evidence of sync."""
+    ramp = np.linspace(0.0, 1.0, 200)
+    result = lip_sync(ramp, ramp)
+    assert result.correlations.min() > 0.8
+    assert 0 <= result.confidence < 0.1
+    peak = result.correlations[result.offsets == result.offset][0]
+    others = result.correlations[result.offsets != result.offset]
+    assert result.confidence == pytest.approx(peak - np.median(others))
 
 
 def test_frames_without_a_face_are_left_out(clip):
