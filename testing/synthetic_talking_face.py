@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.evaluation.mouth import _largest, _task_file
+from ..pipeline.evaluation.mouth import largest_face, task_file
 from ..pipeline.evaluation.speech import speech_activity
 from ..pipeline.face.landmarks import MAX_FACES, LandmarkError, _run
 from ..pipeline.lazy_import import cv2
@@ -82,10 +82,10 @@ def _open_mouth(rgb: np.ndarray, geo: _MouthGeometry, amount: float) -> np.ndarr
 def talking_face_frames(portrait_rgb: np.ndarray, envelope: np.ndarray, landmarker_task) -> np.ndarray:
     """(N, H, W, 3) uint8 frames of ``portrait_rgb`` (H, W, 3 uint8) with the mouth opened by ``envelope[k]`` in
     [0, 1] (0: as in the portrait, 1: :data:`MAX_OPEN` inter-ocular distances) in frame ``k``."""
-    faces = _run(np.ascontiguousarray(portrait_rgb), _task_file(landmarker_task), MAX_FACES)
+    faces = _run(np.ascontiguousarray(portrait_rgb), task_file(landmarker_task), MAX_FACES)
     if not faces:
         raise LandmarkError("MediaPipe found no face in the portrait given to talking_face_frames")
-    geo = _MouthGeometry(_largest(faces))
+    geo = _MouthGeometry(largest_face(faces))
     env = np.clip(np.asarray(envelope, np.float64), 0.0, 1.0)
     return np.stack([_open_mouth(portrait_rgb, geo, float(e) * MAX_OPEN * geo.scale) for e in env])
 
