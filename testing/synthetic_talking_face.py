@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pipeline.evaluation.mouth import _largest, _task_file
+from ..pipeline.evaluation.mouth import largest_face, task_file
 from ..pipeline.evaluation.speech import speech_activity
 from ..pipeline.face.landmarks import MAX_FACES, LandmarkError, _run
 from ..pipeline.lazy_import import cv2
@@ -55,10 +55,16 @@ class _MouthGeometry:
 
 def _open_mouth(rgb: np.ndarray, geo: _MouthGeometry, amount: float) -> np.ndarray:
     """``rgb`` with the lower lip and chin moved down by ``amount`` pixels at the mouth's centre."""
+    out = rgb.copy()
     if amount <= 0:
-        return rgb.copy()
+        return out
     h, w = rgb.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    x0, x1 = max(0, int(geo.cx - geo.half) - 1), min(w, int(geo.cx + geo.half) + 2)
+    y0 = max(0, int(geo.mid.min()) - 1)
+    y1 = min(h, int(geo.chin + max(geo.chin - geo.line_y, 1.0) + amount) + 2)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     line = geo.line(xs[0])[None, :]
     gap = amount * geo.lens(xs[0])[None, :]
     below = ys >= line
@@ -66,20 +72,20 @@ def _open_mouth(rgb: np.ndarray, geo: _MouthGeometry, amount: float) -> np.ndarr
     for _ in range(8):  # invert dst = src + gap * hold(src) by fixed-point iteration
         src = np.where(below, ys - gap * geo.hold(src), ys)
     src = np.maximum(src, np.where(below, line, 0.0))
-    out = cv2.remap(rgb, xs.astype(np.float32), src.astype(np.float32), cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REFLECT)
-    inside = np.clip(np.minimum(ys - line, line + gap - ys) + 0.5, 0.0, 1.0) * (gap > 0.5)
-    out = out * (1 - inside[..., None]) + MOUTH_INTERIOR * inside[..., None]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    patch = cv2.remap(rgb, xs.astype(np.float32), src.astype(np.float32), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    inside = (np.clip(np.minimum(ys - line, line + gap - ys) + 0.5, 0.0, 1.0) * (gap > 0.5))[..., None]
+    out[y0:y1, x0:x1] = np.clip(patch * (1 - inside) + MOUTH_INTERIOR * inside + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def talking_face_frames(portrait_rgb: np.ndarray, envelope: np.ndarray, landmarker_task) -> np.ndarray:
     """(N, H, W, 3) uint8 frames of ``portrait_rgb`` (H, W, 3 uint8) with the mouth opened by ``envelope[k]`` in
     [0, 1] (0: as in the portrait, 1: :data:`MAX_OPEN` inter-ocular distances) in frame ``k``."""
-    faces = _run(np.ascontiguousarray(portrait_rgb), _task_file(landmarker_task), MAX_FACES)
+    faces = _run(np.ascontiguousarray(portrait_rgb), task_file(landmarker_task), MAX_FACES)
     if not faces:
         raise LandmarkError("MediaPipe found no face in the portrait given to talking_face_frames")
-    geo = _MouthGeometry(_largest(faces))
+    geo = _MouthGeometry(largest_face(faces))
     env = np.clip(np.asarray(envelope, np.float64), 0.0, 1.0)
     return np.stack([_open_mouth(portrait_rgb, geo, float(e) * MAX_OPEN * geo.scale) for e in env])
 

@@ -31,7 +31,7 @@ LOWER_INNER_LIP = (87, 14, 317)
 OUTER_EYE_CORNERS = (33, 263)
 
 
-def _task_file(landmarker_task: str | Path) -> Path:
+def task_file(landmarker_task: str | Path) -> Path:
     """The ``.task`` bundle, or :class:`HalloInputError` naming it when it is missing or not a complete bundle."""
     task = Path(landmarker_task)
     if not task.is_file():
@@ -59,7 +59,7 @@ def opening_from_points(points: np.ndarray) -> float:
     return float(gaps.mean() / eyes) if eyes > 0 else float("nan")
 
 
-def _largest(faces: list[np.ndarray]) -> np.ndarray:
+def largest_face(faces: list[np.ndarray]) -> np.ndarray:
     areas = [float(np.prod(f.max(0) - f.min(0))) for f in faces]
     return faces[int(np.argmax(areas))]
 
@@ -71,13 +71,13 @@ def mouth_opening(frames: np.ndarray, landmarker_task: str | Path) -> np.ndarray
     ``face_landmarker_v2_with_blendshapes.task``. Higher = mouth more open (neither better nor worse by
     itself; see :mod:`.lipsync` for the scores built on it).
     """
-    task = _task_file(landmarker_task)
+    task = task_file(landmarker_task)
     frames = as_uint8_frames(frames)
     out = np.full(len(frames), np.nan)
     for k, frame in enumerate(frames):
         faces = _run(frame, task, MAX_FACES)
         if faces:
-            out[k] = opening_from_points(_largest(faces))
+            out[k] = opening_from_points(largest_face(faces))
     missing = int(np.isnan(out).sum())
     if missing:
         logger.info("mouth opening: no face in %d of %d frames", missing, len(frames))
