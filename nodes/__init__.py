@@ -2,6 +2,7 @@
 
 from . import comfy_adapter
 from .audio import HalloAudioEncode
+from .evaluate import HalloEvaluate
 from .face import HalloFaceAnalysis, HalloFaceCrop, HalloPasteBack
 from .loaders import HalloModelLoader
 from .reference import HalloReference
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "HalloReference": HalloReference,
     "HalloSampler": HalloSampler,
     "HalloRenderToVideoFile": HalloRenderToVideoFile,
+    "HalloEvaluate": HalloEvaluate,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -29,4 +31,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "HalloReference": "Hallo Reference (ReferenceNet input)",
     "HalloSampler": "Hallo Sampler",
     "HalloRenderToVideoFile": "Hallo Render to Video File",
+    "HalloEvaluate": "Hallo Evaluate (lip sync, identity, seams)",
 }

@@ -520,12 +520,34 @@ def build_render_to_file(info: dict) -> dict:
     return g.ui()
 
 
+def build_compare_presets(info: dict) -> dict:
+    """The same portrait and voice rendered faithfully (40 steps) and fast (20 steps), both measured by
+    HalloEvaluate: one report and one plot with the two videos side by side in colours."""
+    g = Graph(info)
+    ids = _front(g)
+    a = _sampler(g, ids, (1080, 40), title="Hallo Sampler: faithful (40 steps)")
+    b = _sampler(g, ids, (1080, 520), {"steps": 20}, title="Hallo Sampler: fast (20 steps)")
+    ev = g.add("HalloEvaluate", (1460, 1000), {"names": "faithful, fast"}, size=(360, 260))
+    g.connect(ids["model"], "model", ev, "model")
+    g.connect(a, "images", ev, "images")
+    g.connect(ids["image"], "IMAGE", ev, "reference")
+    g.connect(a, "fps", ev, "fps")
+    g.connect(a, "audio", ev, "audio")
+    g.connect(b, "images", ev, "images_b")
+    plot = g.add("PreviewImage", (1860, 1000), size=(500, 420))
+    g.connect(ev, "plot", plot, "images")
+    _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1460, 40), "hallo/faithful")
+    _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1460, 520), "hallo/fast")
+    return g.ui()
+
+
 BUILDERS = {
     "hallo_basic": (build_basic, "portrait + voice -> video"),
     "hallo_crop_paste_back": (build_crop_paste, "photo -> crop -> animate -> paste back"),
     "hallo_long_audio_chained": (build_chained, "long audio in two chained segments"),
     "hallo_upscale": (build_upscale, "frames -> ImageScaleBy x2 -> video"),
     "hallo_render_to_file": (build_render_to_file, "long render streamed to an mp4"),
+    "hallo_compare_presets": (build_compare_presets, "faithful vs fast, measured side by side"),
 }
 
 
