@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from face_helpers import GROUP, SIX_FACE_BOXES, load_rgb, to_comfy
+from face_helpers import CROP_FACE, GROUP, SIX_FACE_BOXES, load_rgb, make_group_model_dir, to_comfy
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS
 from hallo_nodes.nodes.common import HalloInputError
 from hallo_nodes.pipeline.face.crop import CropBox, face_crop, paste_back
+from hallo_nodes.pipeline.face.detection import load_face_models
 
 FRAMES = 3
 SIZE = 64
@@ -82,3 +83,14 @@ def test_frame_count_mismatch_is_a_clear_error(photo: np.ndarray) -> None:
         paste_node(renders(2)[:2], first, b_box)
     with pytest.raises(ValueError, match="3 rendered frame"):
         paste_back(renders(2), first[:2], b_box)
+
+
+def test_group_detector_sees_six_faces_in_the_photo_and_one_in_a_square_crop(photo: np.ndarray, tmp_path) -> None:
+    """The tiny detector the two-speaker ComfyUI test uses behaves like a real one on a photo and its crops."""
+    detector = load_face_models(make_group_model_dir(tmp_path)).detector
+    found = sorted(tuple(np.round(f.bbox).astype(int)) for f in detector.detect(photo))
+    assert len(found) == 6
+    assert all(np.abs(np.subtract(f, b)).max() <= 2 for f, b in zip(found, sorted(SIX_FACE_BOXES), strict=True))
+    crop, _ = face_crop(photo, SIX_FACE_BOXES[2], face_fraction=0.6, size=SIZE)
+    (face,) = detector.detect(crop)
+    assert np.abs(np.asarray(face.bbox) - np.asarray(CROP_FACE) * SIZE).max() <= 1
