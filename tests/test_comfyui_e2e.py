@@ -4,7 +4,9 @@ Starts ``main.py --cpu`` on 127.0.0.1 with the pack symlinked into a private cus
 model folder registered as ``hallo`` through ``--extra-model-paths-config``; uploads a real portrait and a
 1.5 s cut of real speech, queues each workflow (1 step, 64x64, first chained segment of 16 frames) and checks
 the mp4s it wrote. Also checks that the core node definitions recorded in ``fixtures/`` (which
-test_workflows.py validates against without ComfyUI) are this ComfyUI's. Skipped when ``COMFYUI_PATH`` is unset.
+test_workflows.py validates against without ComfyUI) are this ComfyUI's. The two-speaker workflow runs on a
+second server whose face detector sees the group photo's faces (and one centred face in a square crop), and
+is checked pixel by pixel. Skipped when ``COMFYUI_PATH`` is unset.
 """
 
 from __future__ import annotations
