@@ -22,6 +22,7 @@ from .common import (
     HALLO_CROP,
     HALLO_FACE,
     HALLO_MODEL,
+    HalloInputError,
     HalloModel,
     check_image,
     check_mask,
@@ -298,7 +299,9 @@ class HalloPasteBack:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "Rendered frames (e.g. from HalloSampler)."}),
-                "original": ("IMAGE", {"tooltip": "The photo that went into HalloFaceCrop."}),
+                "original": ("IMAGE", {"tooltip": "The photo that went into HalloFaceCrop, or as many frames of it "
+                                                  "as there are rendered frames (e.g. another HalloPasteBack's "
+                                                  "output, to animate a second face in the same photo)."}),
                 "crop": (HALLO_CROP, {"tooltip": "The crop output of HalloFaceCrop."}),
                 "feather": ("INT", {"default": 16, "min": 0, "max": 256, "step": 1,
                                     "tooltip": "Width of the blended seam in original-image pixels."}),
@@ -310,6 +313,13 @@ class HalloPasteBack:
         images = check_image(images, node, "images")
         original = check_image(original, node, "original")
         crop = expect(crop, CropBox, node, "crop", HALLO_CROP)
-        out = paste_back(images, original[0], crop, feather=int(feather), even=True)
+        if original.shape[0] not in (1, images.shape[0]):
+            raise HalloInputError(
+                f"{node}: input 'original' has {original.shape[0]} frames but 'images' has {images.shape[0]}; "
+                "connect one photo, or frames of it as many as were rendered. When a second face of the photo "
+                "speaks, give both voice tracks the same length (each speaker's track holds the other's turn "
+                "muted, as in the hallo_two_speakers example)"
+            )
+        out = paste_back(images, original, crop, feather=int(feather), even=True)
         notes = odd_size_notes(node, crop.image_height, crop.image_width)
         return {"ui": with_notes({}, notes), "result": (out,)}

@@ -10,7 +10,9 @@ input/output signatures, built with the ``onnx`` helper API:
   the image in the top-left corner of a black canvas, so the graph measures the non-black extent
   (``new_w``, ``new_h``) and scales the face boxes to it. Every anchor predicts the box of the
   nearest face (exact distances, so the decode reproduces that box) with a Gaussian score around
-  the face centre; faces given as ``[]`` give all-zero scores. The same file therefore works for any
+  the face centre; faces given as ``[]`` give all-zero scores. A second set of faces can be given for
+  square images (the graph compares the content's width and height), so a group photo shows its faces
+  and a square face crop of it one centred face, as a real detector would. The same file therefore works for any
   image size and aspect, and the real letterbox / decode / threshold / NMS / rescale code runs on
   its real outputs in onnxruntime. Key points are placed like the ArcFace template inside each box.
 * **Recogniser** (input ``input.1`` ``[1,3,112,112]`` -> ``[1,512]``): 8x8 average pooling, then a
@@ -81,10 +83,13 @@ class _Graph:
         return output
 
 
-def _face_constants(g: _Graph, boxes: np.ndarray, present: bool) -> None:
-    """The faces (normalised boxes, centres, sizes, key points) and the scalar/shape constants."""
+def _face_constants(g: _Graph, boxes: np.ndarray, present: bool, shown: tuple[np.ndarray, np.ndarray]) -> None:
+    """The faces (normalised boxes, centres, sizes, key points; which ones are reported on a non-square and
+    on a square image) and the scalar/shape constants."""
     k = boxes.shape[0]
     g.const("face_boxes", boxes)
+    g.const("face_on_other", shown[0])
+    g.const("face_on_square", shown[1])
     g.const("face_centres", (boxes[:, :2] + boxes[:, 2:]) / 2)
     g.const("face_wh", boxes[:, 2:] - boxes[:, :2])
     g.const("face_kps", np.stack([template_kps(b) for b in boxes]).reshape(k, 5, 2))
@@ -127,6 +132,8 @@ def _faces_in_pixels(g: _Graph) -> None:
     g.node("Reshape", ["new_h", "one_shape"], "new_h1")
     g.node("Concat", ["new_w1", "new_h1"], "scale2", axis=0)  # [2] = (new_w, new_h)
     g.node("Concat", ["scale2", "scale2"], "scale4", axis=0)
+    g.node("Equal", ["new_w1", "new_h1"], "is_square")  # [1]
+    g.node("Where", ["is_square", "face_on_square", "face_on_other"], "face_shown")  # [K] 1 = reported
     g.node("Mul", ["face_boxes", "scale4"], "boxes_px")  # [K,4]
     g.node("Mul", ["face_centres", "scale2"], "centres_px")  # [K,2]
     g.node("Mul", ["face_kps", "scale2"], "kps_px")  # [K,5,2]
@@ -179,7 +186,8 @@ def _stride_outputs(g: _Graph, stride: int) -> tuple[str, str, str]:
     g.node("ReduceSum", [p + "diff2", "ax2"], p + "d2", keepdims=0)  # [N,K]
     g.node("Div", [p + "d2", "denom"], p + "d2n")
     g.node("Mul", [p + "d2n", "minus_one_f"], p + "neg")
-    g.node("Exp", [p + "neg"], p + "score_nk")
+    g.node("Exp", [p + "neg"], p + "score_all")
+    g.node("Mul", [p + "score_all", "face_shown"], p + "score_nk")
     g.node("ReduceMax", [p + "score_nk"], p + "score_raw", axes=[1], keepdims=1)  # [N,1]
     g.node("Mul", [p + "score_raw", "score_scale"], p + "score")
     g.node("ArgMax", [p + "score_nk"], p + "nearest", axis=1, keepdims=0)  # [N]
@@ -196,13 +204,22 @@ def _stride_outputs(g: _Graph, stride: int) -> tuple[str, str, str]:
     return p + "score", p + "bbox", p + "kps"
 
 
-def _detector_model(faces: Sequence[Sequence[float]]):
-    """The stand-in SCRFD graph reporting ``faces`` (see the module docstring)."""
+def _detector_model(faces: Sequence[Sequence[float]], square_faces: Sequence[Sequence[float]] | None = None):
+    """The stand-in SCRFD graph reporting ``faces``, or ``square_faces`` on a square image (see the module
+    docstring)."""
     g = _Graph()
     helper, tp = g.helper, g.tp
-    present = len(faces) > 0
-    boxes = np.asarray(faces if present else [(0.4, 0.4, 0.6, 0.6)], np.float32).reshape(-1, 4)
-    _face_constants(g, boxes, present)
+    boxes = np.asarray(faces, np.float32).reshape(-1, 4)
+    shown = (np.ones(len(boxes), np.float32), np.ones(len(boxes), np.float32))
+    if square_faces is not None:
+        square = np.asarray(square_faces, np.float32).reshape(-1, 4)
+        shown = (np.r_[shown[0], np.zeros(len(square), np.float32)], np.r_[np.zeros(len(boxes), np.float32),
+                                                                           np.ones(len(square), np.float32)])
+        boxes = np.concatenate([boxes, square])
+    present = len(boxes) > 0
+    if not present:
+        boxes, shown = np.asarray([(0.4, 0.4, 0.6, 0.6)], np.float32), (np.ones(1, np.float32),) * 2
+    _face_constants(g, boxes, present, shown)
     _content_extent(g)
     _faces_in_pixels(g)
     per_stride = [_stride_outputs(g, s) for s in STRIDES]
@@ -245,11 +262,14 @@ def write_face_models(
     seed: int = 0,
     faces: Sequence[Sequence[float]] | None = None,
     landmarker_task: Path | str | None = None,
+    square_faces: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, Path]:
     """Write the tiny detector and recogniser into ``dst_models_dir`` (the ``face_analysis/models``
     folder). ``faces``: normalised (x1, y1, x2, y2) boxes the detector reports (default: one
-    centred face; ``[]``: a detector that never finds a face). ``landmarker_task``: the real
-    MediaPipe ``.task`` file to copy in (it is needed for the masks). Returns ``{file name: path}``."""
+    centred face; ``[]``: a detector that never finds a face). ``square_faces``: other boxes it reports
+    instead on a square image, e.g. one centred face for the face crops of a group photo (default: the same
+    as on any image). ``landmarker_task``: the real MediaPipe ``.task`` file to copy in (it is needed for the
+    masks). Returns ``{file name: path}``."""
     import onnx
 
     if landmarker_task is not None and not Path(landmarker_task).is_file():
@@ -257,12 +277,13 @@ def write_face_models(
     dst = Path(dst_models_dir)
     dst.mkdir(parents=True, exist_ok=True)
     faces = DEFAULT_FACES if faces is None else faces
-    for box in faces:
+    for box in [*faces, *(square_faces or [])]:
         x1, y1, x2, y2 = (float(v) for v in box)
         if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
             raise ValueError(f"face boxes must be normalised x1 < x2, y1 < y2 within 0..1, got {box}")
     written = {}
-    for name, model in ((DETECTOR_FILE, _detector_model(faces)), (RECOGNIZER_FILE, _recognizer_model(seed))):
+    models = ((DETECTOR_FILE, _detector_model(faces, square_faces)), (RECOGNIZER_FILE, _recognizer_model(seed)))
+    for name, model in models:
         onnx.checker.check_model(model)
         path = dst / name
         onnx.save(model, str(path))

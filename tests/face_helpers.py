@@ -43,12 +43,23 @@ def to_comfy(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]
 
 
-def make_model_dir(root: Path, faces=None, seed: int = 0, landmarker: bool = True) -> Path:
+def make_model_dir(root: Path, faces=None, seed: int = 0, landmarker: bool = True, square_faces=None) -> Path:
     """A ``hallo`` model folder with tiny face models and (``landmarker``) the real MediaPipe
     ``.task``; returns the folder (parent of face_analysis)."""
-    write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces,
+    write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces, square_faces=square_faces,
                       landmarker_task=asset("models", LANDMARKER_TASK.name) if landmarker else None)
     return root
+
+
+#: Where a face crop (HalloFaceCrop, face_fraction 0.6) shows its face: the centred 60 % square.
+CROP_FACE = (0.2, 0.2, 0.8, 0.8)
+
+
+def make_group_model_dir(root: Path) -> Path:
+    """Tiny face models that see the group photo's six faces, and one centred face in a square face crop."""
+    with Image.open(asset("portraits", GROUP)) as photo:
+        w, h = photo.size
+    return make_model_dir(root, faces=normalised(SIX_FACE_BOXES, w, h), square_faces=[CROP_FACE])
 
 
 def normalised(boxes, width: int, height: int) -> list[tuple[float, float, float, float]]:

@@ -18,7 +18,8 @@ render with ``fp16_bank=False``. The unmodified original rounds the bank to fp16
 faithful fp32 default does; its recordings are compared with that default. Rounding-boundary flips differ
 between the two sides (the last bits of the fp32 bank do), which this network amplifies to a few 1e-2 in single
 pixels of clip 2, so those bounds are looser. Every bound carries a guard test showing that a plausible wiring
-error moves the outputs far past it.
+error moves the outputs far past it. The strict fp32 tests hold one call and clip 1's frame means to 5e-6 relative;
+a further test shows why that cannot hold against the unmodified original (fp16-rounding flips of the bank).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import pytest
 import torch
 from hallo_nodes.pipeline.models.loading import load_net, load_vae
+from hallo_nodes.pipeline.models.reference_bank import ReferenceBank
 from hallo_nodes.pipeline.sampling.sampler import HalloReference, HalloSampler, MotionState, SamplerSettings
 from parity_helpers import (
     GOLDENS_FILE,
@@ -77,6 +79,21 @@ TIGHT = (Bounds(2e-3, 2e-4, 5e-5), Bounds(2e-2, 1.5e-3, 1e-4))
 # 5.8e-5, mean 8.5e-6, frame means 1.2e-6; clip 2 (worst mode) max 3.4e-2, mean 3.9e-3, frame means 2.8e-4.
 # With the bank left in fp32, clip 1 was up to 3.4e-3 / 4.9e-4 / 1.3e-4, outside the clip-1 bounds.
 LOOSE = (Bounds(3e-3, 4e-4, 6e-5), Bounds(0.15, 2e-2, 3e-3))
+# Strict fp32 parity (issue 12): relative errors against the original with its bank kept fp32. A single call:
+# ||v_ours - v_orig|| / ||v_orig|| over both CFG halves (L2 over the whole tensor); measured 3.9e-6 to 4.25e-6
+# with 1 to 16 threads (max |dv| / max |v| is 7.3e-6 to 9.3e-6). Clip 1: every frame's channel means (stored in
+# float32), max over frames and channels of |m_ours - m_orig| / |m_orig|; measured at most 2.1e-6 (Hallo) and
+# 7.1e-7 (Hallo2) with 1 to 8 threads. The stored frames themselves are 16-bit (storage alone is 7.5e-6 of
+# their norm), and clip-1 frames differ more between thread counts of the same code (Hallo: 3.8e-5 of the
+# norm, 1 vs 4 threads) than from the original (2.2e-5), so no frame-level bound of 5e-6 is meaningful.
+STRICT_REL = 5e-6
+# The unmodified original rounds its bank to fp16 (so does our faithful fp32 default). Moving every fp32 bank value
+# by one unit in the last place moves one call by 2.1e-6 to 3.2e-6 of its norm with the bank in fp32, but by
+# 1.1e-5 to 3.1e-4 once the bank is rounded to fp16: 0.01 % to 0.02 % of the values flip to the neighbouring fp16
+# value, and this network amplifies that (by how much depends on which values flip). No implementation whose fp32
+# bank differs from the original's in the last bit can match the unmodified original within STRICT_REL.
+FLIP_MOVES = 20 * STRICT_REL
+FLIP_SEEDS = (1, 2, 3)
 # A guard's wiring error must exceed the tight bounds (max and mean) by this factor, the loose ones by LOOSE_GUARD.
 GUARD_FACTOR = 10
 LOOSE_GUARD = 3
@@ -128,6 +145,19 @@ def first_call(p: Parity, reference: HalloReference | None = None, features: tor
     finally:
         hook.remove()
     return outputs[0]
+
+
+def rel_l2(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """``||a - b|| / ||b||`` over the whole tensors (float64)."""
+    a, b = (np.asarray(x.detach().double() if isinstance(x, torch.Tensor) else x, np.float64) for x in (a, b))
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def clip1_means_rel(frames: torch.Tensor, goldens: dict[str, np.ndarray], key: str) -> float:
+    """Max over clip 1's frames and channels of ``|mean_ours - mean_orig| / |mean_orig|``."""
+    ours = frames[:CLIP].double().numpy().mean(axis=(1, 2))
+    gold = goldens[f"{key}_frame_means"][:CLIP].astype(np.float64)
+    return float((np.abs(ours - gold) / np.abs(gold)).max())
 
 
 def render(p: Parity, mode: str, reference: HalloReference | None = None, end_frame: int | None = None,
@@ -202,6 +232,57 @@ def test_first_denoising_call_matches_original(parity: Parity) -> None:
     assert max_abs(v[1], gold[1]) <= TOL_V, "conditional half"
 
 
+def test_first_call_strict_fp32_parity(parity: Parity) -> None:
+    assert rel_l2(first_call(parity), parity.goldens["first_call_v"]) <= STRICT_REL
+
+
+@pytest.mark.parametrize("mode", ["hallo", "hallo2"])
+def test_first_clip_frame_means_strict_fp32_parity(parity: Parity, mode: str) -> None:
+    frames = render(parity, mode, end_frame=CLIP, fp16_bank=False)
+    assert clip1_means_rel(frames, parity.goldens, mode) <= STRICT_REL
+
+
+class OneUlpBank:
+    """Wraps ``HalloSampler.reference_bank``: every fp32 bank value moved by one unit in the last place (random
+    sign) before the optional fp16 rounding; records the share of values whose fp16 rounding that changes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, seed: int = 1) -> None:
+        self.seed, self.flipped = seed, []
+        self.original = HalloSampler.reference_bank
+        monkeypatch.setattr(HalloSampler, "reference_bank", lambda sampler, *args: self.reference_bank(sampler, *args))
+
+    def jitter(self, feats: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        out = {}
+        for path, f in feats.items():
+            up = torch.randint(0, 2, f.shape, generator=gen, dtype=torch.bool)
+            out[path] = torch.where(up, torch.nextafter(f, torch.full_like(f, np.inf)),
+                                    torch.nextafter(f, torch.full_like(f, -np.inf)))
+            self.flipped.append(float((out[path].half() != f.half()).double().mean()))
+        return out
+
+    def reference_bank(self, sampler, reference, motion_latents, frames, cfg, faithful, fp16_bank=False):
+        bank, tokens = self.original(sampler, reference, motion_latents, frames, cfg, faithful, False)
+        gen = torch.Generator().manual_seed(self.seed)
+        bank = ReferenceBank(self.jitter(bank.reference, gen), self.jitter(bank.motion, gen), bank.row_source)
+        return (bank.rounded(torch.float16) if fp16_bank else bank), tokens
+
+
+def test_fp16_bank_rounding_flips_alone_exceed_the_strict_bound(parity: Parity,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why the unmodified original (bank rounded to fp16) is matched to 2.4e-3, not to STRICT_REL, in one call."""
+    exact = {rounded: first_call(parity, fp16_bank=rounded) for rounded in (False, True)}
+    jittered = OneUlpBank(monkeypatch)
+    in_fp32 = rel_l2(first_call(parity, fp16_bank=False), exact[False])
+    rounded = []
+    for seed in FLIP_SEEDS:
+        jittered.seed = seed
+        rounded.append(rel_l2(first_call(parity, fp16_bank=True), exact[True]))
+    report = {"bank in fp32": in_fp32, "bank rounded to fp16": rounded, "flipped": max(jittered.flipped)}
+    assert in_fp32 <= STRICT_REL, report  # a last-bit difference in fp32 stays within the strict bound ...
+    assert np.mean(jittered.flipped) < 1e-3, report  # ... it flips a few of the fp16-rounded values ...
+    assert min(rounded) > STRICT_REL and max(rounded) >= FLIP_MOVES, report  # ... which lands far outside it
+
+
 @pytest.mark.parametrize("mode", ["hallo", "hallo2"])
 def test_render_matches_original(parity: Parity, mode: str) -> None:
     fp32_bank = render(parity, mode, fp16_bank=False)
@@ -234,6 +315,7 @@ def test_guard_single_call(parity: Parity, error: str) -> None:
     else:  # the +-2 audio window centred one frame late
         v = first_call(parity, features=torch.roll(parity.features, shifts=1, dims=0))
     assert max_abs(v, parity.goldens["first_call_v"]) > GUARD_FACTOR * TOL_V
+    assert rel_l2(v, parity.goldens["first_call_v"]) > GUARD_FACTOR * STRICT_REL
 
 
 def test_guard_render_motion_frames_not_chained(parity: Parity) -> None:
@@ -253,10 +335,12 @@ def test_guard_render_motion_frames_not_chained(parity: Parity) -> None:
 def test_guard_render_face_lip_weights_swapped(parity: Parity, mode: str) -> None:
     frames = render(parity, mode, end_frame=CLIP, **_permuted_weights(parity))
     assert frame_errors(frames, parity.goldens, mode, 0).beyond(TIGHT[0], GUARD_FACTOR)
+    assert clip1_means_rel(frames, parity.goldens, mode) > GUARD_FACTOR * STRICT_REL
     assert frame_errors(frames, parity.goldens, f"{mode}_fp16bank", 0).beyond(LOOSE[0], LOOSE_GUARD)
 
 
 def test_guard_hallo2_without_motion_pixel_drop(parity: Parity) -> None:
     frames = render(parity, "hallo2", end_frame=CLIP, motion_frame_drop=0.0)
     assert frame_errors(frames, parity.goldens, "hallo2", 0).beyond(TIGHT[0], GUARD_FACTOR)
+    assert clip1_means_rel(frames, parity.goldens, "hallo2") > GUARD_FACTOR * STRICT_REL
     assert frame_errors(frames, parity.goldens, "hallo2_fp16bank", 0).beyond(LOOSE[0], LOOSE_GUARD)

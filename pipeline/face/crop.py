@@ -118,6 +118,19 @@ def _float_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return arr[:, :, :3]
 
 
+def _paste_size(source: np.ndarray, box: CropBox, even: bool) -> tuple[int, int]:
+    """(height, width) of the composited frames. The original is the photo the box was made for or, with
+    ``even``, that photo already cut to even sides (frames of an earlier paste-back into the same photo)."""
+    h, w = source.shape[:2]
+    made_for = (box.image_height, box.image_width)
+    if (h, w) == made_for or (even and (h, w) == even_size(*made_for)):
+        return even_size(h, w) if even else (h, w)
+    raise ValueError(
+        f"paste_back: the original image is {w}x{h} but the crop box was made for "
+        f"{box.image_width}x{box.image_height}"
+    )
+
+
 class PasteCompositor:
     """Pastes rendered square frames into one photo at a :class:`CropBox`, one frame at a time.
 
@@ -129,14 +142,8 @@ class PasteCompositor:
     def __init__(self, original: torch.Tensor | np.ndarray, crop_box: CropBox, feather: int = 16, *,
                  even: bool = False) -> None:
         self.source = _float_rgb(original)
-        h, w = self.source.shape[:2]
-        if (h, w) != (crop_box.image_height, crop_box.image_width):
-            raise ValueError(
-                f"paste_back: the original image is {w}x{h} but the crop box was made for "
-                f"{crop_box.image_width}x{crop_box.image_height}"
-            )
         self.box = crop_box
-        self.height, self.width = even_size(h, w) if even else (h, w)
+        self.height, self.width = _paste_size(self.source, crop_box, even)
         n = crop_box.side
         ix0, iy0 = max(0, crop_box.x0), max(0, crop_box.y0)
         ix1, iy1 = min(self.width, crop_box.x0 + n), min(self.height, crop_box.y0 + n)
@@ -168,9 +175,14 @@ class PasteCompositor:
             np.clip(mixed, 0.0, top, out=mixed)
             dst[y:y + BLEND_ROWS] = np.rint(mixed) if dst.dtype == np.uint8 else mixed
 
-    def to_float(self, frame: torch.Tensor | np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Composite ``frame`` into ``out`` (float32 [height, width, 3], e.g. one slot of an IMAGE batch)."""
-        src = self.source[: self.height, : self.width]
+    def to_float(self, frame: torch.Tensor | np.ndarray, out: np.ndarray,
+                 background: np.ndarray | None = None) -> np.ndarray:
+        """Composite ``frame`` into ``out`` (float32 [height, width, 3], e.g. one slot of an IMAGE batch), over
+        the photo or over ``background`` (another frame of the photo's size, e.g. an earlier paste-back's)."""
+        if background is not None and background.shape[:2] != self.source.shape[:2]:
+            raise ValueError(f"paste_back: the original frames differ in size ({background.shape[1]}x"
+                             f"{background.shape[0]} and {self.source.shape[1]}x{self.source.shape[0]})")
+        src = (self.source if background is None else background[:, :, :3])[: self.height, : self.width]
         if src.dtype == np.uint8:
             np.divide(src, np.float32(255.0), out=out, dtype=np.float32)
         else:
@@ -211,14 +223,21 @@ def paste_back(
     Each frame is resized to the crop's source side (bicubic), blended with a linear feather of
     ``feather`` source pixels along crop edges inside the image, and clipped to the image. Outside the
     crop square the output is the original, unchanged. ``even=True`` drops the last row / column of an
-    odd-sized image. Returns a float32 ComfyUI IMAGE ``[N, H, W, 3]``; besides it only one frame's crop
-    region is held in float32 at a time.
+    odd-sized image. The original may also be a batch of ``N`` frames of that photo (e.g. the output of an
+    earlier paste-back of another face): frame ``i`` is pasted into original frame ``i``. Returns a float32
+    ComfyUI IMAGE ``[N, H, W, 3]``; besides it only one frame's crop region is held in float32 at a time.
     """
     if frames.ndim == 3:
         frames = frames[None]
+    n_orig = original.shape[0] if original.ndim == 4 else 1
+    if n_orig not in (1, frames.shape[0]):
+        raise ValueError(f"paste_back: {frames.shape[0]} rendered frame(s) but {n_orig} original frames; the "
+                         "original must be one photo or as many frames of it as were rendered")
     comp = PasteCompositor(original, crop_box, feather, even=even)
     out = torch.empty((frames.shape[0], comp.height, comp.width, 3), dtype=torch.float32)
     view = out.numpy()
     for i in range(frames.shape[0]):
-        comp.to_float(frames[i], view[i])
+        background = _float_rgb(original[i]) if n_orig > 1 and i > 0 else None
+        comp.to_float(frames[i], view[i], background)
     return out
+
