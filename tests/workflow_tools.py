@@ -621,39 +621,30 @@ def shipped_workflows() -> list[Path]:
     return sorted(WORKFLOWS.glob("*.json"))
 
 
-def make_thumbnail(path: Path, caption: str, assets: Path) -> None:
-    from PIL import Image, ImageDraw, ImageOps
+def write_all() -> list[Path]:
+    """Each workflow, its API twin and its thumbnail (drawn from the graph by workflow_thumbnails)."""
+    from workflow_thumbnails import thumbnail
 
-    portrait = Image.open(assets / "portraits" / "painting_girl.jpg").convert("RGB")
-    thumb = ImageOps.fit(portrait, (256, 256))
-    draw = ImageDraw.Draw(thumb)
-    draw.rectangle((0, 216, 256, 256), fill=(20, 20, 28))
-    draw.text((8, 222), "Hallo", fill=(255, 210, 90))
-    draw.text((8, 238), caption[:40], fill=(235, 235, 235))
-    thumb.save(path, quality=85)
-
-
-def write_all(assets: Path) -> list[Path]:
     info = object_info()
     API_DIR.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, (builder, caption) in BUILDERS.items():
+    for name, (builder, _caption) in BUILDERS.items():
         ui = builder(info)
         errors = validate_ui(ui, info)
         if errors:
             raise ValueError(f"{name}: {errors}")
         (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
         (API_DIR / f"{name}.json").write_text(json.dumps(ui_to_api(ui, info), indent=2) + "\n")
-        make_thumbnail(WORKFLOWS / f"{name}.jpg", caption, assets)
+        thumbnail(ui).save(WORKFLOWS / f"{name}.jpg", quality=90)
         written.append(WORKFLOWS / f"{name}.json")
     return written
 
 
 def main(argv: Iterable[str] = ()) -> int:
     logging.basicConfig(level=logging.INFO)
-    args = list(argv)
-    assets = Path(args[0]) if args else REPO.parent / "shared" / "assets"
-    for path in write_all(assets):
+    if list(argv):
+        raise SystemExit("usage: python tests/workflow_tools.py (no arguments)")
+    for path in write_all():
         logger.info("wrote %s", path)
     return 0
 
