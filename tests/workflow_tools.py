@@ -161,8 +161,9 @@ def ui_widget_values(node: dict, info: dict) -> tuple[dict[str, Any], list[str]]
     for name in widget_inputs(info):
         t, opts, _ = input_spec(info, name)
         if i >= len(values):
-            errors.append(f"{label}: no widget value for '{name}'")
-            break
+            if not all(not input_spec(info, n)[2] for n in widget_inputs(info)[len(out):]):
+                errors.append(f"{label}: no widget value for '{name}'")
+            break  # optional widgets added after the workflow was saved: the frontend gives their defaults
         out[name] = values[i]
         i += 1
         if type_name(t) == "INT" and has_control(name, opts):
@@ -520,12 +521,26 @@ def build_render_to_file(info: dict) -> dict:
     return g.ui()
 
 
+def build_speed_presets(info: dict) -> dict:
+    """The same portrait and voice with the fast preset and, for comparison, the faithful default."""
+    g = Graph(info)
+    ids = _front(g)
+    fast = _sampler(g, ids, (1080, 40), {"preset": "fast"},
+                    title="Hallo Sampler: fast preset, 20 DPM-Solver++ steps with CFG on the first 10")
+    faithful = _sampler(g, ids, (1460, 480), {"preset": "faithful"},
+                        title="Hallo Sampler: faithful preset, the original's 40 DDIM steps")
+    _save(g, (fast, "images"), (fast, "audio"), (fast, "fps"), (1460, 40), "hallo/fast")
+    _save(g, (faithful, "images"), (faithful, "audio"), (faithful, "fps"), (1840, 480), "hallo/faithful")
+    return g.ui()
+
+
 BUILDERS = {
     "hallo_basic": (build_basic, "portrait + voice -> video"),
     "hallo_crop_paste_back": (build_crop_paste, "photo -> crop -> animate -> paste back"),
     "hallo_long_audio_chained": (build_chained, "long audio in two chained segments"),
     "hallo_upscale": (build_upscale, "frames -> ImageScaleBy x2 -> video"),
     "hallo_render_to_file": (build_render_to_file, "long render streamed to an mp4"),
+    "hallo_speed_presets": (build_speed_presets, "fast preset next to the faithful default"),
 }
 
 
