@@ -76,7 +76,8 @@ def widget_problem(node: str, spec: dict[str, tuple], name: str, value: Any) -> 
         if isinstance(value, bool) or not isinstance(value, int):
             return f"{node}: widget '{name}' must be a whole number, got {value!r}"
         if not opts.get("min", value) <= value <= opts.get("max", value):
-            return f"{node}: widget '{name}' is {value}, outside {opts.get('min')}..{opts.get('max')}"
+            return (f"{node}: widget '{name}' is {value}, outside {opts.get('min')}..{opts.get('max')}: use a value "
+                    "in that range")
     return None
 
 
