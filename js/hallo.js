@@ -79,9 +79,11 @@ export function renderInfo(r) {
 }
 
 // start_frame is -1 (continue from 'motion') or a multiple of the clip length. With min -1 and step 16 the
-// frontend would snap the widget to -1 + 16k (15, 31, ...); this keeps -1 and snaps the rest to 0, 16, 32, ...
+// frontend would snap the widget to -1 + 16k (15, 31, ...); this keeps -1, takes one step up from -1 (15) to 0
+// and snaps the rest to 0, 16, 32, ...: the arrows go -1, 0, 16, 32 and back.
 export function snapStartFrame(value, clip) {
-  return value < 0 ? -1 : Math.round(value / clip) * clip;
+  if (value < 0) return -1;
+  return value === clip - 1 ? 0 : Math.round(value / clip) * clip;
 }
 
 function honestStartFrame() {
