@@ -180,7 +180,7 @@ def test_the_recipe_reaches_the_sampler(run_inputs) -> None:
     assert not torch.equal(out["result"][0], ddim["result"][0])  # the solver changed the frames
     fast = sample(run_inputs, preset="fast", steps=2)
     assert fast["ui"]["hallo_render"][0]["solver"] == "dpmpp"
-    assert any("steps 2 replaces preset 'fast''s 20 steps" in t for t in fast["ui"]["text"])
+    assert any("steps 2 replaces the 20 steps of preset 'fast'" in t for t in fast["ui"]["text"])
     with pytest.raises(ValueError, match="HalloSampler: widget 'solver' is 'dpmpp', but only preset 'custom'"):
         sample(run_inputs, preset="fast", solver="dpmpp")
 
