@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -48,15 +50,16 @@ def compile_denoiser(net: nn.Module, *, mode: str | None = None, backend: str = 
 
 def compile_problem(device: torch.device | str) -> str | None:
     """Why ``torch.compile`` (inductor) cannot run on ``device`` here (``None`` when it can)."""
-    import torch._dynamo
-
     dev = torch.device(device)
-    if not torch._dynamo.is_dynamo_supported():
+    try:
+        dynamo = importlib.import_module("torch._dynamo")
+        supported = dynamo.is_dynamo_supported()
+    except (ImportError, AttributeError, RuntimeError):
+        supported = False
+    if not supported:
         return f"torch {torch.__version__} has no torch.compile on this Python/platform"
     if dev.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        return None if has_triton() else "torch.compile on CUDA needs Triton (pip install triton)"
+        return None if importlib.util.find_spec("triton") else "torch.compile on CUDA needs Triton (pip install triton)"
     if dev.type == "cpu":
         cxx = [os.environ["CXX"]] if os.environ.get("CXX") else CXX_COMPILERS
         if not any(shutil.which(c) for c in cxx):

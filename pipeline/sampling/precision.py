@@ -34,7 +34,8 @@ def dtype_problem(name: str, device: torch.device | str) -> str | None:
 @functools.lru_cache(maxsize=16)
 def _autocast_problem(name: str, device: str) -> str | None:
     dev, dtype = torch.device(device), DTYPES[name]
-    if not torch.amp.is_autocast_available(dev.type):
+    available = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.4; older ones: the probe below
+    if available is not None and not available(dev.type):
         return f"this torch build has no mixed precision on {dev.type}"
     try:
         with warnings.catch_warnings():  # an unsupported dtype warns and disables autocast on some devices
