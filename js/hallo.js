@@ -3,6 +3,7 @@
 //   connected HalloAudioEncode has run (it reports them in its "hallo_audio" ui output); after a run they show
 //   what that run itself reported ("hallo_render"), so a cached encoder cannot leave the text stale.
 // * HalloFaceAnalysis shows how many faces were found and a legend for the mask overlay preview it returns.
+// * HalloSampler's start_frame widget steps through -1, 0, 16, 32, ... (see snapStartFrame).
 // * Every Hallo node shows the notices of its last run (its "text" ui output: silent audio, a stretched
 //   portrait, an odd photo size, skipped vocal separation, ...).
 // The text sits in a widget of its own above any preview, not at the node's bottom edge, where the frontend
@@ -73,7 +74,25 @@ export function samplerInfo(node) {
 export function renderInfo(r) {
   let text = summary(r.start_frame, r.end_frame, r.total_frames, r.fps, r.clips);
   if (r.render_seconds != null) text += ` · rendered in ${r.render_seconds} s`;
+  if (r.preset) text += ` · ${r.preset}: ${r.solver}, ${plural(r.steps, "step")}`;
   return text;
+}
+
+// start_frame is -1 (continue from 'motion') or a multiple of the clip length. With min -1 and step 16 the
+// frontend would snap the widget to -1 + 16k (15, 31, ...); this keeps -1, takes one step up from -1 (15) to 0
+// and snaps the rest to 0, 16, 32, ...: the arrows go -1, 0, 16, 32 and back.
+export function snapStartFrame(value, clip) {
+  if (value < 0) return -1;
+  return value === clip - 1 ? 0 : Math.round(value / clip) * clip;
+}
+
+function honestStartFrame() {
+  const w = (this.widgets || []).find((x) => x.name === "start_frame");
+  if (!w) return;
+  const clip = w.options?.step2 || 16;
+  w.callback = function (value) {
+    this.value = snapStartFrame(Number(value), clip);
+  };
 }
 
 function faceInfo(face) {
@@ -190,6 +209,7 @@ app.registerExtension({
       });
     } else if (SAMPLERS.has(name)) {
       chain(nodeType.prototype, "onNodeCreated", projected);
+      chain(nodeType.prototype, "onNodeCreated", honestStartFrame);
       chain(nodeType.prototype, "onConnectionsChange", projected);
       chain(nodeType.prototype, "onWidgetChanged", function (widgetName) {
         if (widgetName !== INFO_WIDGET) projected.call(this);

@@ -122,6 +122,20 @@ def odd_size_notes(node: str, height: int, width: int) -> list[str]:
     return [message]
 
 
+class FiniteMin(float):
+    """A FLOAT widget's ``min`` that NaN counts as below, so ComfyUI's own range check refuses NaN.
+
+    ComfyUI checks ``value < min`` for each widget and marks only the widget at fault; with a plain float bound
+    NaN passes (every comparison with NaN is False). ``value < FiniteMin`` asks ``FiniteMin.__gt__`` first (the
+    reflected method of a subclass wins), which is True for NaN. It is sent to the frontend as a plain number.
+    """
+
+    def __gt__(self, other: object) -> bool:
+        if isinstance(other, float) and math.isnan(other):
+            return True
+        return float.__gt__(self, other)
+
+
 def tooltip_opts(tooltip: str, **opts: Any) -> dict[str, Any]:
     return {"tooltip": tooltip, **opts}
 

@@ -14,6 +14,7 @@ import torch
 from ..pipeline.audio.features import SILENCE_PEAK, AudioFeatures
 from ..pipeline.face.crop import CropBox, PasteCompositor
 from ..pipeline.notices import collect_notices, notice
+from ..pipeline.sampling.options import SamplerOptions, recipe_summary, resolve_sampler
 from ..pipeline.sampling.settings import CLIP_LENGTH
 from ..pipeline.video.writer import VideoWriter
 from . import comfy_adapter as comfy
@@ -24,15 +25,16 @@ from .common import (
     HALLO_MODEL,
     HALLO_MOTION,
     HALLO_REFERENCE,
+    FiniteMin,
     HalloModel,
     check_audio,
     check_finite,
     check_image,
     expect,
     odd_size_notes,
-    validate_floats,
     with_notes,
 )
+from .sampler_options import make_options, option_inputs, option_notes, prepare_model, validate_options
 
 if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
     from ..pipeline.sampling.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
@@ -43,11 +45,13 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
 def settings_inputs() -> dict:
-    weight = {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}
+    weight = {"default": 1.0, "min": FiniteMin(0.0), "max": 3.0, "step": 0.05}  # FiniteMin: NaN is refused
     return {
-        "steps": ("INT", {"default": 40, "min": 1, "max": 200,
-                          "tooltip": "Denoising steps per 16-frame clip (original: 40)."}),
-        "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01,
+        "steps": ("INT", {"default": 0, "min": 0, "max": 200,
+                          "tooltip": "Denoising steps per 16-frame clip. 0 = the preset's (faithful: 40 as the "
+                                     "original, balanced 25, fast 20, custom 40); another number replaces the "
+                                     "preset's count (workflows saved before presets keep theirs)."}),
+        "cfg": ("FLOAT", {"default": 3.5, "min": FiniteMin(0.0), "max": 20.0, "step": 0.1, "round": 0.01,
                           "tooltip": "Classifier-free guidance scale (original: 3.5; 1 or less turns it off and "
                                      "halves the work)."}),
         "seed": ("INT", {"default": 42, "min": 0, "max": MAX_SEED, "control_after_generate": True,
@@ -60,10 +64,11 @@ def settings_inputs() -> dict:
 
 def segment_inputs() -> dict:
     return {
-        "start_frame": ("INT", {"default": -1, "min": -1, "max": 1 << 24, "step": 1,
+        # step 16: the arrows give -1, 0, 16, 32, ... (js/hallo.js keeps -1 off ComfyUI's -1 + 16k grid)
+        "start_frame": ("INT", {"default": -1, "min": -1, "max": 1 << 24, "step": CLIP_LENGTH,
                                 "tooltip": "First frame to render; a multiple of 16. -1 = where the incoming "
                                            "motion ends (0 without motion)."}),
-        "num_frames": ("INT", {"default": 0, "min": 0, "max": 1 << 24, "step": 16,
+        "num_frames": ("INT", {"default": 0, "min": 0, "max": 1 << 24, "step": CLIP_LENGTH,
                                "tooltip": "Frames to render from start_frame; a multiple of 16. 0 = up to the end "
                                           "of the audio."}),
     }
@@ -74,7 +79,7 @@ def advanced_inputs() -> dict:
         "faithful": ("BOOLEAN", {"default": True,
                                  "tooltip": "Reproduce the original's reference-attention batch quirks exactly "
                                             "(the weights were trained with them)."}),
-        "motion_frame_drop": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 0.95, "step": 0.05,
+        "motion_frame_drop": ("FLOAT", {"default": -1.0, "min": FiniteMin(-1.0), "max": 0.95, "step": 0.05,
                                         "tooltip": "Hallo2: share of motion-frame pixels dropped outside the face. "
                                                    "-1 = automatic (0.25 for Hallo2, 0 for Hallo)."}),
     }
@@ -113,26 +118,27 @@ def resolve_segment(features: AudioFeatures, start_frame: int, num_frames: int, 
     return Segment(start, end)
 
 
-FLOAT_WIDGETS = ("cfg", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop")
-
-
-def validate_float_widgets(node: str, values: dict[str, Any]) -> bool | str:
-    """``VALIDATE_INPUTS`` of the sampler nodes: NaN / Inf (and, as ComfyUI then skips it, min / max)."""
-    spec = {**settings_inputs(), **advanced_inputs()}
-    return validate_floats(node, spec, {k: values[k] for k in FLOAT_WIDGETS})
-
-
 def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float,
-                   lip_weight: float, faithful: bool, motion_frame_drop: float) -> SamplerSettings:
+                   lip_weight: float, faithful: bool, motion_frame_drop: float, options: SamplerOptions | None = None,
+                   *, low_vram: bool = False, dtype: str = "auto") -> SamplerSettings:
+    """The widgets as ``SamplerSettings``; the recipe (preset, steps, solver, cfg_steps) from ``options``."""
     from ..pipeline.sampling.sampler import SamplerSettings
 
     check_finite(node, cfg=cfg, pose_weight=pose_weight, face_weight=face_weight, lip_weight=lip_weight,
                  motion_frame_drop=motion_frame_drop)
-    return SamplerSettings(
-        steps=int(steps), guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=float(pose_weight),
+    base = SamplerSettings(
+        guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=float(pose_weight),
         face_weight=float(face_weight), lip_weight=float(lip_weight), faithful=bool(faithful),
-        motion_frame_drop=None if motion_frame_drop < 0 else float(motion_frame_drop),
+        motion_frame_drop=None if motion_frame_drop < 0 else float(motion_frame_drop), low_vram=bool(low_vram),
+        compute_dtype=str(dtype),
     )
+    options = options or make_options("faithful", steps, "ddim", 0)
+    problem = validate_options(node, {**settings_inputs(), **option_inputs()},
+                               {"steps": int(steps), "preset": options.preset, "solver": options.solver,
+                                "cfg_steps": options.cfg_steps, "dtype": str(dtype)})
+    if problem is not True:
+        raise ValueError(problem)
+    return resolve_sampler(options, base)
 
 
 def generate(model: HalloModel, reference: HalloReference, features: AudioFeatures, settings: SamplerSettings,
@@ -240,32 +246,42 @@ class HalloSampler:
                                                "trimmed to the rendered frames (silence if not connected)."}),
                 "motion": (HALLO_MOTION, {"tooltip": "Motion output of the sampler that rendered the previous "
                                                      "segment; continues it seamlessly."}),
+                **option_inputs(),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, cfg: float | None = None, pose_weight: float | None = None,
-                        face_weight: float | None = None, lip_weight: float | None = None,
-                        motion_frame_drop: float | None = None) -> bool | str:
-        return validate_float_widgets("HalloSampler", locals())
+    def VALIDATE_INPUTS(cls, steps: int | None = None, start_frame: int | None = None,
+                        num_frames: int | None = None, preset: str | None = None, solver: str | None = None,
+                        cfg_steps: int | None = None, dtype: str | None = None,
+                        compile: bool | None = None) -> bool | str:  # noqa: A002 (the widget's name)
+        """The widgets valid only in some combinations (FLOATs: ComfyUI's own check, see ``FiniteMin``)."""
+        spec = {**settings_inputs(), **segment_inputs(), **option_inputs()}
+        return validate_options("HalloSampler", spec, locals())
 
-    def sample(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, steps: int = 40,
+    def sample(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, steps: int = 0,
                cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0, face_weight: float = 1.0,
                lip_weight: float = 1.0, start_frame: int = -1, num_frames: int = 0, faithful: bool = True,
                motion_frame_drop: float = -1.0, audio: dict | None = None,
-               motion: MotionState | None = None) -> dict:
+               motion: MotionState | None = None, preset: str = "faithful", solver: str = "ddim",
+               cfg_steps: int = 0, low_vram: bool = False, dtype: str = "auto",
+               compile: bool = False) -> dict:  # noqa: A002
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
         segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
+        options = make_options(preset, steps, solver, cfg_steps)
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
-                                  motion_frame_drop)
+                                  motion_frame_drop, options, low_vram=low_vram, dtype=dtype)
         started = time.perf_counter()
         with collect_notices() as notes:
+            option_notes(node, options)
+            compiled = prepare_model(node, model, compile)
             out_audio = trim_audio(audio, audio_features, segment, node)
             if audio is not None:
                 silent_audio_notice(node, out_audio["waveform"])
             result = generate(model, reference, audio_features, settings, segment, motion, collect=True)
         info = render_summary(audio_features, segment, time.perf_counter() - started)
+        info.update(recipe_summary(settings, options.preset), compiled=compiled)
         return {"ui": with_notes({"hallo_render": [info]}, notes),
                 "result": (result.frames, out_audio, float(audio_features.fps), result.motion)}
 
@@ -303,27 +319,35 @@ class HalloRenderToVideoFile:
                 "crop": (HALLO_CROP, {"tooltip": "The crop output of HalloFaceCrop (needs 'original')."}),
                 "feather": ("INT", {"default": 16, "min": 0, "max": 256,
                                     "tooltip": "Seam width for the paste-back, in original-image pixels."}),
+                **option_inputs(),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, cfg: float | None = None, pose_weight: float | None = None,
-                        face_weight: float | None = None, lip_weight: float | None = None,
-                        motion_frame_drop: float | None = None) -> bool | str:
-        return validate_float_widgets("HalloRenderToVideoFile", locals())
+    def VALIDATE_INPUTS(cls, steps: int | None = None, preset: str | None = None, solver: str | None = None,
+                        cfg_steps: int | None = None, dtype: str | None = None,
+                        compile: bool | None = None) -> bool | str:  # noqa: A002 (the widget's name)
+        """The widgets valid only in some combinations (FLOATs: ComfyUI's own check, see ``FiniteMin``)."""
+        spec = {**settings_inputs(), **option_inputs()}
+        return validate_options("HalloRenderToVideoFile", spec, locals())
 
     def render(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, audio: dict,
-               steps: int = 40, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
+               steps: int = 0, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
                face_weight: float = 1.0, lip_weight: float = 1.0, faithful: bool = True,
                motion_frame_drop: float = -1.0, filename_prefix: str = "hallo/Hallo",
-               original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16) -> dict:
+               original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16,
+               preset: str = "faithful", solver: str = "ddim", cfg_steps: int = 0, low_vram: bool = False,
+               dtype: str = "auto", compile: bool = False) -> dict:  # noqa: A002
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
+        options = make_options(preset, steps, solver, cfg_steps)
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
-                                  motion_frame_drop)
+                                  motion_frame_drop, options, low_vram=low_vram, dtype=dtype)
         segment = Segment(0, int(audio_features.num_frames))
         with collect_notices() as notes:
+            option_notes(node, options)
+            compiled = prepare_model(node, model, compile)
             silent_audio_notice(node, wave)
             compositor = paste_compositor(node, original, crop, int(feather))
             height, width = reference.size if compositor is None else (compositor.height, compositor.width)
@@ -336,6 +360,7 @@ class HalloRenderToVideoFile:
 
                 generate(model, reference, audio_features, settings, segment, None, collect=False, on_clip=write)
         info = render_summary(audio_features, segment, time.perf_counter() - started)
+        info.update(recipe_summary(settings, options.preset), compiled=compiled)
         ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output",
                           "format": "video/h264-mp4"}],
               "animated": [True], "hallo_render": [info]}

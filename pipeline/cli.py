@@ -15,7 +15,10 @@ from pathlib import Path
 from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
 from .errors import HalloInputError, raised_in_pipeline
 from .paths import HF_REPO, LANDMARKER_FILE, SEPARATOR_FILE, SEPARATOR_SUBDIR
+from .sampling.options import SamplerOptions, check_options, preset_names, resolve_sampler
+from .sampling.presets import PRESETS
 from .sampling.sampler import RenderCancelled, SamplerSettings
+from .sampling.scheduling import SOLVERS
 
 logger = logging.getLogger("hallo_nodes")
 
@@ -107,11 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output width and height (multiple of 64; default 512)")
     p.add_argument("--width", type=positive_int, default=None, help="output width, overrides --size (multiple of 64)")
     p.add_argument("--height", type=positive_int, default=None, help="output height, overrides --size (multiple of 64)")
-    p.add_argument("--preset", choices=("faithful", "balanced", "fast"), default="faithful",
-                   help="sampling recipe: faithful (original: 40 DDIM steps, CFG every step), balanced "
-                   "(25 DPM-Solver++ steps, CFG on 20), fast (20 steps, CFG on 10)")
+    p.add_argument("--preset", choices=preset_names(), default="faithful",
+                   help="sampling recipe: " + "; ".join(f"{k} ({v.description})" for k, v in PRESETS.items())
+                   + "; custom (--solver, --steps, --cfg-steps)")
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="denoising steps (default: the preset's, 40 for faithful)")
+                   help="denoising steps (default: the preset's, 40 for faithful and custom); replaces the "
+                   "preset's count")
+    p.add_argument("--solver", choices=SOLVERS, default=None, help="with --preset custom: the solver (default ddim)")
+    p.add_argument("--cfg-steps", type=positive_int, default=None,
+                   help="with --preset custom: CFG on the first N steps only (default: every step)")
     p.add_argument("--cfg", type=finite_float, default=3.5, help="guidance scale (default 3.5)")
     p.add_argument("--seed", type=seed_int, default=42, help="random seed, 0 .. 2**64-1 (default 42)")
     p.add_argument("--pose-weight", type=finite_float, default=1.0)
@@ -209,13 +216,12 @@ def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
 
 def _options(args: argparse.Namespace):
     from .render import RenderOptions
-    from .sampling.presets import preset_settings
 
-    settings = preset_settings(args.preset, SamplerSettings(
+    opts = SamplerOptions(args.preset, args.steps or 0, args.solver or "ddim", args.cfg_steps or 0)
+    check_options(opts, lambda name: "--" + name.replace("_", "-"))
+    settings = resolve_sampler(opts, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,
         lip_weight=args.lip_weight, low_vram=args.low_vram))
-    if args.steps is not None:
-        settings.steps = args.steps
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,
                          face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                          allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,

@@ -123,8 +123,9 @@ class ComfyServer:
                 self.process.wait(10)
 
 
-def start_server(comfy: Path, base: Path, model_dir: Path) -> ComfyServer:
-    """Install the pack (symlink in a private custom_nodes folder), register ``model_dir`` as ``hallo``, start."""
+def start_server(comfy: Path, base: Path, model_dir: Path, extra_args: tuple[str, ...] = ()) -> ComfyServer:
+    """Install the pack (symlink in a private custom_nodes folder), register ``model_dir`` as ``hallo``, start
+    (``extra_args``: more ``main.py`` options)."""
     for sub in ("custom_nodes", "input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / PACK_NAME
@@ -145,7 +146,8 @@ def start_server(comfy: Path, base: Path, model_dir: Path) -> ComfyServer:
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
            "--disable-api-nodes", "--extra-model-paths-config", str(config), "--output-directory",
            str(base / "output"), "--input-directory", str(base / "input"), "--temp-directory", str(base / "temp"),
-           "--user-directory", str(base / "user"), "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}"]
+           "--user-directory", str(base / "user"), "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}",
+           *extra_args]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=comfy, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = ComfyServer(base, port, process, log)

@@ -91,8 +91,8 @@ def test_validators_catch_broken_workflows(info: dict) -> None:
 
     bad = copy.deepcopy(good)
     sampler = next(n for n in bad["nodes"] if n["type"] == "HalloSampler")
-    sampler["widgets_values"][0] = 0  # steps below its minimum
-    assert any("steps: 0 is below the minimum 1" in e for e in validate_ui(bad, info))
+    sampler["widgets_values"][0] = -1  # steps below its minimum
+    assert any("steps: -1 is below the minimum 0" in e for e in validate_ui(bad, info))
     sampler["widgets_values"][3] = "sometimes"  # not a control_after_generate value
     assert any("control_after_generate" in e for e in validate_ui(bad, info))
 

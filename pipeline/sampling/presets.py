@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .sampler import SamplerSettings
+from .settings import SamplerSettings
 
 
 @dataclass(frozen=True)

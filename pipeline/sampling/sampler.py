@@ -25,6 +25,7 @@ from ..errors import public_name
 from ..models.net import HalloNet
 from ..models.reference_bank import ReferenceBank
 from ..models.unets import LevelMasks, UNetConditions
+from .precision import compute_precision
 from .residency import NET, REFERENCE_NET, VAE, Residency, low_vram_residency
 from .scheduling import make_scheduler
 from .settings import (
@@ -345,7 +346,7 @@ class HalloSampler:
         end_frame = check_segment(settings, audio_features.shape[0], num_frames, start_frame, end_frame, motion)
         self._resident = self.residency or low_vram_residency(self.net, self.vae, self.device, settings.low_vram)
         plan = self._plan(settings, reference, start_frame, end_frame)
-        with self._resident.use(NET):
+        with self._resident.use(NET), compute_precision(settings.compute_dtype, self.device, self.dtype):
             return self._clip_loop(reference, audio_features, plan, motion, StepHooks(
                 plan.total_steps, on_step, should_cancel), on_clip, collect)
 

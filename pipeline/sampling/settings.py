@@ -49,6 +49,9 @@ class SamplerSettings:
     # Keep the scheduler's latents in float32 while the network runs in half precision.
     # None = on for bfloat16 (8-bit mantissa), off otherwise (the original keeps fp16 latents).
     upcast_latents: bool | None = None
+    # Compute precision over the loaded weights (pipeline/sampling/precision.py): "auto" = the weights' dtype;
+    # "fp16"/"bf16" on other weights = mixed precision (torch.autocast).
+    compute_dtype: str = "auto"
 
     def validate(self) -> None:
         for name in ("guidance_scale", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop"):
