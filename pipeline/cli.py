@@ -107,11 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output width and height (multiple of 64; default 512)")
     p.add_argument("--width", type=positive_int, default=None, help="output width, overrides --size (multiple of 64)")
     p.add_argument("--height", type=positive_int, default=None, help="output height, overrides --size (multiple of 64)")
-    p.add_argument("--preset", choices=("faithful", "balanced", "fast"), default="faithful",
+    p.add_argument("--preset", choices=("faithful", "balanced", "fast", "cache"), default="faithful",
                    help="sampling recipe: faithful (original: 40 DDIM steps, CFG every step), balanced "
-                   "(25 DPM-Solver++ steps, CFG on 20), fast (20 steps, CFG on 10)")
+                   "(25 DPM-Solver++ steps, CFG on 20), fast (20 steps, CFG on 10), cache (balanced with "
+                   "DeepCache every 3rd step)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="denoising steps (default: the preset's, 40 for faithful)")
+    p.add_argument("--cache-interval", type=positive_int, default=None,
+                   help="DeepCache: run the whole UNet every N-th step and only its outer blocks in between, "
+                   "reusing the deep features (default: the preset's; 1 = off, 3 for cache)")
     p.add_argument("--cfg", type=finite_float, default=3.5, help="guidance scale (default 3.5)")
     p.add_argument("--seed", type=seed_int, default=42, help="random seed, 0 .. 2**64-1 (default 42)")
     p.add_argument("--pose-weight", type=finite_float, default=1.0)
@@ -216,6 +220,8 @@ def _options(args: argparse.Namespace):
         lip_weight=args.lip_weight, low_vram=args.low_vram))
     if args.steps is not None:
         settings.steps = args.steps
+    if args.cache_interval is not None:
+        settings.cache_interval = args.cache_interval
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,
                          face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                          allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
