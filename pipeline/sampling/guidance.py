@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..models.unets import DeepCache, LevelMasks, UNetConditions
+import torch
+
+from ..models.unets import DeepCache, DenoisingUNet, LevelMasks, UNetConditions
 
 
 def cfg_half(ctx: UNetConditions, index: int, frames: int) -> UNetConditions:
@@ -23,6 +25,12 @@ def cfg_half(ctx: UNetConditions, index: int, frames: int) -> UNetConditions:
         silent_audio=1 if ctx.silent_audio > index else 0,
         constants=ctx.constants.half(index),
     )
+
+
+def run_unet(unet: DenoisingUNet, latents: torch.Tensor, t: torch.Tensor, ctx: UNetConditions,
+             deep: DeepCache | None) -> torch.Tensor:
+    """One denoiser call; without DeepCache exactly the plain ``unet(latents, t, ctx)`` call."""
+    return unet(latents, t, ctx) if deep is None else unet(latents, t, ctx, deep)
 
 
 class DeepCacheSteps:

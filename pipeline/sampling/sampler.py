@@ -25,7 +25,7 @@ from ..errors import public_name
 from ..models.net import HalloNet
 from ..models.reference_bank import ReferenceBank
 from ..models.unets import LevelMasks, UNetConditions
-from .guidance import DeepCacheSteps, cfg_half
+from .guidance import DeepCacheSteps, cfg_half, run_unet
 from .residency import NET, REFERENCE_NET, VAE, Residency, low_vram_residency
 from .scheduling import make_scheduler
 from .settings import (
@@ -275,12 +275,13 @@ class HalloSampler:
         unet, frames, settings = self.net.denoising_unet, plan.clip_len, plan.settings
         if not guided:
             cond = cfg_half(ctx, 1, frames) if plan.cfg else ctx
-            return unet(model_in, t, cond, deep.slot(step, "cond")).to(latent_dtype)
+            return run_unet(unet, model_in, t, cond, deep.slot(step, "cond")).to(latent_dtype)
         if settings.low_vram:  # the two halves one after the other: half the activation memory
-            v_uncond = unet(model_in, t, cfg_half(ctx, 0, frames), deep.slot(step, "uncond")).to(latent_dtype)
-            v_cond = unet(model_in, t, cfg_half(ctx, 1, frames), deep.slot(step, "cond")).to(latent_dtype)
+            uncond = run_unet(unet, model_in, t, cfg_half(ctx, 0, frames), deep.slot(step, "uncond"))
+            v_uncond = uncond.to(latent_dtype)
+            v_cond = run_unet(unet, model_in, t, cfg_half(ctx, 1, frames), deep.slot(step, "cond")).to(latent_dtype)
         else:
-            both = unet(torch.cat([model_in, model_in]), t, ctx, deep.slot(step, "cfg"))
+            both = run_unet(unet, torch.cat([model_in, model_in]), t, ctx, deep.slot(step, "cfg"))
             v_uncond, v_cond = both.to(latent_dtype).chunk(2)
         return v_uncond + settings.guidance_scale * (v_cond - v_uncond)
 
