@@ -191,7 +191,8 @@ def report(args: argparse.Namespace, *, label: str, device: torch.device, dtype:
     video_s = end / 25.0
     vae_cfg = dict(vae.config) if hasattr(vae, "config") else None
     fl = flop_count.render_flops(arch, args.size, args.size, end, steps=settings.steps,
-                                 cfg=settings.guidance_scale > 1.0, cfg_steps=settings.cfg_steps, vae_config=vae_cfg)
+                                 cfg=settings.guidance_scale > 1.0, cfg_steps=settings.cfg_steps, vae_config=vae_cfg,
+                                 cache_interval=settings.cache_interval)
     ref_encode = flop_count.vae_encode_flops(args.size, args.size, vae_cfg)
     sampler_s = sum(stages[k] for k in ("encode", "reference", "denoise", "decode"))
     gpu = peak_gpu_memory(device)

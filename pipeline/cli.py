@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=SOLVERS, default=None, help="with --preset custom: the solver (default ddim)")
     p.add_argument("--cfg-steps", type=positive_int, default=None,
                    help="with --preset custom: CFG on the first N steps only (default: every step)")
+    p.add_argument("--cache-interval", type=positive_int, default=None,
+                   help="DeepCache: run the whole UNet every N-th step and only its outer blocks in between, "
+                   "reusing the deep features (default: the preset's; 1 = off, 3 for cache)")
     p.add_argument("--cfg", type=finite_float, default=3.5, help="guidance scale (default 3.5)")
     p.add_argument("--seed", type=seed_int, default=42, help="random seed, 0 .. 2**64-1 (default 42)")
     p.add_argument("--pose-weight", type=finite_float, default=1.0)
@@ -222,6 +225,8 @@ def _options(args: argparse.Namespace):
     settings = resolve_sampler(opts, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,
         lip_weight=args.lip_weight, low_vram=args.low_vram))
+    if args.cache_interval is not None:
+        settings.cache_interval = args.cache_interval
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,
                          face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                          allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,

@@ -62,6 +62,19 @@ def test_seed_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert not torch.equal(torch.randn(4, generator=top), torch.randn(4, generator=zero))
 
 
+def test_cache_interval_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hallo_nodes.pipeline.cli import _options, build_parser
+
+    base = ["--image", "x.png", "--audio", "x.wav", "--models", str(tmp_path)]
+    assert _options(build_parser().parse_args(base)).sampler.cache_interval == 1  # faithful: off
+    assert _options(build_parser().parse_args([*base, "--preset", "cache"])).sampler.cache_interval == 3
+    chosen = _options(build_parser().parse_args([*base, "--preset", "fast", "--cache-interval", "2"])).sampler
+    assert (chosen.cache_interval, chosen.steps) == (2, 20)
+    code, err = run_main([*base, "--cache-interval=0"], capsys)
+    assert code == 2
+    assert_one_line_error(err, "--cache-interval", "1 or more")
+
+
 @pytest.mark.parametrize("name, expect", [("hallo", "no extension"), ("out.gif", "'.gif'"),
                                           ("out.wav", "'.wav'"), ("folder", "directory"),
                                           ("afile.txt/out.mp4", "not a folder")])

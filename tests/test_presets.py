@@ -38,22 +38,28 @@ def test_faithful_preset_is_the_default() -> None:
 
 def test_speed_presets_use_fewer_steps_and_truncated_cfg() -> None:
     base = SamplerSettings(seed=3, guidance_scale=4.0, low_vram=True)
-    for name in ("balanced", "fast"):
+    for name in ("balanced", "fast", "cache"):
         s = preset_settings(name, base)
         assert s.solver == "dpmpp"
         assert s.steps < 40 and s.cfg_steps is not None and 0 < s.cfg_steps < s.steps
         assert (s.seed, s.guidance_scale, s.low_vram) == (3, 4.0, True)
+        assert s.cache_interval == (3 if name == "cache" else 1)
         s.validate()
+    assert preset_settings("faithful", preset_settings("cache")) == SamplerSettings()
     with pytest.raises(ValueError, match="unknown preset"):
         preset_settings("turbo")
 
 
 def test_preset_flop_reductions() -> None:
     rows = {r["preset"]: r for r in preset_table(512)}
-    # no thrown-away reference attention, no audio attention for the unconditional rows
-    assert rows["faithful"]["vs_original"] == pytest.approx(0.884, abs=0.005)
+    # no thrown-away reference attention, no audio attention for the unconditional rows, per-clip constants,
+    # no discarded motion-frame outputs
+    assert rows["faithful"]["vs_original"] == pytest.approx(0.859, abs=0.005)
     assert rows["fast"]["tflop_per_video_s"] < rows["balanced"]["tflop_per_video_s"] < rows["faithful"][
         "tflop_per_video_s"] < rows["original code (faithful)"]["tflop_per_video_s"]
+    # DeepCache every 3rd step: about balanced's FLOPs x (9 full + 16 shallow steps at 45 %) / 25
+    assert rows["cache"]["vs_original"] == pytest.approx(0.33, abs=0.005)
+    assert rows["cache"]["tflop_per_video_s"] < 0.7 * rows["balanced"]["tflop_per_video_s"]
     arch = HalloArchitecture()
     fast = PRESETS["fast"]
     direct = render_flops(arch, 512, 512, 1600, steps=fast.steps, cfg_steps=fast.cfg_steps).per_video_second

@@ -7,7 +7,7 @@ import torch
 from hallo_nodes.bench import flops
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
 from hallo_nodes.pipeline.models.net import build_net
-from hallo_nodes.pipeline.models.unets import LevelMasks, UNetConditions
+from hallo_nodes.pipeline.models.unets import DeepCache, LevelMasks, UNetConditions
 from hallo_nodes.pipeline.sampling.sampler import HalloReference, HalloSampler
 from hallo_nodes.testing.tiny_models import tiny_architecture
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -56,11 +56,18 @@ def test_tiny_network_matches_the_flop_counter_exactly(cfg: bool) -> None:
                              bank=bank, silent_audio=b - 1)
         x = torch.randn(b, 4, frames, size // 8, size // 8)
         first = counted(lambda: net.denoising_unet(x, 500, ctx))  # projects the reference K/V once
-        second = counted(lambda: net.denoising_unet(x, 480, ctx))  # reuses them
+        deep = DeepCache()
+        second = counted(lambda: net.denoising_unet(x, 480, ctx, deep))  # reuses them; keeps the deep features
+        deep.reuse = True
+        shallow = counted(lambda: net.denoising_unet(x, 460, ctx, deep))  # DeepCache: the outer blocks only
+    assert shallow == pytest.approx(flops.denoiser_flops(arch, size, size, frames=frames, cfg=cfg, shallow=True).total,
+                                    rel=1e-12)
     expected_step = flops.denoiser_flops(arch, size, size, frames=frames, cfg=cfg).total
     assert second == pytest.approx(expected_step, rel=1e-12)
+    # the first call also makes the clip's constants (face/audio K/V, silent audio branches, motion-frame parts)
     expected_ref = flops.reference_flops(arch, size, size, cfg=cfg).total
-    assert ref_counted + (first - second) == pytest.approx(expected_ref, rel=1e-12)
+    constants = flops.clip_constant_flops(arch, size, size, frames=frames, cfg=cfg).total
+    assert ref_counted + (first - second) == pytest.approx(expected_ref + constants, rel=1e-12)
     assert isinstance(masks, LevelMasks)
 
 
@@ -108,17 +115,36 @@ def test_our_forward_skips_the_unconditional_audio_attention() -> None:
     ours = flops.denoiser_flops(arch, 512, 512).parts["audio"]
     original = flops.denoiser_flops(arch, 512, 512, mode="original").parts["audio"]
     assert ours < 0.95 * original  # the q/out projections and attention of 3 branches, for half the rows
-    no_cfg = flops.denoiser_flops(arch, 512, 512, cfg=False)  # nothing to skip without CFG
-    assert no_cfg.parts["audio"] == flops.denoiser_flops(arch, 512, 512, cfg=False, mode="original").parts["audio"]
+    # without CFG nothing is silent: ours saves only the audio tokens' K/V, made once per clip
+    no_cfg = flops.denoiser_flops(arch, 512, 512, cfg=False).parts["audio"]
+    original = flops.denoiser_flops(arch, 512, 512, cfg=False, mode="original").parts["audio"]
+    kv = sum(3 * flops.linear(16 * arch.audio_tokens, arch.audio_dim, 2 * inner)
+             for inner in [320] * 3 + [640] * 2 + [1280] * 2 + [640] * 3 + [320] * 6)  # the 16 modules' widths
+    assert original - no_cfg == pytest.approx(kv, rel=1e-12)
+
+
+def test_our_motion_modules_skip_the_discarded_motion_frame_outputs() -> None:
+    arch = HalloArchitecture()
+    ours = flops.denoiser_flops(arch, 512, 512).parts["motion"]
+    original = flops.denoiser_flops(arch, 512, 512, mode="original").parts["motion"]
+    # 18 frames -> 16 for the feed-forward and projections, the motion frames' first q/k/v once per clip
+    assert 0.88 * original < ours < 0.92 * original
 
 
 def test_render_flops_counts_steps_cfg_and_clips() -> None:
     arch = HalloArchitecture()
     full = flops.render_flops(arch, 512, 512, 25, steps=40)
-    assert full.denoise == pytest.approx(2 * 40 * flops.denoiser_flops(arch, 512, 512).total)
+    step = flops.denoiser_flops(arch, 512, 512).total
+    consts, half_consts = (flops.clip_constant_flops(arch, 512, 512, cfg=cfg).total for cfg in (True, False))
+    assert full.denoise == pytest.approx(2 * (40 * step + consts))
     half = flops.render_flops(arch, 512, 512, 25, steps=40, cfg_steps=20)
     no_cfg = flops.denoiser_flops(arch, 512, 512, cfg=False).total
-    assert half.denoise == pytest.approx(2 * (20 * flops.denoiser_flops(arch, 512, 512).total + 20 * no_cfg))
+    assert half.denoise == pytest.approx(2 * (20 * step + 20 * no_cfg + consts + half_consts))
+    # DeepCache every 3rd step: steps 0, 3, ..., 39 full (14), the 26 others shallow
+    cached = flops.render_flops(arch, 512, 512, 25, steps=40, cache_interval=3)
+    shallow = flops.denoiser_flops(arch, 512, 512, shallow=True).total
+    assert cached.denoise == pytest.approx(2 * (14 * step + 26 * shallow + consts))
+    assert 0.4 * step < shallow < 0.5 * step  # the outer blocks run at the full latent size
     assert full.decode == pytest.approx(32 * flops.vae_decode_flops(512, 512))
     assert full.encode == pytest.approx(3 * flops.vae_encode_flops(512, 512))  # reference + 1 motion encode
     # the original at default settings: ~3.4 PFLOP per video second (measured on the original: 3,424 TFLOP)

@@ -24,6 +24,8 @@ import pytest
 import torch
 from generator_helpers import prepare
 from hallo_nodes.pipeline.models.audio_attention import AudioBlock
+from hallo_nodes.pipeline.models.motion_module import MotionModule
+from hallo_nodes.pipeline.models.unet_inputs import BlockInputs
 from hallo_nodes.pipeline.models.unets import DenoisingUNet
 from hallo_nodes.pipeline.sampling.sampler import SamplerSettings
 
@@ -111,51 +113,82 @@ def test_optimised_reference_attention_matches_the_straightforward_path(prepared
         assert float((a - b).abs().max()) < tolerance
 
 
-def _full_audio_attention(attn, n: torch.Tensor, audio: torch.Tensor, silent_rows: int) -> torch.Tensor:
-    """The original's audio cross-attention: every row attends to its audio tokens, zero or not."""
-    return _attention(attn, n, audio)
+def _straightforward_audio_block(self, x, audio, masks, weights, silent_rows=0, consts=None):
+    """The original's audio block: every row attends to its audio tokens, zero or not, at every step."""
+    x = _attention(self.attn1, self.norm1(x), self.norm1(x)) + x
+    n = self.norm2(x)
+    out = x
+    branches = ((self.attn2_0, self.zero_conv_full), (self.attn2_1, self.zero_conv_face),
+                (self.attn2_2, self.zero_conv_lip))
+    for (attn, conv), mask, weight in zip(branches, masks, weights, strict=True):
+        branch = _attention(attn, n, audio) * mask.to(x.dtype).unsqueeze(-1)
+        out = out + float(weight) * self._pointwise(conv, branch)
+    return self.ff(self.norm3(out)) + out
+
+
+def _straightforward_motion_module(self, x, frames, motion=None, consts=None):
+    """The original's motion module: motion frames prepended, all M+F frames computed, the first M cut off."""
+    if motion is None:
+        return self.temporal_transformer(x, frames)
+    bf, c, h, w = x.shape
+    b, m = bf // frames, motion.shape[1]
+    joined = torch.cat([motion.to(x.dtype), x.view(b, frames, c, h, w)], dim=1)
+    out = self.temporal_transformer(joined.reshape(b * (m + frames), c, h, w), m + frames)
+    return out.view(b, m + frames, c, h, w)[:, m:].reshape(bf, c, h, w)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp64"])
-def test_silent_audio_rows_match_the_full_audio_attention(prepared, prepared64, monkeypatch, precision) -> None:
-    """CFG's unconditional rows skip the audio attentions (zero tokens: uniform softmax, value to_v(0))."""
+def test_per_clip_constants_match_the_straightforward_path(prepared, prepared64, monkeypatch, precision) -> None:
+    """Face/audio K/V and the silent audio branches once per clip, the motion modules without the outputs they
+    discard, against the original's per-step computation; with CFG truncation, so both row layouts run."""
     prepared = prepared if precision == "fp32" else prepared64
-    settings = replace(BASE, steps=1 if precision == "fp32" else 2)
+    settings = replace(BASE, steps=1) if precision == "fp32" else replace(BASE, solver="dpmpp", steps=3, cfg_steps=2)
     tolerance = 1e-4 if precision == "fp32" else 1e-9
-    shortcut = AudioBlock._cross_attention
-    silent_calls: list[int] = []
+    made: list[str] = []
+    prepare_audio, prepare_motion = AudioBlock.prepare, MotionModule.prepare
+    monkeypatch.setattr(AudioBlock, "prepare", lambda *a: made.append("audio") or prepare_audio(*a))
+    monkeypatch.setattr(MotionModule, "prepare", lambda *a: made.append("motion") or prepare_motion(*a))
+    motion = prepared.sampler.generate(prepared.reference, prepared.features.features, prepared.features.num_frames,
+                                       settings, end_frame=16).motion  # clip 2 starts from the same motion frames
 
-    def counting(attn, n, audio, silent_rows):
-        silent_calls.append(silent_rows)
-        return shortcut(attn, n, audio, silent_rows)
+    def both_clips() -> list[torch.Tensor]:
+        return _latents(prepared, settings, 16) + _latents(prepared, settings, 32, start_frame=16, motion=motion)
 
-    monkeypatch.setattr(AudioBlock, "_cross_attention", staticmethod(counting))
-    fast = _latents(prepared, settings)
-    assert silent_calls and all(rows == CLIP for rows in silent_calls)  # every audio attention, the uncond half
-    monkeypatch.setattr(AudioBlock, "_cross_attention", staticmethod(_full_audio_attention))
-    slow = _latents(prepared, settings)
+    made.clear()
+    fast = both_clips()
+    layouts = 1 if precision == "fp32" else 2  # CFG batch, then the conditional half alone
+    assert made.count("audio") == made.count("motion") == 2 * 16 * layouts  # per clip, not per step
+    monkeypatch.setattr(AudioBlock, "forward", _straightforward_audio_block)
+    monkeypatch.setattr(MotionModule, "forward", _straightforward_motion_module)
+    monkeypatch.setattr(BlockInputs, "cross_kv", lambda self, attn, path: None)
+    slow = both_clips()
     assert len(fast) == len(slow) == 2
     for a, b in zip(fast, slow, strict=True):
         assert float(a.abs().max()) > 0.1
         assert float((a - b).abs().max()) < tolerance
 
 
-def test_silent_audio_shortcut_equals_attention_over_zero_tokens(prepared64) -> None:
-    """One real audio block in float64: the unconditional rows are the to_out bias, the others unchanged."""
-    block = prepared64.sampler.net.denoising_unet.down_blocks[0].audio_modules[0].transformer_blocks[0]
+def test_silent_audio_branches_equal_attention_over_zero_tokens(prepared64) -> None:
+    """One real audio block in float64: the unconditional rows' branches are per-clip constants."""
+    module = prepared64.sampler.net.denoising_unet.down_blocks[0].audio_modules[0]
+    block = module.transformer_blocks[0]
     assert block.attn2_0.to_k.bias is None and block.attn2_0.to_v.bias is None  # as in the released net.pth
     torch.manual_seed(0)
     dim, width = block.attn2_0.to_q.in_features, block.attn2_0.to_k.in_features
-    n = torch.randn(6, 64, dim, dtype=torch.float64)
+    x = torch.randn(6, 64, dim, dtype=torch.float64)
     audio = torch.randn(6, 8, width, dtype=torch.float64)
     audio[:2] = 0
+    masks = tuple(torch.rand(1, 64, dtype=torch.float64).expand(6, -1) for _ in range(3))
+    weights = (1.0, 0.8, 1.3)
     with torch.no_grad():
-        for attn in (block.attn2_0, block.attn2_1, block.attn2_2):
-            short = AudioBlock._cross_attention(attn, n, audio, 2)
-            full = _full_audio_attention(attn, n, audio, 0)
-            assert torch.equal(short[:2], attn.to_out[0].bias.expand(2, 64, -1))
-            assert float((short - full).abs().max()) < 1e-12
-        assert torch.equal(AudioBlock._cross_attention(attn, n, audio, 6)[:2], short[:2])  # all rows silent
+        consts = block.prepare(audio, masks, 2)
+        assert all(s.shape[0] == 1 for s in consts.silent)  # one row: the rows share one mask
+        ours = block(x, audio, masks, weights, 2, consts)
+        full = _straightforward_audio_block(block, x, audio, masks, weights)
+        assert float((ours - full).abs().max()) < 1e-12
+        assert float((block(x, audio, masks, weights, 0) - full).abs().max()) < 1e-12  # no silent rows
+        own_masks = tuple(m.contiguous() for m in masks)  # not one shared row: the constants hold every row
+        assert block.prepare(audio, own_masks, 2).silent[0].shape[0] == 2
 
 
 def test_sdpa_matches_an_explicit_softmax(prepared) -> None:

@@ -13,6 +13,7 @@ is ``to_out(0)`` = the ``to_out`` bias, a per-channel constant: the same numbers
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from diffusers.models.attention import FeedForward
@@ -20,10 +21,17 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 from torch.nn import functional as F
 
-from .attention_ops import attend, from_tokens, output_projection, to_tokens
+from .attention_ops import attend, from_tokens, output_projection, project_kv, to_tokens
 
 #: The full, face and lip masks, each (B*F, N).
 Masks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class AudioConstants(NamedTuple):
+    """The per-clip part of the three audio branches (:meth:`AudioBlock.prepare`)."""
+
+    kv: tuple  # per branch: (keys, values) of the heard rows' audio tokens, or None when every row is silent
+    silent: tuple  # per branch: the silent rows' branch output after its zero conv, (1 or rows, N, C); () if none
 
 
 class AudioBlock(nn.Module):
@@ -48,39 +56,51 @@ class AudioBlock(nn.Module):
         """A 1x1 convolution is a per-token linear map; this lifts the original's square-only reshape."""
         return F.linear(x, conv.weight.view(conv.out_channels, conv.in_channels), conv.bias)
 
-    @staticmethod
-    def _cross_attention(attn: Attention, n: torch.Tensor, audio: torch.Tensor, silent_rows: int) -> torch.Tensor:
-        """Attention of ``n`` over ``audio``; the first ``silent_rows`` rows have all-zero audio tokens.
+    def prepare(self, audio: torch.Tensor, masks: Masks, silent_rows: int = 0) -> AudioConstants:
+        """What the three branches take from the clip's audio tokens and masks alone.
 
-        Zero tokens give equal keys, a uniform softmax and the value ``to_v(0)`` for every query, so those rows
-        get ``to_out(to_v(0))`` without computing the attention.
+        The keys and values of the heard rows' tokens; for the first ``silent_rows`` rows (all-zero tokens) the
+        whole branch after the attention, ``zero_conv(to_out(to_v(0)) * mask)``: one row when those rows share
+        one mask (an expanded view, as the sampler builds them), else one per row.
         """
-        if silent_rows <= 0:
-            return attend(attn, n, context=audio)
-        silent = output_projection(attn, attn.to_v(audio.new_zeros(1, 1, audio.shape[-1])))  # (1, 1, C)
-        silent = silent.expand(min(silent_rows, n.shape[0]), n.shape[1], -1)
-        if silent_rows >= n.shape[0]:
-            return silent
-        heard = attend(attn, n[silent_rows:], context=audio[silent_rows:])
-        return torch.cat([silent, heard])
+        kv, silent = [], []
+        for attn, conv, mask in zip((self.attn2_0, self.attn2_1, self.attn2_2), self._convs(), masks, strict=True):
+            kv.append(project_kv(attn, audio[silent_rows:]) if silent_rows < audio.shape[0] else None)
+            if silent_rows > 0:
+                value = output_projection(attn, attn.to_v(audio.new_zeros(1, 1, audio.shape[-1])))  # (1, 1, C)
+                shared = mask.shape[0] == 1 or mask.stride(0) == 0
+                rows = mask[:1] if shared else mask[:silent_rows]
+                silent.append(self._pointwise(conv, value * rows.to(value.dtype).unsqueeze(-1)))
+        return AudioConstants(tuple(kv), tuple(silent))
+
+    def _convs(self) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
+        return self.zero_conv_full, self.zero_conv_face, self.zero_conv_lip
+
+    def _branch(self, k: int, n: torch.Tensor, mask: torch.Tensor, consts: AudioConstants,
+                silent_rows: int) -> torch.Tensor:
+        """Branch ``k`` (full, face, lip) after its zero conv, for every row."""
+        attn = (self.attn2_0, self.attn2_1, self.attn2_2)[k]
+        parts = []
+        if silent_rows > 0:
+            parts.append(consts.silent[k].expand(min(silent_rows, n.shape[0]), -1, -1))
+        if silent_rows < n.shape[0]:
+            heard = attend(attn, n[silent_rows:], kv=consts.kv[k]) * mask[silent_rows:].to(n.dtype).unsqueeze(-1)
+            parts.append(self._pointwise(self._convs()[k], heard))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
-                silent_rows: int = 0) -> torch.Tensor:
+                silent_rows: int = 0, consts: AudioConstants | None = None) -> torch.Tensor:
         """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N).
 
         ``silent_rows``: the leading rows whose audio tokens are all zero (CFG's unconditional half).
+        ``consts``: :meth:`prepare` of these audio tokens and masks, made once per clip (None: made here).
         """
         x = attend(self.attn1, self.norm1(x)) + x
         n = self.norm2(x)
-        branches = (
-            (self.attn2_0, self.zero_conv_full),
-            (self.attn2_1, self.zero_conv_face),
-            (self.attn2_2, self.zero_conv_lip),
-        )
+        consts = consts if consts is not None else self.prepare(audio, masks, silent_rows)
         out = x
-        for (attn, conv), mask, weight in zip(branches, masks, weights, strict=True):
-            branch = self._cross_attention(attn, n, audio, silent_rows) * mask.to(x.dtype).unsqueeze(-1)
-            out = out + float(weight) * self._pointwise(conv, branch)
+        for k, (mask, weight) in enumerate(zip(masks, weights, strict=True)):
+            out = out + float(weight) * self._branch(k, n, mask, consts, silent_rows)
         return self.ff(self.norm3(out)) + out
 
 
@@ -94,10 +114,14 @@ class AudioTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([AudioBlock(inner, heads, cross_dim)])
         self.proj_out = nn.Conv2d(inner, in_channels, kernel_size=1)
 
+    def prepare(self, audio: torch.Tensor, masks: Masks, silent_rows: int = 0) -> AudioConstants:
+        """The per-clip part of the (single) audio block: see :meth:`AudioBlock.prepare`."""
+        return self.transformer_blocks[0].prepare(audio, masks, silent_rows)
+
     def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
-                silent_rows: int = 0) -> torch.Tensor:
+                silent_rows: int = 0, consts: AudioConstants | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         y = to_tokens(self.proj_in(self.norm(x)))
         for block in self.transformer_blocks:
-            y = block(y, audio, masks, weights, silent_rows)
+            y = block(y, audio, masks, weights, silent_rows, consts)
         return self.proj_out(from_tokens(y, h, w)) + x

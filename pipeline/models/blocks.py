@@ -13,7 +13,7 @@ the checkpoint loads and can then be dropped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,9 @@ from .attention_ops import attend, from_tokens, to_tokens
 from .audio_attention import AudioTransformer
 from .motion_module import MotionModule
 from .unet_inputs import BlockInputs, SelfAttention
+
+# (attn2, transformer path) -> keys and values of the cross-attention context, or None to project it here
+CrossKV = Callable[[nn.Module, str], "tuple[torch.Tensor, torch.Tensor] | None"]
 
 
 @dataclass(frozen=True)
@@ -56,14 +59,19 @@ class AddedModules:
 
 
 def spatial_transformer(
-    transformer: Transformer2DModel, x: torch.Tensor, context: torch.Tensor, self_attention: SelfAttention, path: str
+    transformer: Transformer2DModel, x: torch.Tensor, context: torch.Tensor, self_attention: SelfAttention, path: str,
+    cross_kv: CrossKV | None = None,
 ) -> torch.Tensor:
-    """diffusers' ``Transformer2DModel`` (SD-1.5 layout) on (rows, C, H, W), with ``self_attention`` as attn1."""
+    """diffusers' ``Transformer2DModel`` (SD-1.5 layout) on (rows, C, H, W), with ``self_attention`` as attn1.
+
+    ``cross_kv(attn2, path)``: the cross-attention's keys and values of ``context`` made once per clip.
+    """
     h, w = x.shape[-2:]
     y = to_tokens(transformer.proj_in(transformer.norm(x)))
     for block in transformer.transformer_blocks:
         y = self_attention(block.attn1, block.norm1(y), path) + y
-        y = attend(block.attn2, block.norm2(y), context=context) + y
+        kv = cross_kv(block.attn2, path) if cross_kv is not None else None
+        y = attend(block.attn2, block.norm2(y), context=context, kv=kv) + y
         y = block.ff(block.norm3(y)) + y
     y = from_tokens(y, h, w).contiguous()  # as diffusers does before proj_out
     return transformer.proj_out(y) + x
@@ -93,12 +101,14 @@ class _HalloLayers:
 
     def _after_resnet(self, j: int, h: torch.Tensor, run: BlockInputs, path: str) -> torch.Tensor:
         name = f"{path}.attentions.{j}"
-        h = spatial_transformer(self.attentions[j], h, run.context, run.self_attention, name)
+        h = spatial_transformer(self.attentions[j], h, run.context, run.self_attention, name, run.cross_kv)
         if self.audio_modules is not None:
-            h = self.audio_modules[j](h, *run.audio_inputs(self.level))
+            audio = self.audio_modules[j]
+            h = audio(h, *run.audio_inputs(self.level), run.audio_constants(audio, name, self.level))
         if self.motion_modules is not None:
             # Motion-frame features are prepended along time before the module (the trained code path).
-            h = self.motion_modules[j](h, run.frames, run.motion_frames(name, h))
+            motion, frames = self.motion_modules[j], run.motion_frames(name, h)
+            h = motion(h, run.frames, frames, consts=run.motion_constants(motion, name, frames))
         return h
 
 
@@ -120,12 +130,14 @@ class HalloCrossAttnDownBlock(_HalloLayers, CrossAttnDownBlock2D):
         c_in, c_out = kwargs["in_channels"], kwargs["out_channels"]
         self._declare(level, [c_in] + [c_out] * (len(self.attentions) - 1))
 
-    def forward(self, h: torch.Tensor, run: BlockInputs, path: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, h: torch.Tensor, run: BlockInputs, path: str,
+                downsample: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``downsample=False``: stop before the downsampler (a DeepCache shallow call needs only the skips)."""
         skips = []
         for j, resnet in enumerate(self.resnets):
             h = self._after_resnet(j, resnet(h, run.temb), run, path)
             skips.append(h)
-        if self.downsamplers is not None:
+        if self.downsamplers is not None and downsample:
             h = self.downsamplers[0](h)
             skips.append(h)
         return h, skips

@@ -13,6 +13,8 @@ through :func:`.attention_dispatch.attention`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from diffusers.models.activations import get_activation
 from torch import nn
@@ -23,7 +25,8 @@ from .layout import added_modules, down_blocks, mid_block, time_modules, up_bloc
 from .reference_bank import reference_self_attention
 from .unet_inputs import BlockInputs, LevelMasks, UNetConditions
 
-__all__ = ["UNUSED_MOTION_BLOCKS", "DenoisingUNet", "LevelMasks", "ReferenceUNet", "UNetConditions", "spatial_paths"]
+__all__ = ["UNUSED_MOTION_BLOCKS", "DeepCache", "DenoisingUNet", "LevelMasks", "ReferenceUNet", "UNetConditions",
+           "spatial_paths"]
 
 # Blocks whose motion modules exist in net.pth but are not on the trained code path.
 UNUSED_MOTION_BLOCKS = ("down_blocks.3", "up_blocks.0")
@@ -97,6 +100,17 @@ class ReferenceUNet(_UNetBody):
         return bank
 
 
+@dataclass
+class DeepCache:
+    """DeepCache for one row layout: the input of the last up block, kept by the last full call.
+
+    The caller sets ``reuse`` before each call: True runs only the outer blocks on ``features``.
+    """
+
+    features: torch.Tensor | None = None
+    reuse: bool = False
+
+
 class DenoisingUNet(_UNetBody):
     """The 3-D denoising UNet of Hallo with audio and motion modules."""
 
@@ -133,10 +147,40 @@ class DenoisingUNet(_UNetBody):
             audio_weights=ctx.motion_scale,
             bank=ctx.bank,
             silent_audio_rows=min(ctx.silent_audio, b) * frames,
+            face_tokens=ctx.face_tokens,
+            constants=ctx.constants,
         )
 
-    def forward(self, latents: torch.Tensor, timestep: torch.Tensor | float, ctx: UNetConditions) -> torch.Tensor:
-        """``latents``: (B, 4, F, h, w) -> model output (v-prediction) of the same shape."""
+    def _blocks(self, h: torch.Tensor, run: BlockInputs, deep: DeepCache | None) -> torch.Tensor:
+        """All blocks; with ``deep``, keep the last up block's input, or reuse it and run only the outer blocks
+        (the first down block without its downsampler, then the last up block)."""
+        if deep is None:
+            return self.run_blocks(h, run)
+        last = len(self.up_blocks) - 1
+        if deep.reuse and deep.features is not None:
+            if deep.features.shape[0] != h.shape[0]:
+                raise ValueError(f"DeepCache: the cached features hold {deep.features.shape[0]} rows, "
+                                 f"this call {h.shape[0]}")
+            _, block_skips = self.down_blocks[0](h, run, "down_blocks.0", downsample=False)
+            return self.up_blocks[last](deep.features, [h, *block_skips], run, f"up_blocks.{last}")
+        skips = [h]
+        for i, block in enumerate(self.down_blocks):
+            h, block_skips = block(h, run, f"down_blocks.{i}")
+            skips += block_skips
+        h = self.mid_block(h, run, "mid_block")
+        for i, block in enumerate(self.up_blocks):
+            if i == last:
+                deep.features = h
+            h = block(h, skips, run, f"up_blocks.{i}")
+        return h
+
+    def forward(self, latents: torch.Tensor, timestep: torch.Tensor | float, ctx: UNetConditions,
+                deep: DeepCache | None = None) -> torch.Tensor:
+        """``latents``: (B, 4, F, h, w) -> model output (v-prediction) of the same shape.
+
+        ``deep`` (DeepCache): with ``deep.reuse`` only the outer blocks run, on ``deep.features``; otherwise the
+        whole UNet runs and ``deep.features`` keeps the input of its last up block.
+        """
         b, c, frames, lh, lw = latents.shape
         x = latents.permute(0, 2, 1, 3, 4).reshape(b * frames, c, lh, lw)
         t = torch.as_tensor(timestep, device=latents.device)
@@ -144,6 +188,6 @@ class DenoisingUNet(_UNetBody):
         h = self.conv_in(x)
         if ctx.face_locator is not None:
             h = h + ctx.face_locator.to(h.dtype)
-        h = self.run_blocks(h, self._block_inputs(b, frames, t, x.dtype, ctx))
+        h = self._blocks(h, self._block_inputs(b, frames, t, x.dtype, ctx), deep)
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
         return h.view(b, frames, -1, lh, lw).permute(0, 2, 1, 3, 4)

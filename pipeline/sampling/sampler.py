@@ -25,6 +25,7 @@ from ..errors import public_name
 from ..models.net import HalloNet
 from ..models.reference_bank import ReferenceBank
 from ..models.unets import LevelMasks, UNetConditions
+from .guidance import DeepCacheSteps, cfg_half, run_unet
 from .precision import compute_precision
 from .residency import NET, REFERENCE_NET, VAE, Residency, low_vram_residency
 from .scheduling import make_scheduler
@@ -97,24 +98,6 @@ class StepHooks:
         self.done += 1
         if self.on_step is not None:
             self.on_step(self.done, self.total)
-
-
-def cfg_half(ctx: UNetConditions, index: int, frames: int) -> UNetConditions:
-    """Half ``index`` (0 = unconditional, 1 = conditional) of a CFG-doubled set of conditions.
-
-    Used when the halves run one after the other (low-VRAM mode) and for steps that skip CFG.
-    """
-    rows = slice(index * frames, (index + 1) * frames)
-    groups = (ctx.masks.full, ctx.masks.face, ctx.masks.lip)
-    return UNetConditions(
-        face_tokens=ctx.face_tokens[index:index + 1],
-        audio_tokens=ctx.audio_tokens[index:index + 1],
-        masks=LevelMasks(*([m[rows] for m in group] for group in groups)),
-        face_locator=None if ctx.face_locator is None else ctx.face_locator[rows],
-        bank=None if ctx.bank is None else ctx.bank.cfg_half(index, frames),
-        motion_scale=ctx.motion_scale,
-        silent_audio=1 if ctx.silent_audio > index else 0,
-    )
 
 
 class HalloSampler:
@@ -288,16 +271,19 @@ class HalloSampler:
 
     # -- denoising ---------------------------------------------------------------------------------
     def _velocity(self, model_in: torch.Tensor, t: torch.Tensor, ctx: UNetConditions, plan: ClipPlan,
-                  guided: bool, latent_dtype: torch.dtype) -> torch.Tensor:
+                  guided: bool, latent_dtype: torch.dtype, deep: DeepCacheSteps, step: int) -> torch.Tensor:
         """The UNet's v-prediction for one step, guided (CFG) or from the conditional rows alone."""
         unet, frames, settings = self.net.denoising_unet, plan.clip_len, plan.settings
         if not guided:
-            return unet(model_in, t, cfg_half(ctx, 1, frames) if plan.cfg else ctx).to(latent_dtype)
+            cond = cfg_half(ctx, 1, frames) if plan.cfg else ctx
+            return run_unet(unet, model_in, t, cond, deep.slot(step, "cond")).to(latent_dtype)
         if settings.low_vram:  # the two halves one after the other: half the activation memory
-            v_uncond = unet(model_in, t, cfg_half(ctx, 0, frames)).to(latent_dtype)
-            v_cond = unet(model_in, t, cfg_half(ctx, 1, frames)).to(latent_dtype)
+            uncond = run_unet(unet, model_in, t, cfg_half(ctx, 0, frames), deep.slot(step, "uncond"))
+            v_uncond = uncond.to(latent_dtype)
+            v_cond = run_unet(unet, model_in, t, cfg_half(ctx, 1, frames), deep.slot(step, "cond")).to(latent_dtype)
         else:
-            v_uncond, v_cond = unet(torch.cat([model_in, model_in]), t, ctx).to(latent_dtype).chunk(2)
+            both = run_unet(unet, torch.cat([model_in, model_in]), t, ctx, deep.slot(step, "cfg"))
+            v_uncond, v_cond = both.to(latent_dtype).chunk(2)
         return v_uncond + settings.guidance_scale * (v_cond - v_uncond)
 
     def _denoise(self, noise: torch.Tensor, ctx: UNetConditions, plan: ClipPlan, clip: int,
@@ -306,10 +292,11 @@ class HalloSampler:
         scheduler, settings = plan.scheduler, plan.settings
         latents = noise * scheduler.init_noise_sigma
         scheduler.set_timesteps(settings.steps, device=self.device)
+        deep = DeepCacheSteps(settings.cache_interval, plan.clip_len)
         for i, t in enumerate(scheduler.timesteps):
             hooks.before_step(clip, i)
             model_in = scheduler.scale_model_input(latents, t).to(self.dtype)
-            v = self._velocity(model_in, t, ctx, plan, plan.cfg and i < plan.cfg_steps, latents.dtype)
+            v = self._velocity(model_in, t, ctx, plan, plan.cfg and i < plan.cfg_steps, latents.dtype, deep, i)
             ddim = settings.solver == "ddim"
             latents = (scheduler.step(v, t, latents, eta=0.0) if ddim else scheduler.step(v, t, latents)).prev_sample
             hooks.after_step()

@@ -52,6 +52,9 @@ class SamplerSettings:
     # Compute precision over the loaded weights (pipeline/sampling/precision.py): "auto" = the weights' dtype;
     # "fp16"/"bf16" on other weights = mixed precision (torch.autocast).
     compute_dtype: str = "auto"
+    # DeepCache: every N-th denoising step runs the whole UNet, the steps between only its outer blocks (the
+    # first down and the last up block) on the deep features kept from the last full step. 1 = off (the default).
+    cache_interval: int = 1
 
     def validate(self) -> None:
         for name in ("guidance_scale", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop"):
@@ -60,6 +63,8 @@ class SamplerSettings:
                 raise ValueError(f"{name} must be a finite number, got {value}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if isinstance(self.cache_interval, bool) or not isinstance(self.cache_interval, int) or self.cache_interval < 1:
+            raise ValueError(f"cache_interval must be a whole number >= 1 (1 = off), got {self.cache_interval!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.clip_length < 1 or self.clip_length + self.motion_frames > 32:
