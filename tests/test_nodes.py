@@ -533,7 +533,7 @@ for cls in (common.HalloInputError, sampler.RenderCancelled, sampler.NonFiniteEr
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/").stdout
     assert out.split() == ["hallo_nodes.nodes.common.HalloInputError",
-                           "hallo_nodes.pipeline.sampling.sampler.RenderCancelled",
+                           "hallo_nodes.pipeline.sampling.hooks.RenderCancelled",
                            "hallo_nodes.pipeline.sampling.sampler.NonFiniteError"]
 
 
