@@ -6,6 +6,7 @@
 // * HalloSampler's start_frame widget steps through -1, 0, 16, 32, ... (see snapStartFrame).
 // * Every Hallo node shows the notices of its last run (its "text" ui output: silent audio, a stretched
 //   portrait, an odd photo size, skipped vocal separation, ...).
+// * HalloRenderToVideoFile plays its mp4 on the node once written (its live previews would hide it).
 // The text sits in a widget of its own above any preview, not at the node's bottom edge, where the frontend
 // writes the size of a previewed image. The widget is never saved in workflows nor sent with prompts.
 import { app } from "../../scripts/app.js";
@@ -191,6 +192,31 @@ function projected() {
   show(this, samplerInfo(this));
 }
 
+// The frontend shows a node's last live preview instead of its output, and a preview image that finishes loading
+// after the run would be drawn beside the video: once the mp4 is written, drop the render's previews and their
+// image widgets (now and on every draw until the next run) so the node plays the video, as Save Video's does.
+const PREVIEW_WIDGETS = new Set(["$$canvas-image-preview", "$$comfy_animation_preview"]);
+
+function dropPreviewImages(node) {
+  if (!node.imgs?.length && !node.widgets?.some((w) => PREVIEW_WIDGETS.has(w.name))) return;
+  node.imgs = undefined;
+  for (let i = (node.widgets?.length ?? 0) - 1; i >= 0; i--) {
+    if (!PREVIEW_WIDGETS.has(node.widgets[i].name)) continue;
+    node.widgets[i].onRemove?.();
+    node.widgets.splice(i, 1);
+  }
+  node.setDirtyCanvas?.(true, true);
+}
+
+function showVideoOutput(message) {
+  this.hallo_video = !!message?.images?.some((f) => String(f.filename).endsWith(".mp4"));
+  if (!this.hallo_video) return;
+  const id = this.graph && !this.graph.isRootGraph ? `${this.graph.id}:${this.id}` : String(this.id);
+  for (const url of app.nodePreviewImages?.[id] ?? []) URL.revokeObjectURL(url);
+  if (app.nodePreviewImages) delete app.nodePreviewImages[id];
+  dropPreviewImages(this);
+}
+
 app.registerExtension({
   name: "hallo.nodes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -223,6 +249,11 @@ app.registerExtension({
       chain(nodeType.prototype, "onDrawForeground", function () {
         if (!this.hallo_render) this.hallo_info = samplerInfo(this);
       });
+      if (name === "HalloRenderToVideoFile") {
+        chain(nodeType.prototype, "onExecuted", showVideoOutput);
+        chain(nodeType.prototype, "onExecutionStart", function () { this.hallo_video = false; });
+        chain(nodeType.prototype, "onDrawForeground", function () { if (this.hallo_video) dropPreviewImages(this); });
+      }
     } else if (name === "HalloFaceAnalysis") {
       chain(nodeType.prototype, "onExecuted", function (message) {
         this.hallo_face = message?.hallo_face?.[0] ?? null;

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,7 @@ from ..pipeline.sampling.residency import (
     TorchResidency,
     network_modules,
 )
+from ..pipeline.video.output_path import folder_prefix, numbered_output
 
 logger = logging.getLogger(__name__)
 
@@ -252,10 +254,12 @@ def attention_name() -> str:
 # ------------------------------------------------------------------------------------------------
 # progress and interrupt
 # ------------------------------------------------------------------------------------------------
-def to_preview(frame: torch.Tensor | np.ndarray) -> Any:
-    """(H, W, 3) float 0..1 -> PIL image."""
+def to_preview(frame: torch.Tensor | np.ndarray | Any) -> Any:
+    """(H, W, 3) float 0..1 -> PIL image (a PIL image is passed through)."""
     from PIL import Image
 
+    if isinstance(frame, Image.Image):
+        return frame
     arr = frame.detach().cpu().float().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     return Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, :, :3])
 
@@ -271,7 +275,7 @@ class Progress:
         self._bar = utils.ProgressBar(self.total, node_id=node_id) if utils is not None else None
 
     def update_absolute(self, value: int, total: int | None = None,
-                        preview: torch.Tensor | np.ndarray | None = None) -> None:
+                        preview: torch.Tensor | np.ndarray | Any | None = None) -> None:
         if total is not None:
             self.total = max(1, int(total))
         self.value = min(int(value), self.total)
@@ -283,6 +287,23 @@ class Progress:
             self._bar.update_absolute(self.value, self.total, pv)
         else:
             logger.debug("progress %d/%d", self.value, self.total)
+
+
+def latent_previewer() -> Callable[[torch.Tensor], Any] | None:
+    """ComfyUI's live preview of SD-1.5 latents, with the preview method ComfyUI runs with (``--preview-method``
+    none / auto / latent2rgb / taesd): a function (1, 4, h, w) scaled latent -> PIL image. None when previews are
+    off or outside ComfyUI, so the sampler then does no preview work at all."""
+    preview, formats = _comfy("latent_preview"), _comfy("comfy.latent_formats")
+    if preview is None or formats is None:
+        return None
+    previewer = preview.get_previewer(torch_device(), formats.SD15())
+    if previewer is None:
+        return None
+
+    def decode(latent: torch.Tensor) -> Any:
+        return previewer.decode_latent_to_preview(latent.float())
+
+    return decode
 
 
 def interrupt_current_processing(value: bool = True) -> None:
@@ -326,18 +347,6 @@ def temp_directory() -> Path:
     return Path(tempfile.gettempdir()) / "hallo_nodes"
 
 
-DEFAULT_FILENAME = "Hallo"
-
-
-def folder_prefix(prefix: str) -> str:
-    """``"hallo/"`` means the folder ``hallo``: give it a file name (core would write ``hallo_00001_`` into the
-    output root instead). An empty prefix becomes the default file name."""
-    prefix = prefix.strip()
-    if not prefix or prefix.endswith(("/", "\\")):
-        return prefix + DEFAULT_FILENAME
-    return prefix
-
-
 def next_output_path(prefix: str, ext: str, width: int, height: int) -> tuple[Path, str, str]:
     """A fresh ``<output>/<subfolder>/<name>_00001_.<ext>``; returns (path, subfolder, filename).
 
@@ -352,19 +361,37 @@ def next_output_path(prefix: str, ext: str, width: int, height: int) -> tuple[Pa
         full_folder, filename, counter, subfolder, _ = fp.get_save_image_path(prefix, str(out_dir), width, height)
         folder = Path(full_folder)
     else:
-        prefix_path = Path(prefix.replace("\\", "/"))
-        if prefix_path.is_absolute() or ".." in prefix_path.parts:
-            raise ValueError(f"filename_prefix must be a relative name inside the output folder, got {prefix!r}")
-        folder = out_dir / prefix_path.parent
-        parent = prefix_path.parent.as_posix()
-        filename, subfolder = prefix_path.name, "" if parent == "." else parent
-        counter = 1
-        if folder.is_dir():
-            used = [p.name[len(filename) + 1:].split("_")[0] for p in folder.glob(f"{filename}_*_.*")]
-            counter = max([int(u) for u in used if u.isdigit()] + [0]) + 1
+        folder, filename, subfolder, counter = numbered_output(out_dir, prefix)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{filename}_{counter:05}_.{ext}"
     while (folder / name).exists():
         counter += 1
         name = f"{filename}_{counter:05}_.{ext}"
     return folder / name, subfolder, name
+
+
+# ------------------------------------------------------------------------------------------------
+# video outputs: core SaveVideo's metadata, the VIDEO type
+# ------------------------------------------------------------------------------------------------
+def video_metadata(prompt: dict | None, extra_pnginfo: dict | None) -> dict[str, str]:
+    """The container tags core SaveVideo writes: every EXTRA_PNGINFO entry (the UI's ``workflow``), then
+    ``prompt``, each as JSON. None at all when ComfyUI runs with ``--disable-metadata``."""
+    cli = _comfy("comfy.cli_args")
+    if cli is not None and getattr(cli.args, "disable_metadata", False):
+        return {}
+    tags = {str(k): json.dumps(v) for k, v in (extra_pnginfo or {}).items()}
+    if prompt is not None:
+        tags["prompt"] = json.dumps(prompt)
+    return tags
+
+
+def video_output(path: Path) -> Any:
+    """The written file as ComfyUI's ``VIDEO`` (comfy_api's ``VideoFromFile``), for Save Video, Get Video
+    Components and other video nodes; None (with a log line) in a ComfyUI, or outside one, without it."""
+    impl = _comfy("comfy_api.input_impl")
+    video_cls = getattr(impl, "VideoFromFile", None)
+    if video_cls is None:
+        logger.info("this ComfyUI has no VIDEO type (comfy_api.input_impl.VideoFromFile): the 'video' output is "
+                    "empty; the mp4 is %s", path)
+        return None
+    return video_cls(str(path))

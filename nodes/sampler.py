@@ -144,14 +144,21 @@ def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: fl
 def generate(model: HalloModel, reference: HalloReference, features: AudioFeatures, settings: SamplerSettings,
              segment: Segment, motion: MotionState | None, *, collect: bool,
              on_clip: Callable[[ClipOutput], None] | None = None) -> GenerationResult:
-    """Run the sampler with ComfyUI's model management, progress bar (per-clip previews) and interrupt."""
+    """Run the sampler with ComfyUI's model management, progress bar, interrupt and previews: ComfyUI's latent
+    preview (its ``--preview-method``) of the middle frame of the clip at every step, the clip's last decoded
+    frame after every clip."""
     n_clips = math.ceil(segment.end / CLIP_LENGTH) - segment.start // CLIP_LENGTH
     progress = comfy.Progress(n_clips * settings.steps)
     done = {"steps": 0}
+    previewer = comfy.latent_previewer()
 
     def on_step(step: int, total: int) -> None:
         done["steps"] = step
-        progress.update_absolute(step, total)
+        if previewer is None:  # else on_latent reports the step, with its preview
+            progress.update_absolute(step, total)
+
+    def on_latent(step: int, total: int, latent: torch.Tensor) -> None:
+        progress.update_absolute(step, total, previewer(latent))
 
     def clip_cb(clip: ClipOutput) -> None:
         if on_clip is not None:
@@ -168,7 +175,7 @@ def generate(model: HalloModel, reference: HalloReference, features: AudioFeatur
         result = sampler.generate(reference, features.features, features.num_frames, settings,
                                   start_frame=segment.start, end_frame=segment.end, motion=motion,
                                   on_clip=clip_cb, on_step=on_step, should_cancel=comfy.check_interrupt,
-                                  collect=collect)
+                                  collect=collect, on_latent=None if previewer is None else on_latent)
     finally:
         comfy.soft_empty_cache()
     logger.info("rendered frames %d-%d (%d clips) in %.1f s", segment.start, segment.end, n_clips,
@@ -293,9 +300,11 @@ class HalloRenderToVideoFile:
         "IMAGE batch). Optionally pastes every frame back into the original photo (HalloFaceCrop)."
     )
     CATEGORY = f"{CATEGORY}/sampling"
-    RETURN_TYPES = ("INT",)
-    RETURN_NAMES = ("frames",)
-    OUTPUT_TOOLTIPS = ("Number of frames written.",)
+    RETURN_TYPES = ("INT", "VIDEO")
+    RETURN_NAMES = ("frames", "video")
+    OUTPUT_TOOLTIPS = ("Number of frames written.",
+                       "The mp4 as a VIDEO (for Save Video, Get Video Components, ...); empty in a ComfyUI "
+                       "without the VIDEO type.")
     OUTPUT_NODE = True
     FUNCTION = "render"
 
@@ -321,6 +330,7 @@ class HalloRenderToVideoFile:
                                     "tooltip": "Seam width for the paste-back, in original-image pixels."}),
                 **option_inputs(),
             },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},  # into the mp4, as core Save Video
         }
 
     @classmethod
@@ -337,7 +347,8 @@ class HalloRenderToVideoFile:
                motion_frame_drop: float = -1.0, filename_prefix: str = "hallo/Hallo",
                original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16,
                preset: str = "faithful", solver: str = "ddim", cfg_steps: int = 0, low_vram: bool = False,
-               dtype: str = "auto", compile: bool = False) -> dict:  # noqa: A002
+               dtype: str = "auto", compile: bool = False,  # noqa: A002
+               prompt: dict | None = None, extra_pnginfo: dict | None = None) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
@@ -353,7 +364,8 @@ class HalloRenderToVideoFile:
             height, width = reference.size if compositor is None else (compositor.height, compositor.width)
             path, subfolder, filename = comfy.next_output_path(filename_prefix, "mp4", width, height)
             started = time.perf_counter()
-            with VideoWriter(path, float(audio_features.fps), width, height, audio=(wave, rate)) as writer:
+            with VideoWriter(path, float(audio_features.fps), width, height, audio=(wave, rate),
+                             metadata=comfy.video_metadata(prompt, extra_pnginfo)) as writer:
                 def write(clip: ClipOutput) -> None:  # frame by frame: one photo-sized uint8 frame at a time
                     for frame in clip.frames:
                         writer.write(frame[None] if compositor is None else compositor.to_uint8(frame)[None])
@@ -361,10 +373,9 @@ class HalloRenderToVideoFile:
                 generate(model, reference, audio_features, settings, segment, None, collect=False, on_clip=write)
         info = render_summary(audio_features, segment, time.perf_counter() - started)
         info.update(recipe_summary(settings, options.preset), compiled=compiled)
-        ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output",
-                          "format": "video/h264-mp4"}],
-              "animated": [True], "hallo_render": [info]}
-        return {"ui": with_notes(ui, notes), "result": (int(writer.frames_written),)}
+        ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": [True],
+              "hallo_render": [info]}
+        return {"ui": with_notes(ui, notes), "result": (int(writer.frames_written), comfy.video_output(path))}
 
 
 def paste_compositor(node: str, original: torch.Tensor | None, crop: CropBox | None,

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 import wave
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,8 +95,11 @@ class ComfyServer:
             raise AssertionError(f"POST {path} -> {exc.code}: {exc.read().decode(errors='replace')}") from exc
         return json.loads(data) if data else None
 
-    def queue(self, prompt: dict) -> str:
-        return self.post("/prompt", {"prompt": prompt, "client_id": self.client_id})["prompt_id"]
+    def queue(self, prompt: dict, extra_data: dict | None = None) -> str:
+        body = {"prompt": prompt, "client_id": self.client_id}
+        if extra_data is not None:
+            body["extra_data"] = extra_data
+        return self.post("/prompt", body)["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 600.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -123,9 +126,9 @@ class ComfyServer:
                 self.process.wait(10)
 
 
-def start_server(comfy: Path, base: Path, model_dir: Path, extra_args: tuple[str, ...] = ()) -> ComfyServer:
+def start_server(comfy: Path, base: Path, model_dir: Path, extra_args: Sequence[str] = ()) -> ComfyServer:
     """Install the pack (symlink in a private custom_nodes folder), register ``model_dir`` as ``hallo``, start
-    (``extra_args``: more ``main.py`` options)."""
+    (``extra_args``: more ComfyUI options, e.g. ``--preview-method latent2rgb``)."""
     for sub in ("custom_nodes", "input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     link = base / "custom_nodes" / PACK_NAME
@@ -191,8 +194,8 @@ class WebSocket:
             data += chunk
         return data
 
-    def messages(self) -> Iterator[dict]:
-        """JSON text messages (binary preview frames are skipped)."""
+    def events(self) -> Iterator[dict | bytes]:
+        """JSON text messages as dicts, binary messages (ComfyUI's previews) as bytes."""
         while True:
             b1, b2 = self._read(2)
             opcode, length = b1 & 0x0F, b2 & 0x7F
@@ -205,6 +208,14 @@ class WebSocket:
                 return
             if opcode == 0x1:
                 yield json.loads(payload)
+            elif opcode == 0x2:
+                yield payload
+
+    def messages(self) -> Iterator[dict]:
+        """JSON text messages (binary preview frames are skipped)."""
+        for event in self.events():
+            if isinstance(event, dict):
+                yield event
 
     def send(self, text: str) -> None:
         """One masked text frame (clients must mask)."""

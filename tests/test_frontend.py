@@ -12,7 +12,9 @@ import json
 import shutil
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asset_paths import asset
@@ -37,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Co
     shutil.copy(asset("portraits", "painting_girl.jpg"), base / "input" / PORTRAIT)
     speech = comfy_audio(1.0)
     write_wav(base / "input" / SPEECH, speech["waveform"][0].numpy(), speech["sample_rate"])
-    srv = start_server(COMFY, base, tiny_model_dir)
+    srv = start_server(COMFY, base, tiny_model_dir, ("--preview-method", "latent2rgb"))  # live previews on
     yield srv
     srv.stop()
 
@@ -147,3 +149,66 @@ def test_a_real_run_from_the_page_reports_to_the_nodes(page: Chromium) -> None:
         return {info: f.hallo_info, images: out?.images ?? null}; })()""")
     assert face["info"].startswith("1 face found, using #0 · 64x64")
     assert face["images"] and face["images"][0]["filename"].startswith("hallo_masks_")
+
+
+RENDER_NODE = "(app.graph._nodes.find((n) => n.type === 'HalloRenderToVideoFile'))"
+VIDEO_EL = f"{RENDER_NODE}?.videoContainer?.querySelector('video')"
+GRAPH_SHAPE = """(() => { const g = app.graph.serialize();
+    return {nodes: g.nodes.map((n) => [n.id, n.type, n.widgets_values ?? null, (n.outputs ?? []).length])
+                          .sort((a, b) => a[0] - b[0]),
+            links: g.links.map((l) => l.slice(0, 6)).sort((a, b) => a[0] - b[0])}; })()"""
+
+
+def wait_for(page: Chromium, expression: str, what: str, timeout: float = 600,
+             debug: Callable[[], Any] = lambda: None) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := page.evaluate(expression)):
+        assert time.monotonic() < deadline, f"{what}: {debug()}; page errors: {page.page_errors()}"
+        time.sleep(1)
+    return value
+
+
+def test_rendered_mp4_plays_on_the_node_and_dropped_back_loads_its_workflow(page: Chromium) -> None:
+    """The render node shows its mp4 in a <video> that plays (Debian's Chromium decodes H.264); the mp4 dropped
+    onto the page (the frontend's drop handler -> app.handleFile) loads the very graph that rendered it."""
+    load_workflow(page, "hallo_render_to_file")
+    page.evaluate("""(() => {
+        const set = (type, name, value) => app.graph._nodes.filter((n) => n.type === type)
+            .forEach((n) => { n.widgets.find((w) => w.name === name).value = value; });
+        set('HalloRenderToVideoFile', 'steps', 1);
+        set('HalloFaceAnalysis', 'width', 64);
+        set('HalloFaceAnalysis', 'height', 64);
+        return true; })()""")
+    queued = page.evaluate(GRAPH_SHAPE)
+    page.evaluate("app.queuePrompt(0, 1).then(() => true)")
+    state = (f"(() => {{ app.canvas.draw(true, true); const v = {VIDEO_EL};"
+             " return v && v.readyState >= 3 ? {error: v.error && v.error.code, src: v.currentSrc,"
+             " size: [v.videoWidth, v.videoHeight], duration: v.duration} : null; })()")
+    debug = (f"(() => {{ const n = {RENDER_NODE}; const v = {VIDEO_EL};"
+             " return {output: app.nodeOutputs?.[String(n.id)]"
+             " ?? null, container: !!n.videoContainer, imgs: (n.imgs ?? []).length, media: n.previewMediaType ?? null,"
+             " video: v ? {rs: v.readyState, error: v.error && v.error.code, src: v.currentSrc} : null}; })()")
+    video = wait_for(page, state, "the render node shows no playable video", timeout=300,
+                     debug=lambda: page.evaluate(debug))
+    assert video["error"] is None and video["size"] == [64, 64], video
+    assert video["src"].endswith(".mp4") or ".mp4&" in video["src"], video
+    assert video["duration"] == pytest.approx(1.0, abs=0.1)
+    leftovers = (f"(() => {{ const n = {RENDER_NODE}; return [(n.imgs ?? []).map((i) => i.src),"
+                 " n.widgets.map((w) => w.name).filter((w) => w.startsWith('$$'))]; })()")
+    for _ in range(4):  # a preview image that finishes loading after the run must not come back either
+        page.evaluate("(() => { app.canvas.draw(true, true); return true; })()")
+        time.sleep(0.5)
+    assert page.evaluate(leftovers) == [[], []]  # the last live preview is not drawn beside the video
+    played = page.evaluate(f"""(async () => {{ const v = {VIDEO_EL}; v.muted = true; await v.play();
+        await new Promise((r) => setTimeout(r, 800));
+        return {{error: v.error && v.error.code, played: v.played.length ? v.played.end(0) : 0}}; }})()""")
+    assert played["error"] is None and played["played"] > 0.2, played
+    page.evaluate(f"""(async () => {{
+        const blob = await (await fetch({VIDEO_EL}.currentSrc)).blob();
+        const file = new File([blob], 'hallo_dropped.mp4', {{type: 'video/mp4'}});
+        app.graph.clear();
+        const dt = new DataTransfer(); dt.items.add(file);
+        document.dispatchEvent(new DragEvent('drop', {{dataTransfer: dt, bubbles: true, cancelable: true}}));
+        return true; }})()""")
+    wait_for(page, "app.graph._nodes.length > 0", "dropping the mp4 loaded no workflow", timeout=60)
+    assert page.evaluate(GRAPH_SHAPE) == queued

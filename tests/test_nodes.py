@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from node_helpers import (
 pytest.importorskip("mediapipe")
 
 REPO = Path(__file__).resolve().parents[1]
-CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN"}
+CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "VIDEO"}
 CUSTOM_TYPES = {"HALLO_MODEL", "HALLO_AUDIO", "HALLO_FACE", "HALLO_REFERENCE", "HALLO_MOTION", "HALLO_CROP"}
 SIZE = 64
 FAST = {"steps": 1, "cfg": 3.5, "seed": 42}
@@ -82,7 +83,10 @@ def test_no_path_sockets_and_custom_types_are_produced_somewhere() -> None:
     produced = {t for c in NODE_CLASS_MAPPINGS.values() for t in c.RETURN_TYPES}
     consumed = {spec[0] for c in NODE_CLASS_MAPPINGS.values() for spec in all_inputs(c).values()
                 if isinstance(spec[0], str)}
-    assert not {t for t in produced | consumed if "PATH" in t or t == "VIDEO"}
+    assert not {t for t in produced | consumed if "PATH" in t}
+    # VIDEO only as the render node's added last output (its INT output keeps slot 0 for old links)
+    assert [(c, t.index("VIDEO")) for c, t in ((c, c.RETURN_TYPES) for c in NODE_CLASS_MAPPINGS.values())
+            if "VIDEO" in t] == [(NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"], 1)] and "VIDEO" not in consumed
     assert consumed & CUSTOM_TYPES <= produced
 
 
@@ -451,7 +455,7 @@ def test_render_to_video_file_with_paste_back(model: HalloModel, tmp_path: Path,
     features = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, speech, 25.0)["result"][0]
     out = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(
         model, ref, features, speech, **FAST, filename_prefix="hallo/test", original=photo, crop=box)
-    assert out["result"] == (23,)
+    assert out["result"] == (23, None)  # no VIDEO type outside ComfyUI
     entry = out["ui"]["images"][0]
     path = tmp_path / entry["subfolder"] / entry["filename"]
     assert entry["filename"] == "test_00001_.mp4" and path.is_file() and out["ui"]["animated"] == [True]
@@ -464,6 +468,30 @@ def test_render_to_video_file_with_paste_back(model: HalloModel, tmp_path: Path,
     assert duration == pytest.approx(23 / 25, abs=0.05)
     with pytest.raises(ValueError, match="connect both 'original' and 'crop'"):
         NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(model, ref, features, speech, **FAST, crop=box)
+
+
+def test_render_to_video_file_stores_the_workflow_like_core_save_video(model: HalloModel, reference, encoded: dict,
+                                                                      audio: dict, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hidden PROMPT / EXTRA_PNGINFO go into the mp4 as JSON tags (what the frontend reads back from a dropped
+    file); the ui is core Save Video's; the VIDEO output is empty outside ComfyUI."""
+    monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
+    assert NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"].INPUT_TYPES()["hidden"] == {
+        "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    prompt = {"7": {"class_type": "HalloRenderToVideoFile", "inputs": {"steps": 1, "note": "naïve"}}}
+    workflow = {"nodes": [{"id": 7, "type": "HalloRenderToVideoFile"}], "links": [], "version": 0.4}
+    out = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(
+        model, reference, encoded["result"][0], audio, **FAST, filename_prefix="meta",
+        prompt=prompt, extra_pnginfo={"workflow": workflow})
+    assert out["ui"]["images"] == [{"filename": "meta_00001_.mp4", "subfolder": "", "type": "output"}]
+    assert out["ui"]["animated"] == [True] and out["result"][1] is None
+    with av.open(str(tmp_path / "meta_00001_.mp4")) as c:
+        tags = dict(c.metadata)
+    assert tags["prompt"] == json.dumps(prompt) and tags["workflow"] == json.dumps(workflow)
+    plain = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(
+        model, reference, encoded["result"][0], audio, **FAST, filename_prefix="meta")
+    with av.open(str(tmp_path / plain["ui"]["images"][0]["filename"])) as c:
+        assert "prompt" not in c.metadata and "workflow" not in c.metadata
 
 
 # ------------------------------------------------------------------------------------------------
@@ -532,7 +560,7 @@ for cls in (common.HalloInputError, sampler.RenderCancelled, sampler.NonFiniteEr
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/").stdout
     assert out.split() == ["hallo_nodes.nodes.common.HalloInputError",
-                           "hallo_nodes.pipeline.sampling.sampler.RenderCancelled",
+                           "hallo_nodes.pipeline.sampling.hooks.RenderCancelled",
                            "hallo_nodes.pipeline.sampling.sampler.NonFiniteError"]
 
 
@@ -604,7 +632,7 @@ def test_render_to_file_pastes_back_frame_by_frame(model: HalloModel, tmp_path: 
         tracemalloc.stop()
     photo_uint8 = 1601 * 1201 * 3  # one float32 photo is 4x that; a float32 clip of them 64x (before: ~70x)
     assert peak < 8 * photo_uint8, f"{peak / 2**20:.1f} MiB traced for a {photo_uint8 / 2**20:.1f} MiB photo"
-    assert out["result"] == (18,) and "1601x1201" in out["ui"]["text"][0]
+    assert out["result"][0] == 18 and "1601x1201" in out["ui"]["text"][0]
     with av.open(str(tmp_path / "odd_00001_.mp4")) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (1600, 1200)
         first = next(c.decode(video=0)).to_ndarray(format="rgb24")

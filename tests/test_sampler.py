@@ -190,3 +190,21 @@ def test_non_finite_settings_are_refused(prepared, name: str) -> None:
     f, n = prepared.features.features, prepared.features.num_frames
     with pytest.raises(ValueError, match=f"{name} must be a finite number, got nan"):
         prepared.sampler.generate(prepared.reference, f, n, SamplerSettings(steps=1, **{name: float("nan")}))
+
+
+def test_latent_preview_hook_gets_the_middle_frames_x0_at_every_step(prepared, full_run) -> None:
+    """``on_latent`` sees (1, 4, h, w) every step; at a clip's last DDIM step the x0 prediction is the final latent,
+    so decoding it gives exactly the clip's middle frame. The frames do not change with the hook."""
+    result, _, _ = full_run
+    f, n = prepared.features.features, prepared.features.num_frames
+    seen: list[tuple[int, int, torch.Tensor]] = []
+    clips = []
+    out = prepared.sampler.generate(prepared.reference, f, n, SETTINGS, end_frame=32, on_clip=clips.append,
+                                    on_latent=lambda d, t, x: seen.append((d, t, x.clone())))
+    assert [(d, t) for d, t, _ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert all(x.shape == (1, 4, SIZE[0] // 8, SIZE[1] // 8) for _, _, x in seen)
+    torch.testing.assert_close(out.frames, result.frames[:32], rtol=0, atol=0)
+    for clip, (_, _, last) in zip(clips, (seen[1], seen[3]), strict=True):
+        decoded = prepared.sampler.decode(last, 1)[0].permute(1, 2, 0)
+        torch.testing.assert_close(decoded, clip.frames[8], rtol=0, atol=1e-5)
+    assert not torch.equal(seen[0][2], seen[1][2])  # the first step's prediction is still rough

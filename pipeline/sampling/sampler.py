@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +25,7 @@ from ..models.net import HalloNet
 from ..models.reference_bank import ReferenceBank
 from ..models.unets import LevelMasks, UNetConditions
 from .guidance import DeepCacheSteps, cfg_half, run_unet
+from .hooks import LatentCallback, RenderCancelled, StepHooks
 from .precision import compute_precision
 from .residency import NET, REFERENCE_NET, VAE, Residency, low_vram_residency
 from .scheduling import make_scheduler
@@ -45,11 +45,6 @@ __all__ = ["CLIP_LENGTH", "LATENT_SCALE", "ClipOutput", "GenerationResult", "Hal
            "MotionState", "NonFiniteError", "RenderCancelled", "SamplerSettings", "clip_noise_generator"]
 
 logger = logging.getLogger(__name__)
-
-
-@public_name
-class RenderCancelled(InterruptedError):
-    """Raised when the cancellation hook asks to stop; no partial clip is emitted."""
 
 
 @public_name
@@ -81,23 +76,6 @@ def clip_noise_generator(seed: int, clips_before: int, latent_shape: Sequence[in
     return gen
 
 
-@dataclass
-class StepHooks:
-    """Per-step progress and cancellation for the whole render."""
-
-    total: int
-    on_step: Callable[[int, int], None] | None = None
-    should_cancel: Callable[[], bool] | None = None
-    done: int = 0
-
-    def before_step(self, clip: int, step: int) -> None:
-        if self.should_cancel is not None and self.should_cancel():
-            raise RenderCancelled(f"render cancelled in clip {clip + 1} at step {step + 1}")
-
-    def after_step(self) -> None:
-        self.done += 1
-        if self.on_step is not None:
-            self.on_step(self.done, self.total)
 
 
 class HalloSampler:
@@ -298,8 +276,9 @@ class HalloSampler:
             model_in = scheduler.scale_model_input(latents, t).to(self.dtype)
             v = self._velocity(model_in, t, ctx, plan, plan.cfg and i < plan.cfg_steps, latents.dtype, deep, i)
             ddim = settings.solver == "ddim"
-            latents = (scheduler.step(v, t, latents, eta=0.0) if ddim else scheduler.step(v, t, latents)).prev_sample
-            hooks.after_step()
+            out = scheduler.step(v, t, latents, eta=0.0) if ddim else scheduler.step(v, t, latents)
+            latents = out.prev_sample
+            hooks.after_step(out)
         if not bool(torch.isfinite(latents).all()):  # one check (and sync) per clip
             raise NonFiniteError(non_finite_message(clip, self.dtype))
         return latents
@@ -320,13 +299,15 @@ class HalloSampler:
         on_step: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         collect: bool = True,
+        on_latent: LatentCallback | None = None,
     ) -> GenerationResult:
         """Render frames [start_frame, end_frame) of a video driven by ``audio_features``.
 
         ``audio_features``: (N_padded, 5, 12, C) windowed wav2vec features; ``num_frames``: the true frame
         count (output is trimmed to it). ``motion``: the state returned by the previous segment (required
         when ``start_frame`` > 0 for a seamless continuation). ``on_step(done, total)`` and
-        ``should_cancel()`` are called at every denoising step.
+        ``should_cancel()`` are called at every denoising step, and ``on_latent(done, total, latent)`` (when
+        given) with the middle frame of the clip's current x0 prediction, (1, 4, h, w), for a live preview.
         """
         settings = settings or SamplerSettings()
         settings.validate()
@@ -335,7 +316,7 @@ class HalloSampler:
         plan = self._plan(settings, reference, start_frame, end_frame)
         with self._resident.use(NET), compute_precision(settings.compute_dtype, self.device, self.dtype):
             return self._clip_loop(reference, audio_features, plan, motion, StepHooks(
-                plan.total_steps, on_step, should_cancel), on_clip, collect)
+                plan.total_steps, on_step, should_cancel, on_latent), on_clip, collect)
 
     def _clip_loop(self, reference: HalloReference, audio_features: torch.Tensor, plan: ClipPlan,
                    motion: MotionState | None, hooks: StepHooks, on_clip: Callable[[ClipOutput], None] | None,

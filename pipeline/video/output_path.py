@@ -9,6 +9,7 @@ from ..errors import HalloInputError
 
 # Containers the writer (H.264 video + AAC audio through PyAV) produces correctly.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+DEFAULT_FILENAME = "Hallo"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -63,3 +64,28 @@ def check_output_path(out: str | Path, *, inputs: dict[str, Path], models: Path 
         raise HalloInputError(f"output {out} already exists; pass --overwrite to replace it or choose another name")
     _check_parent(out)
     return out
+
+
+def folder_prefix(prefix: str) -> str:
+    """``"hallo/"`` means the folder ``hallo``: give it a file name (core would write ``hallo_00001_`` into the
+    output root instead). An empty prefix becomes the default file name."""
+    prefix = prefix.strip()
+    if not prefix or prefix.endswith(("/", "\\")):
+        return prefix + DEFAULT_FILENAME
+    return prefix
+
+
+def numbered_output(out_dir: Path, prefix: str) -> tuple[Path, str, str, int]:
+    """Outside ComfyUI: (folder, file name, subfolder, next counter) for ``<prefix>_<counter>_.*`` in
+    ``out_dir``, the way ComfyUI numbers its outputs; the prefix may not leave ``out_dir``."""
+    prefix_path = Path(prefix.replace("\\", "/"))
+    if prefix_path.is_absolute() or ".." in prefix_path.parts:
+        raise ValueError(f"filename_prefix must be a relative name inside the output folder, got {prefix!r}")
+    folder = out_dir / prefix_path.parent
+    parent = prefix_path.parent.as_posix()
+    filename, subfolder = prefix_path.name, "" if parent == "." else parent
+    counter = 1
+    if folder.is_dir():
+        used = [p.name[len(filename) + 1:].split("_")[0] for p in folder.glob(f"{filename}_*_.*")]
+        counter = max([int(u) for u in used if u.isdigit()] + [0]) + 1
+    return folder, filename, subfolder, counter

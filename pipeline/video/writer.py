@@ -50,27 +50,34 @@ class VideoWriter:
     the output) that is renamed on success, so a crash, a cancel or a concurrent render to the same name never
     leaves a half-written video under the requested name. With ``overwrite=False`` an output that appeared
     meanwhile is never replaced: the finished video stays under its temporary name and an error says where.
+
+    ``metadata``: container tags (e.g. ComfyUI's ``prompt`` and ``workflow`` as JSON), written as mp4 ``keys``
+    tags like ComfyUI's Save Video. The index (``moov``) goes to the front of the file ("faststart"), so a
+    browser plays it while loading and a reader of the first megabytes finds the tags of any long video.
     """
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int, *,
-                 audio: SoundtrackSource | None = None, crf: int = 18, overwrite: bool = True) -> None:
+                 audio: SoundtrackSource | None = None, crf: int = 18, overwrite: bool = True,
+                 metadata: dict[str, str] | None = None) -> None:
         self._soundtrack = encode_soundtrack(audio) if audio is not None else None  # read once, now
         self.path = Path(path)
         self.overwrite = overwrite
         self._closed = True  # until the container is open: close() then has nothing to finish
         self.partial = reserve_partial_path(self.path)
         try:
-            self._open(fps, width, height, crf=crf)
+            self._open(fps, width, height, crf=crf, metadata=metadata or {})
         except BaseException:
             self._discard()
             raise
 
-    def _open(self, fps: float, width: int, height: int, *, crf: int) -> None:
+    def _open(self, fps: float, width: int, height: int, *, crf: int, metadata: dict[str, str]) -> None:
         import av
 
         self.fps = Fraction(fps).limit_denominator(1001)
         self.frames_written = 0
-        self._container = av.open(str(self.partial), mode="w")
+        self._container = av.open(str(self.partial), mode="w", options={"movflags": "use_metadata_tags+faststart"})
+        for key, value in metadata.items():  # before any stream, as ComfyUI does
+            self._container.metadata[key] = value
         self._video = self._container.add_stream("libx264", rate=self.fps)
         self._video.width = width
         self._video.height = height
