@@ -33,9 +33,11 @@ from .common import (
     validate_floats,
     with_notes,
 )
+from .schedule_inputs import frame_weights, schedule_inputs
 
 if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
     from ..pipeline.sampling.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
+    from ..pipeline.sampling.schedules import Weight
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +124,15 @@ def validate_float_widgets(node: str, values: dict[str, Any]) -> bool | str:
     return validate_floats(node, spec, {k: values[k] for k in FLOAT_WIDGETS})
 
 
-def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float,
-                   lip_weight: float, faithful: bool, motion_frame_drop: float) -> SamplerSettings:
+def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: Weight, face_weight: Weight,
+                   lip_weight: Weight, faithful: bool, motion_frame_drop: float) -> SamplerSettings:
+    """The weights come checked from ``frame_weights`` (numbers or per-frame schedules)."""
     from ..pipeline.sampling.sampler import SamplerSettings
 
-    check_finite(node, cfg=cfg, pose_weight=pose_weight, face_weight=face_weight, lip_weight=lip_weight,
-                 motion_frame_drop=motion_frame_drop)
+    check_finite(node, cfg=cfg, motion_frame_drop=motion_frame_drop)
     return SamplerSettings(
-        steps=int(steps), guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=float(pose_weight),
-        face_weight=float(face_weight), lip_weight=float(lip_weight), faithful=bool(faithful),
+        steps=int(steps), guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=pose_weight,
+        face_weight=face_weight, lip_weight=lip_weight, faithful=bool(faithful),
         motion_frame_drop=None if motion_frame_drop < 0 else float(motion_frame_drop),
     )
 
@@ -240,6 +242,7 @@ class HalloSampler:
                                                "trimmed to the rendered frames (silence if not connected)."}),
                 "motion": (HALLO_MOTION, {"tooltip": "Motion output of the sampler that rendered the previous "
                                                      "segment; continues it seamlessly."}),
+                **schedule_inputs(),
             },
         }
 
@@ -253,12 +256,14 @@ class HalloSampler:
                cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0, face_weight: float = 1.0,
                lip_weight: float = 1.0, start_frame: int = -1, num_frames: int = 0, faithful: bool = True,
                motion_frame_drop: float = -1.0, audio: dict | None = None,
-               motion: MotionState | None = None) -> dict:
+               motion: MotionState | None = None, still: bool = False, **schedules: str) -> dict:
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
         segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, locals(), schedules).values()
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
+        settings.still = bool(still)
         started = time.perf_counter()
         with collect_notices() as notes:
             out_audio = trim_audio(audio, audio_features, segment, node)
@@ -303,6 +308,7 @@ class HalloRenderToVideoFile:
                 "crop": (HALLO_CROP, {"tooltip": "The crop output of HalloFaceCrop (needs 'original')."}),
                 "feather": ("INT", {"default": 16, "min": 0, "max": 256,
                                     "tooltip": "Seam width for the paste-back, in original-image pixels."}),
+                **schedule_inputs(),
             },
         }
 
@@ -316,12 +322,15 @@ class HalloRenderToVideoFile:
                steps: int = 40, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
                face_weight: float = 1.0, lip_weight: float = 1.0, faithful: bool = True,
                motion_frame_drop: float = -1.0, filename_prefix: str = "hallo/Hallo",
-               original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16) -> dict:
+               original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16,
+               still: bool = False, **schedules: str) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, locals(), schedules).values()
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
+        settings.still = bool(still)
         segment = Segment(0, int(audio_features.num_frames))
         with collect_notices() as notes:
             silent_audio_notice(node, wave)

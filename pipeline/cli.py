@@ -16,6 +16,7 @@ from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
 from .errors import HalloInputError, raised_in_pipeline
 from .paths import HF_REPO, LANDMARKER_FILE, SEPARATOR_FILE, SEPARATOR_SUBDIR
 from .sampling.sampler import RenderCancelled, SamplerSettings
+from .sampling.schedules import Weight, parse_weight
 
 logger = logging.getLogger("hallo_nodes")
 
@@ -114,9 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoising steps (default: the preset's, 40 for faithful)")
     p.add_argument("--cfg", type=finite_float, default=3.5, help="guidance scale (default 3.5)")
     p.add_argument("--seed", type=seed_int, default=42, help="random seed, 0 .. 2**64-1 (default 42)")
-    p.add_argument("--pose-weight", type=finite_float, default=1.0)
-    p.add_argument("--face-weight", type=finite_float, default=1.0)
-    p.add_argument("--lip-weight", type=finite_float, default=1.0)
+    for branch, what in (("pose", "head pose (outside the face)"), ("face", "expression"), ("lip", "the lips")):
+        p.add_argument(f"--{branch}-weight", default="1.0", metavar="WEIGHT",
+                       help=f"strength of the audio on {what} (default 1.0): a number, or per-frame keyframes "
+                       "frame:value (seconds: 2.5s:value), linear in between, e.g. '0:1.0, 50:1.6, 120:0.8'")
+    p.add_argument("--still", action="store_true",
+                   help="keep the head pose of the portrait (presenter videos): everything outside the face box "
+                   "stays the portrait's; the face and lips still move; less natural motion")
     p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
     p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
@@ -207,13 +212,19 @@ def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
     logger.info("tiny model folder written to %s (random weights: the video will be noise)", folder)
 
 
+def _weights(args: argparse.Namespace, fps: float) -> dict[str, Weight]:
+    """--pose-weight, --face-weight, --lip-weight: numbers or keyframe schedules (seconds at ``fps``)."""
+    return {f"{b}_weight": parse_weight(getattr(args, f"{b}_weight"), f"--{b}-weight", fps)
+            for b in ("pose", "face", "lip")}
+
+
 def _options(args: argparse.Namespace):
     from .render import RenderOptions
     from .sampling.presets import preset_settings
 
     settings = preset_settings(args.preset, SamplerSettings(
-        guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,
-        lip_weight=args.lip_weight, low_vram=args.low_vram))
+        guidance_scale=args.cfg, seed=args.seed, low_vram=args.low_vram, still=args.still,
+        **_weights(args, RenderOptions.fps)))
     if args.steps is not None:
         settings.steps = args.steps
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,

@@ -520,12 +520,25 @@ def build_render_to_file(info: dict) -> dict:
     return g.ui()
 
 
+def build_per_frame_control(info: dict) -> dict:
+    g = Graph(info)
+    ids = _front(g)
+    s = _sampler(g, ids, (1080, 40), {"pose_schedule": "0:1.0, 3s:0.6, 6s:1.2",
+                                      "lip_schedule": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"},
+                 title="Hallo Sampler: pose and lip weights per frame")
+    still = _sampler(g, ids, (740, 720), {"still": True}, title="Hallo Sampler: still head (presenter)")
+    _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1460, 40), "hallo/per_frame")
+    _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1120, 720), "hallo/still")
+    return g.ui()
+
+
 BUILDERS = {
     "hallo_basic": (build_basic, "portrait + voice -> video"),
     "hallo_crop_paste_back": (build_crop_paste, "photo -> crop -> animate -> paste back"),
     "hallo_long_audio_chained": (build_chained, "long audio in two chained segments"),
     "hallo_upscale": (build_upscale, "frames -> ImageScaleBy x2 -> video"),
     "hallo_render_to_file": (build_render_to_file, "long render streamed to an mp4"),
+    "hallo_per_frame_control": (build_per_frame_control, "per-frame weights; a still head"),
 }
 
 

@@ -12,7 +12,7 @@ is ``to_out(0)`` = the ``to_out`` bias, a per-channel constant: the same numbers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from diffusers.models.attention import FeedForward
@@ -24,6 +24,8 @@ from .attention_ops import attend, from_tokens, output_projection, to_tokens
 
 #: The full, face and lip masks, each (B*F, N).
 Masks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: A branch weight: a number for every frame, or one per frame of the clip, (F,).
+BranchWeight = float | torch.Tensor
 
 
 class AudioBlock(nn.Module):
@@ -64,23 +66,38 @@ class AudioBlock(nn.Module):
         heard = attend(attn, n[silent_rows:], context=audio[silent_rows:])
         return torch.cat([silent, heard])
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
-                silent_rows: int = 0) -> torch.Tensor:
-        """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N).
+    @staticmethod
+    def _scaled(weight: BranchWeight, y: torch.Tensor) -> torch.Tensor:
+        """``weight * y``: a number scales every row; a per-frame tensor (F,) scales row ``b * F + f`` by ``[f]``."""
+        if not isinstance(weight, torch.Tensor):
+            return float(weight) * y
+        rows = y.shape[0]
+        per_row = weight.to(y.device, y.dtype).repeat(rows // weight.numel())
+        return y * per_row.view(rows, *([1] * (y.ndim - 1)))
 
-        ``silent_rows``: the leading rows whose audio tokens are all zero (CFG's unconditional half).
-        """
-        x = attend(self.attn1, self.norm1(x)) + x
-        n = self.norm2(x)
+    def weighted_branches(self, n: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[BranchWeight],
+                          silent_rows: int = 0) -> Iterator[torch.Tensor]:
+        """The full (pose), face and lip branches in turn, each masked, projected and scaled by its weight."""
         branches = (
             (self.attn2_0, self.zero_conv_full),
             (self.attn2_1, self.zero_conv_face),
             (self.attn2_2, self.zero_conv_lip),
         )
-        out = x
         for (attn, conv), mask, weight in zip(branches, masks, weights, strict=True):
-            branch = self._cross_attention(attn, n, audio, silent_rows) * mask.to(x.dtype).unsqueeze(-1)
-            out = out + float(weight) * self._pointwise(conv, branch)
+            branch = self._cross_attention(attn, n, audio, silent_rows) * mask.to(n.dtype).unsqueeze(-1)
+            yield self._scaled(weight, self._pointwise(conv, branch))
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[BranchWeight],
+                silent_rows: int = 0) -> torch.Tensor:
+        """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N).
+
+        ``weights``: pose, face, lip: numbers, or per-frame tensors (F,) (the same for every batch entry).
+        ``silent_rows``: the leading rows whose audio tokens are all zero (CFG's unconditional half).
+        """
+        x = attend(self.attn1, self.norm1(x)) + x
+        out = x
+        for branch in self.weighted_branches(self.norm2(x), audio, masks, weights, silent_rows):
+            out = out + branch
         return self.ff(self.norm3(out)) + out
 
 
@@ -94,7 +111,7 @@ class AudioTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([AudioBlock(inner, heads, cross_dim)])
         self.proj_out = nn.Conv2d(inner, in_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[BranchWeight],
                 silent_rows: int = 0) -> torch.Tensor:
         h, w = x.shape[-2:]
         y = to_tokens(self.proj_in(self.norm(x)))
