@@ -260,7 +260,8 @@ class HalloSampler:
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
         segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
-        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, locals(), schedules).values()
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps,
+                                                             (pose_weight, face_weight, lip_weight), schedules)
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
         settings.still = bool(still)
@@ -327,7 +328,8 @@ class HalloRenderToVideoFile:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
-        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, locals(), schedules).values()
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps,
+                                                             (pose_weight, face_weight, lip_weight), schedules)
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
         settings.still = bool(still)

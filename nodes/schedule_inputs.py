@@ -50,24 +50,25 @@ def schedule_inputs() -> dict:
     return inputs
 
 
-def frame_weights(node: str, fps: float, weights: dict[str, Any], schedules: dict[str, str | None]
-                  ) -> dict[str, Weight]:
-    """``{pose,face,lip}_weight`` -> numbers or per-frame schedules for ``SamplerSettings``.
+def frame_weights(node: str, fps: float, weights: tuple[Any, Any, Any], schedules: dict[str, str | None]
+                  ) -> tuple[Weight, Weight, Weight]:
+    """The pose, face and lip weights for ``SamplerSettings``: numbers or per-frame schedules.
 
-    ``weights``: the values of the FLOAT inputs (numbers, or lists from a connected schedule node);
-    ``schedules``: the keyframe texts. Seconds in keyframes are converted at ``fps``.
+    ``weights``: the values of the FLOAT inputs ``pose_weight``, ``face_weight``, ``lip_weight`` (numbers, or
+    lists from a connected schedule node); ``schedules``: the keyframe texts by input name. Seconds in
+    keyframes are converted at ``fps``.
     """
-    out: dict[str, Weight] = {}
-    for branch in BRANCHES:
-        widget, text = weights[f"{branch}_weight"], (schedules.get(f"{branch}_schedule") or "").strip()
-        if not text:
-            out[f"{branch}_weight"] = parse_weight(widget, f"{node}: input '{branch}_weight'", fps, WEIGHT_BOUNDS)
-            continue
-        if not isinstance(widget, (int, float)):
-            raise HalloInputError(f"{node}: '{branch}_weight' is connected to a list of values and "
-                                  f"'{branch}_schedule' is set too; clear '{branch}_schedule' or disconnect "
-                                  f"'{branch}_weight'")
-        if float(widget) != 1.0:
-            logger.info("%s: %s_schedule is set; the %s_weight widget (%s) is not used", node, branch, branch, widget)
-        out[f"{branch}_weight"] = parse_weight(text, f"{node}: widget '{branch}_schedule'", fps, WEIGHT_BOUNDS)
-    return out
+    return tuple(_branch_weight(node, fps, branch, widget, (schedules.get(f"{branch}_schedule") or "").strip())
+                 for branch, widget in zip(BRANCHES, weights, strict=True))
+
+
+def _branch_weight(node: str, fps: float, branch: str, widget: Any, text: str) -> Weight:
+    if not text:
+        return parse_weight(widget, f"{node}: input '{branch}_weight'", fps, WEIGHT_BOUNDS)
+    if not isinstance(widget, (int, float)):
+        raise HalloInputError(f"{node}: '{branch}_weight' is connected to a list of values and "
+                              f"'{branch}_schedule' is set too; clear '{branch}_schedule' or disconnect "
+                              f"'{branch}_weight'")
+    if float(widget) != 1.0:
+        logger.info("%s: %s_schedule is set; the %s_weight widget (%s) is not used", node, branch, branch, widget)
+    return parse_weight(text, f"{node}: widget '{branch}_schedule'", fps, WEIGHT_BOUNDS)
