@@ -256,12 +256,13 @@ class HalloSampler:
                cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0, face_weight: float = 1.0,
                lip_weight: float = 1.0, start_frame: int = -1, num_frames: int = 0, faithful: bool = True,
                motion_frame_drop: float = -1.0, audio: dict | None = None,
-               motion: MotionState | None = None, still: bool = False, **schedules: str) -> dict:
+               motion: MotionState | None = None, pose_schedule: str = "", face_schedule: str = "",
+               lip_schedule: str = "", still: bool = False) -> dict:
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
         segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
-        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps,
-                                                             (pose_weight, face_weight, lip_weight), schedules)
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, (
+            pose_weight, face_weight, lip_weight), (pose_schedule, face_schedule, lip_schedule))
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
         settings.still = bool(still)
@@ -324,12 +325,12 @@ class HalloRenderToVideoFile:
                face_weight: float = 1.0, lip_weight: float = 1.0, faithful: bool = True,
                motion_frame_drop: float = -1.0, filename_prefix: str = "hallo/Hallo",
                original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16,
-               still: bool = False, **schedules: str) -> dict:
+               pose_schedule: str = "", face_schedule: str = "", lip_schedule: str = "", still: bool = False) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
-        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps,
-                                                             (pose_weight, face_weight, lip_weight), schedules)
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, (
+            pose_weight, face_weight, lip_weight), (pose_schedule, face_schedule, lip_schedule))
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop)
         settings.still = bool(still)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..pipeline.errors import HalloInputError
 from ..pipeline.sampling.schedules import EXAMPLE, Weight, parse_weight
+from .common import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +51,26 @@ def schedule_inputs() -> dict:
     return inputs
 
 
-def frame_weights(node: str, fps: float, weights: tuple[Any, Any, Any], schedules: dict[str, str | None]
+def frame_weights(node: str, fps: float, weights: tuple[Any, Any, Any], schedules: tuple[str, str, str]
                   ) -> tuple[Weight, Weight, Weight]:
     """The pose, face and lip weights for ``SamplerSettings``: numbers or per-frame schedules.
 
     ``weights``: the values of the FLOAT inputs ``pose_weight``, ``face_weight``, ``lip_weight`` (numbers, or
-    lists from a connected schedule node); ``schedules``: the keyframe texts by input name. Seconds in
-    keyframes are converted at ``fps``.
+    lists from a connected schedule node); ``schedules``: ``pose_schedule``, ``face_schedule``,
+    ``lip_schedule``. Seconds in keyframes are converted at ``fps``.
     """
-    return tuple(_branch_weight(node, fps, branch, widget, (schedules.get(f"{branch}_schedule") or "").strip())
-                 for branch, widget in zip(BRANCHES, weights, strict=True))
+    return tuple(_branch_weight(node, fps, branch, widget, (text or "").strip())
+                 for branch, widget, text in zip(BRANCHES, weights, schedules, strict=True))
 
 
 def _branch_weight(node: str, fps: float, branch: str, widget: Any, text: str) -> Weight:
+    number = isinstance(widget, (int, float)) and not isinstance(widget, bool)
     if not text:
+        if number:  # the widget as before: finite (its min/max are checked when the prompt is queued)
+            check_finite(node, **{f"{branch}_weight": widget})
+            return float(widget)
         return parse_weight(widget, f"{node}: input '{branch}_weight'", fps, WEIGHT_BOUNDS)
-    if not isinstance(widget, (int, float)):
+    if not number:
         raise HalloInputError(f"{node}: '{branch}_weight' is connected to a list of values and "
                               f"'{branch}_schedule' is set too; clear '{branch}_schedule' or disconnect "
                               f"'{branch}_weight'")
