@@ -35,9 +35,11 @@ from .common import (
     with_notes,
 )
 from .sampler_options import make_options, option_inputs, option_notes, prepare_model, validate_options
+from .schedule_inputs import frame_weights, schedule_inputs
 
 if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
     from ..pipeline.sampling.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
+    from ..pipeline.sampling.schedules import Weight
 
 logger = logging.getLogger(__name__)
 
@@ -118,17 +120,19 @@ def resolve_segment(features: AudioFeatures, start_frame: int, num_frames: int, 
     return Segment(start, end)
 
 
-def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: float, face_weight: float,
-                   lip_weight: float, faithful: bool, motion_frame_drop: float, options: SamplerOptions | None = None,
+def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: Weight, face_weight: Weight,
+                   lip_weight: Weight, faithful: bool, motion_frame_drop: float, options: SamplerOptions | None = None,
                    *, low_vram: bool = False, dtype: str = "auto") -> SamplerSettings:
-    """The widgets as ``SamplerSettings``; the recipe (preset, steps, solver, cfg_steps) from ``options``."""
+    """The widgets as ``SamplerSettings``; the recipe (preset, steps, solver, cfg_steps) from ``options``.
+
+    The weights come checked from ``frame_weights`` (numbers or per-frame schedules).
+    """
     from ..pipeline.sampling.sampler import SamplerSettings
 
-    check_finite(node, cfg=cfg, pose_weight=pose_weight, face_weight=face_weight, lip_weight=lip_weight,
-                 motion_frame_drop=motion_frame_drop)
+    check_finite(node, cfg=cfg, motion_frame_drop=motion_frame_drop)
     base = SamplerSettings(
-        guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=float(pose_weight),
-        face_weight=float(face_weight), lip_weight=float(lip_weight), faithful=bool(faithful),
+        guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=pose_weight,
+        face_weight=face_weight, lip_weight=lip_weight, faithful=bool(faithful),
         motion_frame_drop=None if motion_frame_drop < 0 else float(motion_frame_drop), low_vram=bool(low_vram),
         compute_dtype=str(dtype),
     )
@@ -254,6 +258,7 @@ class HalloSampler:
                 "motion": (HALLO_MOTION, {"tooltip": "Motion output of the sampler that rendered the previous "
                                                      "segment; continues it seamlessly."}),
                 **option_inputs(),
+                **schedule_inputs(),
             },
         }
 
@@ -272,13 +277,17 @@ class HalloSampler:
                motion_frame_drop: float = -1.0, audio: dict | None = None,
                motion: MotionState | None = None, preset: str = "faithful", solver: str = "ddim",
                cfg_steps: int = 0, low_vram: bool = False, dtype: str = "auto",
-               compile: bool = False) -> dict:  # noqa: A002
+               compile: bool = False, pose_schedule: str = "", face_schedule: str = "",  # noqa: A002
+               lip_schedule: str = "", still: bool = False) -> dict:
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
         segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, (
+            pose_weight, face_weight, lip_weight), (pose_schedule, face_schedule, lip_schedule))
         options = make_options(preset, steps, solver, cfg_steps)
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop, options, low_vram=low_vram, dtype=dtype)
+        settings.still = bool(still)
         started = time.perf_counter()
         with collect_notices() as notes:
             option_notes(node, options)
@@ -329,6 +338,7 @@ class HalloRenderToVideoFile:
                 "feather": ("INT", {"default": 16, "min": 0, "max": 256,
                                     "tooltip": "Seam width for the paste-back, in original-image pixels."}),
                 **option_inputs(),
+                **schedule_inputs(),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},  # into the mp4, as core Save Video
         }
@@ -348,13 +358,17 @@ class HalloRenderToVideoFile:
                original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16,
                preset: str = "faithful", solver: str = "ddim", cfg_steps: int = 0, low_vram: bool = False,
                dtype: str = "auto", compile: bool = False,  # noqa: A002
+               pose_schedule: str = "", face_schedule: str = "", lip_schedule: str = "", still: bool = False,
                prompt: dict | None = None, extra_pnginfo: dict | None = None) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
+        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, (
+            pose_weight, face_weight, lip_weight), (pose_schedule, face_schedule, lip_schedule))
         options = make_options(preset, steps, solver, cfg_steps)
         settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
                                   motion_frame_drop, options, low_vram=low_vram, dtype=dtype)
+        settings.still = bool(still)
         segment = Segment(0, int(audio_features.num_frames))
         with collect_notices() as notes:
             option_notes(node, options)

@@ -18,6 +18,7 @@ from .paths import HF_REPO, LANDMARKER_FILE, SEPARATOR_FILE, SEPARATOR_SUBDIR
 from .sampling.options import SamplerOptions, check_options, preset_names, resolve_sampler
 from .sampling.presets import PRESETS
 from .sampling.sampler import RenderCancelled, SamplerSettings
+from .sampling.schedules import Weight, parse_weight
 from .sampling.scheduling import SOLVERS
 
 logger = logging.getLogger("hallo_nodes")
@@ -124,9 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "reusing the deep features (default: the preset's; 1 = off, 3 for cache)")
     p.add_argument("--cfg", type=finite_float, default=3.5, help="guidance scale (default 3.5)")
     p.add_argument("--seed", type=seed_int, default=42, help="random seed, 0 .. 2**64-1 (default 42)")
-    p.add_argument("--pose-weight", type=finite_float, default=1.0)
-    p.add_argument("--face-weight", type=finite_float, default=1.0)
-    p.add_argument("--lip-weight", type=finite_float, default=1.0)
+    for branch, what in (("pose", "head pose (outside the face)"), ("face", "expression"), ("lip", "the lips")):
+        p.add_argument(f"--{branch}-weight", default="1.0", metavar="WEIGHT",
+                       help=f"strength of the audio on {what} (default 1.0): a number, or per-frame keyframes "
+                       "frame:value (seconds: 2.5s:value), linear in between, e.g. '0:1.0, 50:1.6, 120:0.8'")
+    p.add_argument("--still", action="store_true",
+                   help="keep the head pose of the portrait (presenter videos): everything outside the face box "
+                   "stays the portrait's; the face and lips still move; less natural motion")
     p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
     p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
@@ -217,14 +222,20 @@ def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
     logger.info("tiny model folder written to %s (random weights: the video will be noise)", folder)
 
 
+def _weights(args: argparse.Namespace, fps: float) -> dict[str, Weight]:
+    """--pose-weight, --face-weight, --lip-weight: numbers or keyframe schedules (seconds at ``fps``)."""
+    return {f"{b}_weight": parse_weight(getattr(args, f"{b}_weight"), f"--{b}-weight", fps)
+            for b in ("pose", "face", "lip")}
+
+
 def _options(args: argparse.Namespace):
     from .render import RenderOptions
 
     opts = SamplerOptions(args.preset, args.steps or 0, args.solver or "ddim", args.cfg_steps or 0)
     check_options(opts, lambda name: "--" + name.replace("_", "-"))
     settings = resolve_sampler(opts, SamplerSettings(
-        guidance_scale=args.cfg, seed=args.seed, pose_weight=args.pose_weight, face_weight=args.face_weight,
-        lip_weight=args.lip_weight, low_vram=args.low_vram))
+        guidance_scale=args.cfg, seed=args.seed, low_vram=args.low_vram, still=args.still,
+        **_weights(args, RenderOptions.fps)))
     if args.cache_interval is not None:
         settings.cache_interval = args.cache_interval
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,

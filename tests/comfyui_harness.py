@@ -31,6 +31,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "hallo-nodes"
+# Test-only node packs (stand-ins for third-party nodes), linked next to the pack: see comfy_test_nodes/README.md
+TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
 START_TIMEOUT = 180.0
 
 
@@ -134,6 +136,9 @@ def start_server(comfy: Path, base: Path, model_dir: Path, extra_args: Sequence[
     link = base / "custom_nodes" / PACK_NAME
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
+    for pack in sorted(p for p in TEST_NODES.iterdir() if (p / "__init__.py").is_file()):
+        if not (base / "custom_nodes" / pack.name).exists():
+            (base / "custom_nodes" / pack.name).symlink_to(pack, target_is_directory=True)
     config = base / "extra_model_paths.yaml"
     config.write_text(f"hallo_test:\n  custom_nodes: {base / 'custom_nodes'}\n  hallo: {model_dir}\n")
     port = free_port()

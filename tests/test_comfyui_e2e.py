@@ -318,3 +318,35 @@ def test_two_speakers_replace_both_faces_and_nothing_else(group_server: ComfySer
     assert any(not np.array_equal(f[squares[0]], only_a[0][squares[0]]) for f in only_a[1:])
     for i, (frame, first) in enumerate(zip(frames, only_a, strict=True)):
         assert np.array_equal(frame[squares[0]], first[squares[0]]), f"frame {i}: speaker A is not A's frame {i}"
+
+
+def per_frame_prompt(values: str, repeat_last: int) -> tuple[dict, str]:
+    """hallo_per_frame_control without its schedule sampler; the still sampler's pose_weight fed by a FLOAT list."""
+    prompt = fast_prompt(json.loads((API_DIR / "hallo_per_frame_control.json").read_text()))
+    samplers = {k: v for k, v in prompt.items() if v["class_type"] == "HalloSampler"}
+    still_id = next(k for k, v in samplers.items() if v["inputs"]["still"])
+    scheduled = next(k for k in samplers if k != still_id)
+    create = next(k for k, v in prompt.items() if v["inputs"].get("images", [None])[0] == scheduled)
+    save = next(k for k, v in prompt.items() if v["inputs"].get("video", [None])[0] == create)
+    for k in (scheduled, create, save):
+        del prompt[k]
+    prompt["900"] = {"class_type": "FloatListSource", "inputs": {"values": values, "repeat_last": repeat_last}}
+    prompt[still_id]["inputs"]["pose_weight"] = ["900", 0]
+    return prompt, still_id
+
+
+def test_a_float_list_from_another_node_drives_the_pose_weight(server: ComfyServer) -> None:
+    """ComfyUI hands a FLOAT output holding a list to the FLOAT socket unchanged; the sampler reads it per frame."""
+    total = expected_frames(SECONDS, FPS)
+    prompt, _ = per_frame_prompt("1.0, 0.8, 0.6", total - 3)
+    entry = server.wait(server.queue(prompt))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"]["messages"][-1])[:4000]
+    (path,) = saved_videos(server, entry).values()
+    assert probe(path)[0] == total
+    # the list arrives whole: its fourth value is checked like a widget value
+    prompt, still_id = per_frame_prompt("1.0, 1.0, 1.0, 9.0", 0)
+    entry = server.wait(server.queue(prompt))
+    assert entry["status"]["status_str"] == "error"
+    error = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+    assert error["node_id"] == still_id
+    assert "HalloSampler: input 'pose_weight': value 3 (frame 3) is 9, outside 0..3" in error["exception_message"]

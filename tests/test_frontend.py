@@ -212,3 +212,18 @@ def test_rendered_mp4_plays_on_the_node_and_dropped_back_loads_its_workflow(page
         return true; }})()""")
     wait_for(page, "app.graph._nodes.length > 0", "dropping the mp4 loaded no workflow", timeout=60)
     assert page.evaluate(GRAPH_SHAPE) == queued
+
+
+def test_a_workflow_saved_before_the_schedule_widgets_keeps_its_values(page: Chromium) -> None:
+    """Widget values are stored by position: the schedules and 'still' come last, so an older workflow (without
+    them) loads with every old value in place and the new widgets at their defaults (no schedule, not still)."""
+    workflow = json.loads((WORKFLOWS / "hallo_basic.json").read_text())
+    sampler = next(n for n in workflow["nodes"] if n["type"] == "HalloSampler")
+    sampler["widgets_values"] = sampler["widgets_values"][:-4]  # as saved before the four widgets existed
+    sampler["widgets_values"][4:7] = [0.8, 1.1, 1.4]  # pose, face, lip weights
+    page.evaluate(f"app.loadGraphData({json.dumps(workflow)}).then(() => true)")
+    prompt = page.evaluate("app.graphToPrompt().then((p) => p.output)")
+    expected = json.loads((API_DIR / "hallo_basic.json").read_text())[str(sampler["id"])]["inputs"]
+    expected.update(pose_weight=0.8, face_weight=1.1, lip_weight=1.4)
+    assert prompt[str(sampler["id"])]["inputs"] == expected
+    assert expected["still"] is False and expected["lip_schedule"] == ""

@@ -620,6 +620,18 @@ def build_speed_presets(info: dict) -> dict:
     return g.ui()
 
 
+def build_per_frame_control(info: dict) -> dict:
+    g = Graph(info)
+    ids = _front(g)
+    s = _sampler(g, ids, (1080, 40), {"pose_schedule": "0:1.0, 3s:0.6, 6s:1.2",
+                                      "lip_schedule": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"},
+                 title="Hallo Sampler: pose and lip weights per frame")
+    still = _sampler(g, ids, (740, 720), {"still": True}, title="Hallo Sampler: still head (presenter)")
+    _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1460, 40), "hallo/per_frame")
+    _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1120, 720), "hallo/still")
+    return g.ui()
+
+
 BUILDERS = {
     "hallo_basic": (build_basic, "portrait + voice -> video"),
     "hallo_crop_paste_back": (build_crop_paste, "photo -> crop -> animate -> paste back"),
@@ -629,6 +641,7 @@ BUILDERS = {
     "hallo_compare_presets": (build_compare_presets, "faithful vs fast, measured side by side"),
     "hallo_two_speakers": (build_two_speakers, "two faces of one photo take turns speaking"),
     "hallo_speed_presets": (build_speed_presets, "fast preset next to the faithful default"),
+    "hallo_per_frame_control": (build_per_frame_control, "per-frame weights; a still head"),
 }
 
 

@@ -12,7 +12,7 @@ is ``to_out(0)`` = the ``to_out`` bias, a per-channel constant: the same numbers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -25,6 +25,8 @@ from .attention_ops import attend, from_tokens, output_projection, project_kv, t
 
 #: The full, face and lip masks, each (B*F, N).
 Masks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: A branch weight: a number for every frame, or one per frame of the clip, (F,).
+BranchWeight = float | torch.Tensor
 
 
 class AudioConstants(NamedTuple):
@@ -88,19 +90,34 @@ class AudioBlock(nn.Module):
             parts.append(self._pointwise(self._convs()[k], heard))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
+    @staticmethod
+    def _scaled(weight: BranchWeight, y: torch.Tensor) -> torch.Tensor:
+        """``weight * y``: a number scales every row; a per-frame tensor (F,) scales row ``b * F + f`` by ``[f]``."""
+        if not isinstance(weight, torch.Tensor):
+            return float(weight) * y
+        rows = y.shape[0]
+        per_row = weight.to(y.device, y.dtype).repeat(rows // weight.numel())
+        return y * per_row.view(rows, *([1] * (y.ndim - 1)))
+
+    def weighted_branches(self, n: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[BranchWeight],
+                          silent_rows: int = 0, consts: AudioConstants | None = None) -> Iterator[torch.Tensor]:
+        """The full (pose), face and lip branches in turn, each masked, projected and scaled by its weight."""
+        consts = consts if consts is not None else self.prepare(audio, masks, silent_rows)
+        for k, (mask, weight) in enumerate(zip(masks, weights, strict=True)):
+            yield self._scaled(weight, self._branch(k, n, mask, consts, silent_rows))
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[BranchWeight],
                 silent_rows: int = 0, consts: AudioConstants | None = None) -> torch.Tensor:
         """``x``: (B*F, N, C) tokens; ``audio``: (B*F, T, D); ``masks``: full/face/lip (B*F, N).
 
+        ``weights``: pose, face, lip: numbers, or per-frame tensors (F,) (the same for every batch entry).
         ``silent_rows``: the leading rows whose audio tokens are all zero (CFG's unconditional half).
         ``consts``: :meth:`prepare` of these audio tokens and masks, made once per clip (None: made here).
         """
         x = attend(self.attn1, self.norm1(x)) + x
-        n = self.norm2(x)
-        consts = consts if consts is not None else self.prepare(audio, masks, silent_rows)
         out = x
-        for k, (mask, weight) in enumerate(zip(masks, weights, strict=True)):
-            out = out + float(weight) * self._branch(k, n, mask, consts, silent_rows)
+        for branch in self.weighted_branches(self.norm2(x), audio, masks, weights, silent_rows, consts):
+            out = out + branch
         return self.ff(self.norm3(out)) + out
 
 
@@ -118,7 +135,7 @@ class AudioTransformer(nn.Module):
         """The per-clip part of the (single) audio block: see :meth:`AudioBlock.prepare`."""
         return self.transformer_blocks[0].prepare(audio, masks, silent_rows)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[float],
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, masks: Masks, weights: Sequence[BranchWeight],
                 silent_rows: int = 0, consts: AudioConstants | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         y = to_tokens(self.proj_in(self.norm(x)))

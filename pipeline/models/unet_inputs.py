@@ -62,7 +62,8 @@ class UNetConditions:
     masks: LevelMasks
     face_locator: torch.Tensor | None  # (B*F, 320, h, w) or None
     bank: ReferenceBank | None
-    motion_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # pose (full), face, lip weights of the audio branches: numbers, or per-frame tensors (F,)
+    motion_scale: tuple[float | torch.Tensor, ...] = (1.0, 1.0, 1.0)
     # The first ``silent_audio`` batch entries have all-zero audio tokens (CFG's unconditional half): their
     # audio cross-attentions are computed without attention (see audio_attention.py).
     silent_audio: int = 0
@@ -80,7 +81,7 @@ class BlockInputs:
     frames: int = 1
     audio: torch.Tensor | None = None  # (rows, tokens, D) audio tokens
     masks: LevelMasks | None = None
-    audio_weights: Sequence[float] = (1.0, 1.0, 1.0)  # pose (full), face, lip
+    audio_weights: Sequence[float | torch.Tensor] = (1.0, 1.0, 1.0)  # pose (full), face, lip; see UNetConditions
     bank: ReferenceBank | None = None  # source of the motion-frame features
     silent_audio_rows: int = 0  # leading rows whose audio tokens are all zero
     face_tokens: torch.Tensor | None = None  # (B, T, D): ``context`` before it is repeated for every frame
@@ -111,7 +112,8 @@ class BlockInputs:
             return None
         return self._constant((path, "motion", self.temb.dtype), lambda: module.prepare(motion.to(self.temb.dtype)))
 
-    def audio_inputs(self, level: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Sequence[float], int]:
+    def audio_inputs(self, level: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Sequence[float | torch.Tensor],
+                                                int]:
         """Audio tokens, the masks of resolution ``level``, the branch weights and the silent rows."""
         if self.audio is None or self.masks is None:
             raise ValueError("a block with audio modules needs BlockInputs.audio and BlockInputs.masks")

@@ -40,6 +40,7 @@ from .settings import (
     SamplerSettings,
     check_segment,
 )
+from .still import StillAnchor
 
 __all__ = ["CLIP_LENGTH", "LATENT_SCALE", "ClipOutput", "GenerationResult", "HalloReference", "HalloSampler",
            "MotionState", "NonFiniteError", "RenderCancelled", "SamplerSettings", "clip_noise_generator"]
@@ -201,7 +202,8 @@ class HalloSampler:
         cfg_steps = n_steps if settings.cfg_steps is None else max(0, min(settings.cfg_steps, n_steps))
         return ClipPlan(settings, start_frame, end_frame, first_clip, math.ceil(end_frame / clip_len) - first_clip,
                         (1, 4, clip_len, height // 8, width // 8), torch.float32 if upcast else self.dtype,
-                        settings.guidance_scale > 1.0, drop, scheduler, cfg_steps)
+                        settings.guidance_scale > 1.0, drop, scheduler, cfg_steps,
+                        StillAnchor.build(reference, scheduler, self.device) if settings.still else None)
 
     def level_masks(self, reference: HalloReference, rows: int) -> LevelMasks:
         """The full/face/lip masks of every resolution level, one row per UNet row."""
@@ -236,16 +238,16 @@ class HalloSampler:
             return reference.latent.repeat(2, 1, 1, 1)
         return self.encode(pixels)
 
-    def _clip_conditions(self, plan: ClipPlan, bank: ReferenceBank, face_tokens: torch.Tensor,
-                         audio: torch.Tensor, shared: tuple[LevelMasks, torch.Tensor]) -> UNetConditions:
-        """The denoising UNet's conditions for one clip: the bank, face and audio tokens, masks, face locator."""
-        audio_tokens = self.net.audioproj(audio.to(self.device, self.dtype).unsqueeze(0))
+    def _clip_conditions(self, plan: ClipPlan, bank: ReferenceBank, face_tokens: torch.Tensor, audio: torch.Tensor,
+                         start: int, shared: tuple[LevelMasks, torch.Tensor]) -> UNetConditions:
+        """The UNet's conditions for the clip at frame ``start``: bank, tokens, masks, face locator, weights."""
+        audio_tokens = self.net.audioproj(audio[start:start + plan.clip_len].to(self.device, self.dtype)[None])
         if plan.cfg:
             audio_tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
-        masks, face_locator = shared
-        return UNetConditions(face_tokens=face_tokens, audio_tokens=audio_tokens, masks=masks,
-                              face_locator=face_locator, bank=bank.to(self.device, self.dtype),
-                              motion_scale=plan.settings.motion_scale, silent_audio=1 if plan.cfg else 0)
+        masks, locator = shared
+        return UNetConditions(face_tokens=face_tokens, audio_tokens=audio_tokens, masks=masks, face_locator=locator,
+                              bank=bank.to(self.device, self.dtype), silent_audio=1 if plan.cfg else 0,
+                              motion_scale=plan.settings.clip_weights(start, plan.clip_len, self.device))
 
     # -- denoising ---------------------------------------------------------------------------------
     def _velocity(self, model_in: torch.Tensor, t: torch.Tensor, ctx: UNetConditions, plan: ClipPlan,
@@ -278,6 +280,7 @@ class HalloSampler:
             ddim = settings.solver == "ddim"
             out = scheduler.step(v, t, latents, eta=0.0) if ddim else scheduler.step(v, t, latents)
             latents = out.prev_sample
+            latents = plan.still.pin(latents, noise, scheduler.timesteps, i) if plan.still else latents
             hooks.after_step(out)
         if not bool(torch.isfinite(latents).all()):  # one check (and sync) per clip
             raise NonFiniteError(non_finite_message(clip, self.dtype))
@@ -339,8 +342,7 @@ class HalloSampler:
             with self._timed(timings, "reference"):  # ReferenceNet once at t=0 -> the bank
                 bank, face_tokens = self.reference_bank(reference, motion_latents, clip_len, plan.cfg,
                                                         settings.faithful, self.rounds_bank(settings))
-                ctx = self._clip_conditions(plan, bank, face_tokens,
-                                            audio_features[clip_start:clip_start + clip_len], shared)
+                ctx = self._clip_conditions(plan, bank, face_tokens, audio_features, clip_start, shared)
             with self._timed(timings, "denoise"):
                 latents = self._denoise(noise, ctx, plan, clip, hooks)
             with self._timed(timings, "decode"):

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .schedules import Weight, WeightSchedule, clip_weight
+
 logger = logging.getLogger(__name__)
 
 CLIP_LENGTH = 16  # frames per clip: what the released motion modules were trained on
@@ -24,9 +26,10 @@ class SamplerSettings:
     steps: int = 40
     guidance_scale: float = 3.5
     seed: int = 42
-    pose_weight: float = 1.0
-    face_weight: float = 1.0
-    lip_weight: float = 1.0
+    # Audio weights of the full (pose), face and lip branches: a number, or a per-frame WeightSchedule.
+    pose_weight: Weight = 1.0
+    face_weight: Weight = 1.0
+    lip_weight: Weight = 1.0
     clip_length: int = CLIP_LENGTH
     motion_frames: int = MOTION_FRAMES
     solver: str = "ddim"
@@ -55,11 +58,14 @@ class SamplerSettings:
     # DeepCache: every N-th denoising step runs the whole UNet, the steps between only its outer blocks (the
     # first down and the last up block) on the deep features kept from the last full step. 1 = off (the default).
     cache_interval: int = 1
+    # Keep the head pose of the portrait: outside the face the latents are pinned to the reference at every
+    # step (pipeline/sampling/still.py).
+    still: bool = False
 
     def validate(self) -> None:
         for name in ("guidance_scale", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop"):
             value = getattr(self, name)
-            if value is not None and not math.isfinite(float(value)):
+            if value is not None and not isinstance(value, WeightSchedule) and not math.isfinite(float(value)):
                 raise ValueError(f"{name} must be a finite number, got {value}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
@@ -74,9 +80,16 @@ class SamplerSettings:
         if self.motion_frame_drop is not None and not 0.0 <= self.motion_frame_drop < 1.0:
             raise ValueError(f"motion_frame_drop must be in [0, 1), got {self.motion_frame_drop}")
 
-    @property
-    def motion_scale(self) -> tuple[float, float, float]:
-        return (float(self.pose_weight), float(self.face_weight), float(self.lip_weight))
+    def clip_weights(self, start: int, count: int, device: torch.device | str = "cpu"
+                     ) -> tuple[float | torch.Tensor, ...]:
+        """Pose, face and lip weights of frames ``start .. start + count - 1``.
+
+        A number where the weight is the same for all those frames (the computation is then exactly that of a
+        constant weight), else a float32 tensor (count,) on ``device``, one weight per frame.
+        """
+        weights = (clip_weight(w, start, count) for w in (self.pose_weight, self.face_weight, self.lip_weight))
+        return tuple(w if isinstance(w, float) else torch.tensor(w, dtype=torch.float32, device=device)
+                     for w in weights)
 
 
 @dataclass
@@ -162,6 +175,7 @@ class ClipPlan:
     drop: float  # Hallo2's motion-frame pixel drop rate
     scheduler: object
     cfg_steps: int  # the first cfg_steps steps use CFG, the others the conditional half only
+    still: object | None = None  # a still.StillAnchor when SamplerSettings.still is on
 
     @property
     def clip_len(self) -> int:
