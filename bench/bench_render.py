@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -27,13 +26,12 @@ from pathlib import Path
 
 import torch
 from hallo_nodes.bench import flops as flop_count
+from hallo_nodes.bench.full_size import full_vae, random_full_net
 from hallo_nodes.pipeline.audio.features import encode_audio
 from hallo_nodes.pipeline.audio.wav2vec import Wav2VecEncoder, load_wav2vec
 from hallo_nodes.pipeline.face.analysis import analyze_face
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
 from hallo_nodes.pipeline.models.loading import load_net, load_vae, parse_dtype
-from hallo_nodes.pipeline.models.motion_module import PositionalEncoding, sinusoidal_table
-from hallo_nodes.pipeline.models.net import HalloNet, build_net
 from hallo_nodes.pipeline.reference import make_reference
 from hallo_nodes.pipeline.render import load_image_rgb, pick_device
 from hallo_nodes.pipeline.sampling.offload import offload_to_cpu, peak_gpu_memory
@@ -52,34 +50,6 @@ AUDIO = "audio/speech_7s_44k.wav"
 def peak_rss_mb() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024.0 if platform.system() != "Darwin" else kb / 2**20
-
-
-@torch.no_grad()
-def random_full_net(device: torch.device, dtype: torch.dtype, seed: int = 0) -> HalloNet:
-    """Full-size HalloNet with random weights, allocated once in ``dtype`` (fan-in scaled normal init)."""
-    torch.manual_seed(seed)
-    net = build_net(HalloArchitecture(), "meta")
-    net.denoising_unet.drop_unused_motion_modules()
-    net = net.to(dtype=dtype).to_empty(device=device)
-    for name, p in net.named_parameters():
-        if p.ndim >= 2:
-            p.normal_(0.0, 0.5 / math.sqrt(p[0].numel()))
-        elif name.endswith("weight"):
-            p.fill_(1.0)
-        else:
-            p.zero_()
-    for module in net.modules():
-        if isinstance(module, PositionalEncoding):
-            module.pe.copy_(sinusoidal_table(module.pe.shape[1], module.pe.shape[2]))
-    return net.eval().requires_grad_(False)
-
-
-def full_vae(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-                        up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2, latent_channels=4)
-    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def full_wav2vec(device: torch.device) -> Wav2VecEncoder:
