@@ -11,6 +11,7 @@ portrait latent, masks and audio features of the real shapes stand in for them).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -145,6 +146,7 @@ def memory_gb(device: torch.device) -> tuple[float | None, float | None]:
 
 
 def reset_memory(device: torch.device) -> None:
+    gc.collect()  # the previous configuration's networks (closures and hooks can hold cycles)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
