@@ -34,6 +34,7 @@ from hallo_nodes.pipeline.models.architecture import HalloArchitecture
 from hallo_nodes.pipeline.models.loading import load_net, load_vae, parse_dtype
 from hallo_nodes.pipeline.reference import make_reference
 from hallo_nodes.pipeline.render import load_image_rgb, pick_device
+from hallo_nodes.pipeline.sampling.acceleration import COMPILE_MODES, apply_speedups
 from hallo_nodes.pipeline.sampling.offload import offload_to_cpu, peak_gpu_memory
 from hallo_nodes.pipeline.sampling.presets import PRESETS, preset_settings
 from hallo_nodes.pipeline.sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
@@ -91,7 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default: --dtype")
     ap.add_argument("--low-vram", action="store_true")
     ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser pieces (opt-in)")
+    ap.add_argument("--compile", nargs="?", const="default", default="off", choices=COMPILE_MODES,
+                    help="torch.compile the denoiser: default (the pieces), reduce-overhead (CUDA graphs), "
+                    "max-autotune-no-cudagraphs")
+    ap.add_argument("--fp8", action="store_true", help="FP8 Linear layers in the denoiser (CUDA >= 8.9, torchao)")
     ap.add_argument("--decode-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--straightforward", action="store_true",
@@ -121,14 +125,7 @@ def load_models(args: argparse.Namespace, tmp: Path, device: torch.device, dtype
         from hallo_nodes.pipeline.models.unets import DenoisingUNet
 
         DenoisingUNet._reference_self_attention = staticmethod(_straightforward_reference_attention)
-    if args.channels_last:
-        from hallo_nodes.pipeline.sampling.acceleration import use_channels_last
-
-        use_channels_last(net, vae)
-    if args.compile:
-        from hallo_nodes.pipeline.sampling.acceleration import compile_denoiser
-
-        compile_denoiser(net)
+    apply_speedups(net, vae, device, channels_last=args.channels_last, compile=args.compile, fp8=args.fp8)
     return net, vae, encoder, arch, models, label
 
 
@@ -181,6 +178,7 @@ def report(args: argparse.Namespace, *, label: str, device: torch.device, dtype:
         "low_vram": args.low_vram,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "fp8": args.fp8,
         "straightforward_reference_attention": args.straightforward,
         "decode_batch": settings.decode_batch,
         "frames": end,
