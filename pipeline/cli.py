@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the denoiser (slow first clip): default (alone: --compile), reduce-overhead "
                    "(whole UNet replayed as CUDA graphs, CUDA only), max-autotune-no-cudagraphs")
     p.add_argument("--fp8", action="store_true",
-                   help="FP8 matmuls in the denoiser's Linear layers (GPU with compute capability >= 8.9, --dtype "
-                   "bf16, the optional torchao package); changes the output slightly")
+                   help="FP8 matmuls in the denoiser's Linear layers (GPU with compute capability >= 8.9, bf16: "
+                   "--dtype auto becomes bf16, the optional torchao package); changes the output slightly")
     p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
                    help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
     p.add_argument("--landmarker-task", type=Path, metavar="FILE",

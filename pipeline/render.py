@@ -207,7 +207,8 @@ def render_file(
     out = check_output_path(out, inputs={"image": image, "audio": audio}, models=folder.root,
                             overwrite=options.overwrite)
     device = pick_device(options.device)
-    dtype = parse_dtype(options.dtype, device)
+    # FP8 matmuls return bf16: with fp8, dtype auto means bf16
+    dtype = parse_dtype("bf16" if options.fp8 and options.dtype == "auto" else options.dtype, device)
     check_speedups(options, device, dtype)
     if audio.is_dir():
         raise HalloInputError(f"audio {audio} is a directory; give the voice recording's file name")
