@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -27,15 +26,15 @@ from pathlib import Path
 
 import torch
 from hallo_nodes.bench import flops as flop_count
+from hallo_nodes.bench.full_size import full_vae, random_full_net
 from hallo_nodes.pipeline.audio.features import encode_audio
 from hallo_nodes.pipeline.audio.wav2vec import Wav2VecEncoder, load_wav2vec
 from hallo_nodes.pipeline.face.analysis import analyze_face
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
 from hallo_nodes.pipeline.models.loading import load_net, load_vae, parse_dtype
-from hallo_nodes.pipeline.models.motion_module import PositionalEncoding, sinusoidal_table
-from hallo_nodes.pipeline.models.net import HalloNet, build_net
 from hallo_nodes.pipeline.reference import make_reference
 from hallo_nodes.pipeline.render import load_image_rgb, pick_device
+from hallo_nodes.pipeline.sampling.acceleration import COMPILE_MODES, apply_speedups
 from hallo_nodes.pipeline.sampling.offload import offload_to_cpu, peak_gpu_memory
 from hallo_nodes.pipeline.sampling.presets import PRESETS, preset_settings
 from hallo_nodes.pipeline.sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
@@ -52,34 +51,6 @@ AUDIO = "audio/speech_7s_44k.wav"
 def peak_rss_mb() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024.0 if platform.system() != "Darwin" else kb / 2**20
-
-
-@torch.no_grad()
-def random_full_net(device: torch.device, dtype: torch.dtype, seed: int = 0) -> HalloNet:
-    """Full-size HalloNet with random weights, allocated once in ``dtype`` (fan-in scaled normal init)."""
-    torch.manual_seed(seed)
-    net = build_net(HalloArchitecture(), "meta")
-    net.denoising_unet.drop_unused_motion_modules()
-    net = net.to(dtype=dtype).to_empty(device=device)
-    for name, p in net.named_parameters():
-        if p.ndim >= 2:
-            p.normal_(0.0, 0.5 / math.sqrt(p[0].numel()))
-        elif name.endswith("weight"):
-            p.fill_(1.0)
-        else:
-            p.zero_()
-    for module in net.modules():
-        if isinstance(module, PositionalEncoding):
-            module.pe.copy_(sinusoidal_table(module.pe.shape[1], module.pe.shape[2]))
-    return net.eval().requires_grad_(False)
-
-
-def full_vae(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-                        up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2, latent_channels=4)
-    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def full_wav2vec(device: torch.device) -> Wav2VecEncoder:
@@ -121,7 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default: --dtype")
     ap.add_argument("--low-vram", action="store_true")
     ap.add_argument("--channels-last", action="store_true")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser pieces (opt-in)")
+    ap.add_argument("--compile", nargs="?", const="default", default="off", choices=COMPILE_MODES,
+                    help="torch.compile the denoiser: default (the pieces), reduce-overhead (CUDA graphs), "
+                    "max-autotune-no-cudagraphs")
+    ap.add_argument("--fp8", action="store_true", help="FP8 Linear layers in the denoiser (CUDA >= 8.9, torchao)")
     ap.add_argument("--decode-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--straightforward", action="store_true",
@@ -151,14 +125,7 @@ def load_models(args: argparse.Namespace, tmp: Path, device: torch.device, dtype
         from hallo_nodes.pipeline.models.unets import DenoisingUNet
 
         DenoisingUNet._reference_self_attention = staticmethod(_straightforward_reference_attention)
-    if args.channels_last:
-        from hallo_nodes.pipeline.sampling.acceleration import use_channels_last
-
-        use_channels_last(net, vae)
-    if args.compile:
-        from hallo_nodes.pipeline.sampling.acceleration import compile_denoiser
-
-        compile_denoiser(net)
+    apply_speedups(net, vae, device, channels_last=args.channels_last, compile=args.compile, fp8=args.fp8)
     return net, vae, encoder, arch, models, label
 
 
@@ -212,6 +179,7 @@ def report(args: argparse.Namespace, *, label: str, device: torch.device, dtype:
         "low_vram": args.low_vram,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "fp8": args.fp8,
         "straightforward_reference_attention": args.straightforward,
         "decode_batch": settings.decode_batch,
         "frames": end,

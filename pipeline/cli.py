@@ -15,6 +15,7 @@ from pathlib import Path
 from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
 from .errors import HalloInputError, raised_in_pipeline
 from .paths import HF_REPO, LANDMARKER_FILE, SEPARATOR_FILE, SEPARATOR_SUBDIR
+from .sampling.acceleration import COMPILE_MODES
 from .sampling.options import SamplerOptions, check_options, preset_names, resolve_sampler
 from .sampling.presets import PRESETS
 from .sampling.sampler import RenderCancelled, SamplerSettings
@@ -145,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low-vram", action="store_true",
                    help="CFG halves one after the other; ReferenceNet, VAE and wav2vec2 on the GPU only while used")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (same output)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow first step)")
+    p.add_argument("--compile", nargs="?", const="default", default="off", choices=COMPILE_MODES,
+                   help="torch.compile the denoiser (slow first clip): default (alone: --compile), reduce-overhead "
+                   "(whole UNet replayed as CUDA graphs, CUDA only), max-autotune-no-cudagraphs")
+    p.add_argument("--fp8", action="store_true",
+                   help="FP8 matmuls in the denoiser's Linear layers (GPU with compute capability >= 8.9, bf16: "
+                   "--dtype auto becomes bf16, the optional torchao package); changes the output slightly")
     p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
                    help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
     p.add_argument("--landmarker-task", type=Path, metavar="FILE",
@@ -242,7 +248,8 @@ def _options(args: argparse.Namespace):
                          face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                          allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
                          device=args.device, dtype=args.dtype, sampler=settings, vae_dtype=args.vae_dtype,
-                         channels_last=args.channels_last, compile=args.compile, overwrite=args.overwrite)
+                         channels_last=args.channels_last, compile=args.compile, fp8=args.fp8,
+                         overwrite=args.overwrite)
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -20,6 +20,7 @@ from .images import load_image_rgb
 from .models.loading import load_net, load_vae, parse_dtype
 from .paths import FACE_MODELS_SUBDIR, HF_REPO, WAV2VEC_SUBDIR, ModelFileMissing, ModelFolder
 from .reference import check_output_size, make_reference
+from .sampling.acceleration import compile_mode
 from .sampling.residency import VAE, WAV2VEC, low_vram_residency
 from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
 from .video.output_path import check_output_path
@@ -49,7 +50,10 @@ class RenderOptions:
     vae_dtype: str | None = None
     # Opt-in speed switches (pipeline/sampling/acceleration.py): same math, different kernels.
     channels_last: bool = False
-    compile: bool = False
+    # "off", "default" (True), "reduce-overhead" (CUDA graphs) or "max-autotune-no-cudagraphs".
+    compile: str | bool = "off"
+    # FP8 matmuls for the denoising UNet's Linear layers (CUDA >= 8.9, bf16, torchao); changes the numbers.
+    fp8: bool = False
     # Replace an existing output file (as ffmpeg's -y); otherwise an existing output is refused up front.
     overwrite: bool = False
 
@@ -140,15 +144,26 @@ def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.de
     net = load_net(folder, options.variant, device=device, dtype=dtype)
     vae = load_vae(folder, device=device, dtype=parse_dtype(options.vae_dtype or dtype, device))
     encoder = _load_encoder(folder, device)
-    if options.channels_last:
-        from .sampling.acceleration import use_channels_last
+    if options.channels_last or options.fp8 or compile_mode(options.compile, device) != "off":
+        from .sampling.acceleration import apply_speedups
 
-        use_channels_last(net, vae)
-    if options.compile:
-        from .sampling.acceleration import compile_denoiser
-
-        compile_denoiser(net)
+        apply_speedups(net, vae, device, channels_last=options.channels_last, compile=options.compile,
+                       fp8=options.fp8)
     return net, vae, encoder
+
+
+def check_speedups(options: RenderOptions, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a compile mode or FP8 that cannot run here before anything slow happens."""
+    compile_mode(options.compile, device, option="--compile")
+    if options.fp8:
+        import importlib.util
+
+        from .sampling.fp8 import fp8_refusal
+
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        reason = fp8_refusal(device.type, capability, dtype, importlib.util.find_spec("torchao") is not None)
+        if reason is not None:
+            raise HalloInputError(f"--fp8: {reason}")
 
 
 def _encode(encoder, options: RenderOptions, separator: Path | None, device: torch.device,
@@ -192,7 +207,9 @@ def render_file(
     out = check_output_path(out, inputs={"image": image, "audio": audio}, models=folder.root,
                             overwrite=options.overwrite)
     device = pick_device(options.device)
-    dtype = parse_dtype(options.dtype, device)
+    # FP8 matmuls return bf16: with fp8, dtype auto means bf16
+    dtype = parse_dtype("bf16" if options.fp8 and options.dtype == "auto" else options.dtype, device)
+    check_speedups(options, device, dtype)
     if audio.is_dir():
         raise HalloInputError(f"audio {audio} is a directory; give the voice recording's file name")
     rgb = load_image_rgb(image)

@@ -11,25 +11,50 @@ from .attention_dispatch import attention
 from .attention_ops import attend, output_projection, project_kv, split_heads
 
 
+@dataclass(frozen=True)
+class Routing:
+    """Which denoising rows read the reference (``with_ref``, each from copy ``source``) and which do not."""
+
+    with_ref: torch.Tensor
+    without: torch.Tensor
+    source: torch.Tensor
+
+
 @dataclass
 class ReferenceBank:
     """Per-clip reference features, keyed by spatial-transformer path (``down_blocks.0.attentions.1``...).
 
     ``reference[path]``: (R, HW, C) appearance features that rows may attend to.
     ``motion[path]``: (B, M, HW, C) motion-frame features prepended before the motion module.
-    ``row_source``: (B*F,) index into ``reference`` for every denoising row, -1 = plain self-attention.
+    ``row_source``: (B*F,) index into ``reference`` for every denoising row, -1 = plain self-attention; it stays
+    on the host, where :meth:`routing` turns it into index tensors once per bank (no device sync per call).
     """
 
     reference: dict[str, torch.Tensor]
     motion: dict[str, torch.Tensor]
     row_source: torch.Tensor
     _kv_cache: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _routing: dict[str, Routing] = field(default_factory=dict)
 
     def rows_with_reference(self) -> torch.Tensor:
         return torch.nonzero(self.row_source >= 0).flatten()
 
     def rows_without_reference(self) -> torch.Tensor:
         return torch.nonzero(self.row_source < 0).flatten()
+
+    def routing(self, device: torch.device | str) -> Routing:
+        """The rows with and without a reference source and each one's source, as index tensors on ``device``.
+
+        Computed once per bank on the host and cached, so the attention calls hold no data-dependent op
+        (``torch.compile`` traces them into one graph, CUDA graphs can capture them).
+        """
+        key = str(device)
+        if key not in self._routing:
+            source = self.row_source.cpu()
+            with_ref = torch.nonzero(source >= 0).flatten()
+            self._routing[key] = Routing(with_ref.to(device), torch.nonzero(source < 0).flatten().to(device),
+                                         source[with_ref].to(device))
+        return self._routing[key]
 
     def reference_kv(self, path: str, attn: Attention, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Key/value projections of the reference features, computed once per clip and cached."""
@@ -71,7 +96,7 @@ class ReferenceBank:
         return ReferenceBank(
             reference={k: move(v) for k, v in self.reference.items()},
             motion={k: move(v) for k, v in self.motion.items()},
-            row_source=self.row_source.to(device),
+            row_source=self.row_source,
         )
 
 
@@ -84,15 +109,13 @@ def reference_self_attention(attn: Attention, tokens: torch.Tensor, bank: Refere
     """
     if bank is None or path not in bank.reference:
         return attend(attn, tokens)
-    source = bank.row_source.to(tokens.device)
-    with_ref = torch.nonzero(source >= 0).flatten()
+    routing = bank.routing(tokens.device)
+    with_ref, without, idx = routing.with_ref, routing.without, routing.source
     if with_ref.numel() == 0:
         return attend(attn, tokens)
-    without = torch.nonzero(source < 0).flatten()
     q = split_heads(attn.to_q(tokens), attn.heads)
     k, v = project_kv(attn, tokens)
     k_ref, v_ref = bank.reference_kv(path, attn, tokens.dtype)
-    idx = source[with_ref]
     out = tokens.new_empty(q.shape[0], q.shape[2], q.shape[1] * q.shape[3])  # (rows, HW, heads*D)
     k_joined = torch.cat([k[with_ref], k_ref[idx]], dim=2)
     v_joined = torch.cat([v[with_ref], v_ref[idx]], dim=2)
