@@ -187,7 +187,8 @@ def run_config(config: Config, env: Env, inputs) -> dict[str, object]:
     env.step_s.setdefault(config.dtype, wall / settings.steps)
     video_s = FRAMES / FPS
     fl = flop_count.render_flops(env.arch, env.size, env.size, FRAMES, steps=settings.steps,
-                                 cfg_steps=settings.cfg_steps, vae_config=env.vae_config)
+                                 cfg_steps=settings.cfg_steps, vae_config=env.vae_config,
+                                 cache_interval=settings.cache_interval)
     sampler_flops = fl.total - flop_count.vae_encode_flops(env.size, env.size, env.vae_config)  # no portrait encode
     allocated, reserved = memory_gb(env.device)
     line = {"kind": "run", "preset": config.preset, "dtype": config.dtype, "options": config.options,
