@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..pipeline.face.analysis import FaceAnalysisResult, analyze_face
-from ..pipeline.face.crop import CropBox, face_crop, paste_back
+from ..pipeline.face.crop import CropBox, PasteCompositor, face_crop, paste_back
 from ..pipeline.face.detection import NO_FACE_HINT, NoFaceError, load_face_models, select_face
 from ..pipeline.face.masks import HalloMasks
 from ..pipeline.images import comfy_image_to_rgb
@@ -323,3 +323,16 @@ class HalloPasteBack:
         out = paste_back(images, original, crop, feather=int(feather), even=True)
         notes = odd_size_notes(node, crop.image_height, crop.image_width)
         return {"ui": with_notes({}, notes), "result": (out,)}
+
+
+def paste_compositor(node: str, original: torch.Tensor | None, crop: CropBox | None,
+                     feather: int) -> PasteCompositor | None:
+    """The paste-back of HalloRenderToVideoFile (None without it); an odd-sized photo is cut to even sides."""
+    if (original is None) != (crop is None):
+        raise ValueError(f"{node}: connect both 'original' and 'crop' to paste the frames back, or neither")
+    if crop is None:
+        return None
+    expect(crop, CropBox, node, "crop", HALLO_CROP)
+    original = check_image(original, node, "original")
+    odd_size_notes(node, crop.image_height, crop.image_width)
+    return PasteCompositor(original[0], crop, feather, even=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..pipeline.audio.features import SILENCE_PEAK, AudioFeatures
-from ..pipeline.face.crop import CropBox, PasteCompositor
+from ..pipeline.face.crop import CropBox
 from ..pipeline.notices import collect_notices, notice
 from ..pipeline.sampling.options import SamplerOptions, recipe_summary, resolve_sampler
 from ..pipeline.sampling.settings import CLIP_LENGTH
@@ -29,11 +29,10 @@ from .common import (
     HalloModel,
     check_audio,
     check_finite,
-    check_image,
     expect,
-    odd_size_notes,
     with_notes,
 )
+from .face import paste_compositor
 from .sampler_options import make_options, option_inputs, option_notes, prepare_model, validate_options
 from .schedule_inputs import frame_weights, schedule_inputs
 
@@ -139,10 +138,22 @@ def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: We
     options = options or make_options("faithful", steps, "ddim", 0)
     problem = validate_options(node, {**settings_inputs(), **option_inputs()},
                                {"steps": int(steps), "preset": options.preset, "solver": options.solver,
-                                "cfg_steps": options.cfg_steps, "dtype": str(dtype)})
+                                "cfg_steps": options.cfg_steps, "cache_interval": options.cache_interval,
+                                "dtype": str(dtype)})
     if problem is not True:
         raise ValueError(problem)
     return resolve_sampler(options, base)
+
+
+def widget_settings(node: str, fps: float, w: dict[str, Any]) -> tuple[SamplerOptions, SamplerSettings]:
+    """Both sampler nodes' widget values (``w``, by name) as the recipe options and ``SamplerSettings``."""
+    weights = frame_weights(node, fps, (w["pose_weight"], w["face_weight"], w["lip_weight"]),
+                            (w["pose_schedule"], w["face_schedule"], w["lip_schedule"]))
+    options = make_options(w["preset"], w["steps"], w["solver"], w["cfg_steps"], w["cache_interval"])
+    settings = build_settings(node, w["steps"], w["cfg"], w["seed"], *weights, w["faithful"], w["motion_frame_drop"],
+                              options, low_vram=w["low_vram"], dtype=w["dtype"])
+    settings.still = bool(w["still"])
+    return options, settings
 
 
 def generate(model: HalloModel, reference: HalloReference, features: AudioFeatures, settings: SamplerSettings,
@@ -277,17 +288,12 @@ class HalloSampler:
                motion_frame_drop: float = -1.0, audio: dict | None = None,
                motion: MotionState | None = None, preset: str = "faithful", solver: str = "ddim",
                cfg_steps: int = 0, low_vram: bool = False, dtype: str = "auto",
-               compile: bool = False, pose_schedule: str = "", face_schedule: str = "",  # noqa: A002
-               lip_schedule: str = "", still: bool = False) -> dict:
+               compile: bool = False, cache_interval: int = 0, pose_schedule: str = "",  # noqa: A002
+               face_schedule: str = "", lip_schedule: str = "", still: bool = False) -> dict:
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
         segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
-        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, (
-            pose_weight, face_weight, lip_weight), (pose_schedule, face_schedule, lip_schedule))
-        options = make_options(preset, steps, solver, cfg_steps)
-        settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
-                                  motion_frame_drop, options, low_vram=low_vram, dtype=dtype)
-        settings.still = bool(still)
+        options, settings = widget_settings(node, float(audio_features.fps), locals())
         started = time.perf_counter()
         with collect_notices() as notes:
             option_notes(node, options)
@@ -357,18 +363,13 @@ class HalloRenderToVideoFile:
                motion_frame_drop: float = -1.0, filename_prefix: str = "hallo/Hallo",
                original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16,
                preset: str = "faithful", solver: str = "ddim", cfg_steps: int = 0, low_vram: bool = False,
-               dtype: str = "auto", compile: bool = False,  # noqa: A002
+               dtype: str = "auto", compile: bool = False, cache_interval: int = 0,  # noqa: A002
                pose_schedule: str = "", face_schedule: str = "", lip_schedule: str = "", still: bool = False,
                prompt: dict | None = None, extra_pnginfo: dict | None = None) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
-        pose_weight, face_weight, lip_weight = frame_weights(node, audio_features.fps, (
-            pose_weight, face_weight, lip_weight), (pose_schedule, face_schedule, lip_schedule))
-        options = make_options(preset, steps, solver, cfg_steps)
-        settings = build_settings(node, steps, cfg, seed, pose_weight, face_weight, lip_weight, faithful,
-                                  motion_frame_drop, options, low_vram=low_vram, dtype=dtype)
-        settings.still = bool(still)
+        options, settings = widget_settings(node, float(audio_features.fps), locals())
         segment = Segment(0, int(audio_features.num_frames))
         with collect_notices() as notes:
             option_notes(node, options)
@@ -390,16 +391,3 @@ class HalloRenderToVideoFile:
         ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": [True],
               "hallo_render": [info]}
         return {"ui": with_notes(ui, notes), "result": (int(writer.frames_written), comfy.video_output(path))}
-
-
-def paste_compositor(node: str, original: torch.Tensor | None, crop: CropBox | None,
-                     feather: int) -> PasteCompositor | None:
-    """The paste-back of HalloRenderToVideoFile (None without it); an odd-sized photo is cut to even sides."""
-    if (original is None) != (crop is None):
-        raise ValueError(f"{node}: connect both 'original' and 'crop' to paste the frames back, or neither")
-    if crop is None:
-        return None
-    expect(crop, CropBox, node, "crop", HALLO_CROP)
-    original = check_image(original, node, "original")
-    odd_size_notes(node, crop.image_height, crop.image_width)
-    return PasteCompositor(original[0], crop, feather, even=True)

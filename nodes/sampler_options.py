@@ -60,11 +60,16 @@ def option_inputs() -> dict:
                                 "tooltip": "torch.compile the denoising UNet (same math, faster steps after a slow "
                                            "first step). Done once per loaded model; it stays compiled until "
                                            "the model is reloaded. Needs Triton on CUDA, a C++ compiler on CPU."}),
+        "cache_interval": ("INT", {"default": 0, "min": 0, "max": 10,
+                                   "tooltip": "DeepCache: the whole UNet runs every N-th step, only its outer "
+                                              "blocks in between, on the deep features of the last full step "
+                                              "(faster, approximate). 0 = the preset's (3 for cache, off for the "
+                                              "others), 1 = off."}),
     }
 
 
-def make_options(preset: str, steps: int, solver: str, cfg_steps: int) -> SamplerOptions:
-    return SamplerOptions(str(preset), int(steps), str(solver), int(cfg_steps))
+def make_options(preset: str, steps: int, solver: str, cfg_steps: int, cache_interval: int = 0) -> SamplerOptions:
+    return SamplerOptions(str(preset), int(steps), str(solver), int(cfg_steps), int(cache_interval))
 
 
 def widget_problem(node: str, spec: dict[str, tuple], name: str, value: Any) -> str | None:
@@ -108,7 +113,7 @@ def validate_options(node: str, spec: dict[str, tuple], values: dict[str, Any]) 
     if problem:
         return problem
     if "steps" in values:  # the other recipe widgets: absent (an older prompt) = their defaults
-        recipe = {"preset": DEFAULT_PRESET, "solver": DEFAULT_SOLVER, "cfg_steps": 0}
+        recipe = {"preset": DEFAULT_PRESET, "solver": DEFAULT_SOLVER, "cfg_steps": 0, "cache_interval": 0}
         known = {k: values.get(k, default) for k, default in recipe.items()}
         problem = options_problem(make_options(steps=values["steps"], **known), lambda n: f"widget '{n}'")
         if problem:

@@ -237,13 +237,12 @@ def _weights(args: argparse.Namespace, fps: float) -> dict[str, Weight]:
 def _options(args: argparse.Namespace):
     from .render import RenderOptions
 
-    opts = SamplerOptions(args.preset, args.steps or 0, args.solver or "ddim", args.cfg_steps or 0)
+    opts = SamplerOptions(args.preset, args.steps or 0, args.solver or "ddim", args.cfg_steps or 0,
+                          args.cache_interval or 0)
     check_options(opts, lambda name: "--" + name.replace("_", "-"))
     settings = resolve_sampler(opts, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, low_vram=args.low_vram, still=args.still,
         **_weights(args, RenderOptions.fps)))
-    if args.cache_interval is not None:
-        settings.cache_interval = args.cache_interval
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,
                          face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                          allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,

@@ -227,3 +227,26 @@ def test_cli_uses_the_same_options(capsys: pytest.CaptureFixture[str]) -> None:
                      "--models", "m"])
     err = capsys.readouterr().err
     assert code == 2 and "--solver is 'dpmpp', but only preset 'custom' uses it" in err, err
+
+
+def test_cache_interval_widget_follows_the_preset_unless_set() -> None:
+    """0 = the preset's DeepCache interval (3 for cache, off elsewhere); any other value replaces it; the faithful
+    default stays the original (no cache)."""
+    from hallo_nodes.nodes.sampler_options import make_options, option_inputs
+
+    assert option_inputs()["cache_interval"][1]["default"] == 0
+    assert node_settings().cache_interval == 1 and node_settings() == SamplerSettings()
+    assert node_settings(preset="cache").cache_interval == PRESETS["cache"].cache_interval == 3
+
+    def settings(preset: str, interval: int) -> SamplerSettings:
+        return build_settings("HalloSampler", 0, 3.5, 42, 1.0, 1.0, 1.0, True, -1.0,
+                              make_options(preset, 0, "ddim", 0, interval))
+
+    assert settings("cache", 1).cache_interval == 1  # the cache preset with DeepCache off
+    assert settings("fast", 2).cache_interval == 2
+    assert settings("custom", 0).cache_interval == 1 and settings("custom", 4).cache_interval == 4
+    assert settings("faithful", 2).steps == 40  # only the interval changes
+    with pytest.raises(ValueError, match="cache_interval.* is -1; use 0"):
+        resolve_sampler(SamplerOptions("fast", cache_interval=-1))
+    args = cli.build_parser().parse_args(["--preset", "fast", "--cache-interval", "2"])
+    assert args.cache_interval == 2

@@ -6,6 +6,8 @@ One definition for the sampler nodes and ``hallo-render``:
 * ``steps``: 0 = the preset's step count; any other number replaces it, under every preset. This is what
   ``steps`` meant before presets existed (a workflow that rendered 25 DDIM steps still does: its preset is
   faithful) and what ``hallo-render --preset fast --steps 25`` does.
+* ``cache_interval``: 0 = the preset's DeepCache interval (off except for ``cache``); any other number replaces
+  it under every preset (1 = off).
 * ``solver`` and ``cfg_steps`` (0 = CFG on every step): the recipe of ``custom``. A named preset brings its own,
   so setting them under a named preset is refused with the fix, never silently ignored.
 """
@@ -36,6 +38,7 @@ class SamplerOptions:
     steps: int = 0  # 0: the preset's
     solver: str = DEFAULT_SOLVER  # custom only
     cfg_steps: int = 0  # custom only; 0: CFG on every step
+    cache_interval: int = 0  # DeepCache interval; 0: the preset's (1 = off; custom: off)
 
     def effective_steps(self) -> int:
         """The number of denoising steps per clip these options run."""
@@ -59,6 +62,9 @@ def options_problem(opts: SamplerOptions, name: Callable[[str], str] = _same) ->
         return f"{name('solver')} {opts.solver!r} is not a solver; use one of {', '.join(SOLVERS)}"
     if opts.steps < 0:
         return f"{name('steps')} is {opts.steps}; use 0 (the preset's count) or a positive number of steps"
+    if opts.cache_interval < 0:
+        return (f"{name('cache_interval')} is {opts.cache_interval}; use 0 (the preset's), 1 (no cache) or N "
+                "(the whole UNet every N-th step)")
     if opts.cfg_steps < 0:
         return f"{name('cfg_steps')} is {opts.cfg_steps}; use 0 (CFG on every step) or a positive number"
     if opts.preset != CUSTOM:
@@ -94,9 +100,12 @@ def resolve_sampler(opts: SamplerOptions, base: SamplerSettings | None = None) -
     check_options(opts)
     base = base or SamplerSettings()
     if opts.preset == CUSTOM:
-        return replace(base, solver=opts.solver, steps=opts.effective_steps(), cfg_steps=opts.cfg_steps or None)
-    settings = preset_settings(opts.preset, base)
-    return replace(settings, steps=int(opts.steps)) if opts.steps else settings
+        settings = replace(base, solver=opts.solver, steps=opts.effective_steps(), cfg_steps=opts.cfg_steps or None,
+                           cache_interval=1)
+    else:
+        settings = preset_settings(opts.preset, base)
+        settings = replace(settings, steps=int(opts.steps)) if opts.steps else settings
+    return replace(settings, cache_interval=int(opts.cache_interval)) if opts.cache_interval else settings
 
 
 def steps_override_note(opts: SamplerOptions) -> str | None:
@@ -114,4 +123,5 @@ def recipe_summary(settings: SamplerSettings, preset: str) -> dict:
     cfg_steps = steps if settings.cfg_steps is None else min(int(settings.cfg_steps), steps)
     return {"preset": preset, "solver": settings.solver, "steps": steps,
             "cfg_steps": cfg_steps if settings.guidance_scale > 1.0 else 0,
-            "compute_dtype": settings.compute_dtype, "low_vram": bool(settings.low_vram)}
+            "cache_interval": int(settings.cache_interval), "compute_dtype": settings.compute_dtype,
+            "low_vram": bool(settings.low_vram)}
