@@ -112,6 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output width and height (multiple of 64; default 512)")
     p.add_argument("--width", type=positive_int, default=None, help="output width, overrides --size (multiple of 64)")
     p.add_argument("--height", type=positive_int, default=None, help="output height, overrides --size (multiple of 64)")
+    p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
+    p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
+    p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
+    p.add_argument("--separate-vocals", nargs="?", const="on", default="auto", choices=SEPARATION_MODES,
+                   help="isolate the voice before wav2vec2 as the original does: auto (default: when the optional "
+                   f"audio-separator package and {SEPARATOR_SUBDIR}/{SEPARATOR_FILE} are there), on, off")
+    _add_sampling_options(p.add_argument_group("sampling"))
+    _add_device_options(p.add_argument_group("device, precision and speed"))
+    p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
+                   help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
+    p.add_argument("--landmarker-task", type=Path, metavar="FILE",
+                   help=f"with --make-tiny-models: the MediaPipe {LANDMARKER_FILE} to copy in "
+                        "(a real model, needed for the face masks; it is part of the released download)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _add_sampling_options(p: argparse._ArgumentGroup) -> None:
+    """Preset and recipe, CFG, seed, the three audio weights (numbers or schedules), still."""
     p.add_argument("--preset", choices=preset_names(), default="faithful",
                    help="sampling recipe: " + "; ".join(f"{k} ({v.description})" for k, v in PRESETS.items())
                    + "; custom (--solver, --steps, --cfg-steps)")
@@ -133,12 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--still", action="store_true",
                    help="keep the head pose of the portrait (presenter videos): everything outside the face box "
                    "stays the portrait's; the face and lips still move; less natural motion")
-    p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
-    p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
-    p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
-    p.add_argument("--separate-vocals", nargs="?", const="on", default="auto", choices=SEPARATION_MODES,
-                   help="isolate the voice before wav2vec2 as the original does: auto (default: when the optional "
-                   f"audio-separator package and {SEPARATOR_SUBDIR}/{SEPARATOR_FILE} are there), on, off")
+
+
+def _add_device_options(p: argparse._ArgumentGroup) -> None:
+    """Device, precision, low VRAM and the opt-in speed switches."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"),
@@ -152,13 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp8", action="store_true",
                    help="FP8 matmuls in the denoiser's Linear layers (GPU with compute capability >= 8.9, bf16: "
                    "--dtype auto becomes bf16, the optional torchao package); changes the output slightly")
-    p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
-                   help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
-    p.add_argument("--landmarker-task", type=Path, metavar="FILE",
-                   help=f"with --make-tiny-models: the MediaPipe {LANDMARKER_FILE} to copy in "
-                        "(a real model, needed for the face masks; it is part of the released download)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 class ProgressBar:
