@@ -14,7 +14,7 @@ import numpy as np
 
 from ..pipeline.evaluation.mouth import largest_face, task_file
 from ..pipeline.evaluation.speech import speech_activity
-from ..pipeline.face.landmarks import MAX_FACES, LandmarkError, _run
+from ..pipeline.face.landmarks import MAX_FACES, LandmarkError, face_landmarks
 from ..pipeline.lazy_import import cv2
 
 UPPER_INNER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
@@ -82,7 +82,7 @@ def _open_mouth(rgb: np.ndarray, geo: _MouthGeometry, amount: float) -> np.ndarr
 def talking_face_frames(portrait_rgb: np.ndarray, envelope: np.ndarray, landmarker_task) -> np.ndarray:
     """(N, H, W, 3) uint8 frames of ``portrait_rgb`` (H, W, 3 uint8) with the mouth opened by ``envelope[k]`` in
     [0, 1] (0: as in the portrait, 1: :data:`MAX_OPEN` inter-ocular distances) in frame ``k``."""
-    faces = _run(np.ascontiguousarray(portrait_rgb), task_file(landmarker_task), MAX_FACES)
+    faces = face_landmarks(np.ascontiguousarray(portrait_rgb), task_file(landmarker_task), MAX_FACES)
     if not faces:
         raise LandmarkError("MediaPipe found no face in the portrait given to talking_face_frames")
     geo = _MouthGeometry(largest_face(faces))

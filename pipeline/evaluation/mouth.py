@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HalloInputError
-from ..face.landmarks import MAX_FACES, _run
+from ..face.landmarks import MAX_FACES, face_landmarks
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def mouth_opening(frames: np.ndarray, landmarker_task: str | Path) -> np.ndarray
     frames = as_uint8_frames(frames)
     out = np.full(len(frames), np.nan)
     for k, frame in enumerate(frames):
-        faces = _run(frame, task, MAX_FACES)
+        faces = face_landmarks(frame, task, MAX_FACES)
         if faces:
             out[k] = opening_from_points(largest_face(faces))
     missing = int(np.isnan(out).sum())

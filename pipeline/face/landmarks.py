@@ -125,7 +125,8 @@ def _run_tasks(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarray]:
     return [np.array([[p.x * w, p.y * h] for p in face], np.float64) for face in result.face_landmarks]
 
 
-def _run(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarray]:
+def face_landmarks(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarray]:
+    """Every face's 478 landmarks (pixel x, y) found by the MediaPipe Tasks face landmarker in ``rgb``."""
     h, w = rgb.shape[:2]
     scale = 1.0
     if max(h, w) > MAX_LANDMARK_SIDE:
@@ -169,7 +170,7 @@ def _landmarks_in_crop(rgb: np.ndarray, bbox: np.ndarray, task: Path) -> np.ndar
         pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))
         src = cv2.copyMakeBorder(rgb, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) if any(pad) else rgb
         crop = src[y0 + pad[0] : y0 + pad[0] + side, x0 + pad[2] : x0 + pad[2] + side]
-        faces = _run(crop, task, MAX_FACES)
+        faces = face_landmarks(crop, task, MAX_FACES)
         faces = [f + np.array([x0, y0], np.float64) for f in faces]
         scored = [(box_iou(_box(f), bbox), f) for f in faces]
         scored = [s for s in scored if s[0] >= MATCH_IOU]
@@ -194,7 +195,7 @@ def detect_landmarks(
     """
     task = landmarker_task_path(model_dir)
     h, w = rgb.shape[:2]
-    faces = _run(rgb, task, max_faces)
+    faces = face_landmarks(rgb, task, max_faces)
     logger.info("landmarks: MediaPipe found %d face(s)", len(faces))
     if face_bbox is not None:
         bbox = np.asarray(face_bbox, np.float64)[:4]
