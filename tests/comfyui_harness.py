@@ -325,3 +325,20 @@ def fast_prompt(prompt: dict, steps: int = 1, size: int = 64, first_segment: int
 
 def expected_frames(seconds: float, fps: float = 25.0) -> int:
     return math.ceil(seconds * fps)
+
+
+def open_comfy_page(binary: str, server: ComfyServer, profile: Path) -> Iterator[Chromium]:
+    """Headless Chromium on the server's page once the frontend has registered the pack's nodes (a generator
+    for a pytest fixture: the browser closes when the fixture ends)."""
+    browser = Chromium(binary, profile)
+    try:
+        browser.call("Page.enable")
+        browser.navigate(server.url)
+        deadline = time.monotonic() + 120
+        ready = "!!(window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types.HalloSampler)"
+        while not browser.evaluate(ready):
+            assert time.monotonic() < deadline, f"the ComfyUI page did not load: {browser.page_errors()}"
+            time.sleep(0.5)
+        yield browser
+    finally:
+        browser.close()

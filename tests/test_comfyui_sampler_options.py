@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,7 +22,16 @@ import av
 import numpy as np
 import pytest
 from asset_paths import asset
-from comfyui_harness import Chromium, ComfyServer, WebSocket, comfyui_path, skip_reason, start_server, write_wav
+from comfyui_harness import (
+    Chromium,
+    ComfyServer,
+    WebSocket,
+    comfyui_path,
+    open_comfy_page,
+    skip_reason,
+    start_server,
+    write_wav,
+)
 from hallo_nodes.pipeline.sampling.presets import PRESETS
 from node_helpers import comfy_audio
 from PIL import Image
@@ -58,18 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Co
 
 @pytest.fixture(scope="module")
 def page(server: ComfyServer, tmp_path_factory: pytest.TempPathFactory) -> Chromium:
-    browser = Chromium(CHROMIUM, tmp_path_factory.mktemp("chromium_options"))
-    try:
-        browser.call("Page.enable")
-        browser.navigate(server.url)
-        deadline = time.monotonic() + 120
-        ready = "!!(window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types.HalloSampler)"
-        while not browser.evaluate(ready):
-            assert time.monotonic() < deadline, f"the ComfyUI page did not load: {browser.page_errors()}"
-            time.sleep(0.5)
-        yield browser
-    finally:
-        browser.close()
+    yield from open_comfy_page(CHROMIUM, server, tmp_path_factory.mktemp("chromium_options"))
 
 
 def run(server: ComfyServer, prompt: dict) -> tuple[dict, dict[str, tuple[int, int]]]:

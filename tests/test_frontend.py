@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from asset_paths import asset
-from comfyui_harness import Chromium, ComfyServer, comfyui_path, skip_reason, start_server, write_wav
+from comfyui_harness import Chromium, ComfyServer, comfyui_path, open_comfy_page, skip_reason, start_server, write_wav
 from node_helpers import comfy_audio
 from workflow_tools import API_DIR, PORTRAIT, SPEECH, WORKFLOWS, shipped_workflows
 
@@ -46,18 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Co
 
 @pytest.fixture(scope="module")
 def page(server: ComfyServer, tmp_path_factory: pytest.TempPathFactory) -> Chromium:
-    browser = Chromium(CHROMIUM, tmp_path_factory.mktemp("chromium"))
-    try:
-        browser.call("Page.enable")
-        browser.navigate(server.url)
-        deadline = time.monotonic() + 120
-        ready = "!!(window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types.HalloSampler)"
-        while not browser.evaluate(ready):
-            assert time.monotonic() < deadline, f"the ComfyUI page did not load: {browser.page_errors()}"
-            time.sleep(0.5)
-        yield browser
-    finally:
-        browser.close()
+    yield from open_comfy_page(CHROMIUM, server, tmp_path_factory.mktemp("chromium"))
 
 
 def load_workflow(page: Chromium, name: str) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import prepare
-from hallo_nodes.pipeline.face.landmarks import TASK_FILE
 from hallo_nodes.pipeline.models.audio_attention import AudioBlock
 from hallo_nodes.pipeline.models.unets import DenoisingUNet
 from hallo_nodes.pipeline.sampling.sampler import SamplerSettings
@@ -70,15 +69,6 @@ def test_per_frame_weights_equal_to_a_number_compute_exactly_that_number(block: 
     tensors = tuple(torch.full((FRAMES,), w) for w in numbers)
     silent = FRAMES * (batch - 1)
     assert torch.equal(block(x, audio, masks, tensors, silent), block(x, audio, masks, numbers, silent))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def landmarker_task(tiny_model_dir: Path, assets: Path) -> None:
-    import shutil
-
-    dst = tiny_model_dir / "face_analysis" / "models" / TASK_FILE
-    if not dst.is_file():
-        shutil.copyfile(assets / "models" / TASK_FILE, dst)
 
 
 @pytest.fixture(scope="module")

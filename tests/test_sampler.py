@@ -9,20 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from generator_helpers import SIZE, prepare
-from hallo_nodes.pipeline.face.landmarks import TASK_FILE
 from hallo_nodes.pipeline.sampling.sampler import NonFiniteError, RenderCancelled, SamplerSettings
 
 SETTINGS = SamplerSettings(steps=2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def landmarker_task(tiny_model_dir: Path, assets: Path) -> None:
-    """The real MediaPipe landmarker model in the tiny folder (MediaPipe 1.x bundles no face mesh)."""
-    import shutil
-
-    dst = tiny_model_dir / "face_analysis" / "models" / TASK_FILE
-    if not dst.is_file():
-        shutil.copyfile(assets / "models" / TASK_FILE, dst)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ through :func:`.attention_dispatch.attention`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,14 +64,18 @@ class _UNetBody(nn.Module):
     def embed_time(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return self.time_embedding(self.time_proj(t).to(dtype))
 
-    def run_blocks(self, h: torch.Tensor, run: BlockInputs) -> torch.Tensor:
-        """Down blocks (collecting skips), mid block, up blocks (consuming them)."""
+    def run_blocks(self, h: torch.Tensor, run: BlockInputs,
+                   up_input: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Down blocks (collecting skips), mid block, up blocks (consuming them); ``up_input(i, h)`` sees the
+        input of each up block."""
         skips = [h]
         for i, block in enumerate(self.down_blocks):
             h, block_skips = block(h, run, f"down_blocks.{i}")
             skips += block_skips
         h = self.mid_block(h, run, "mid_block")
         for i, block in enumerate(self.up_blocks):
+            if up_input is not None:
+                up_input(i, h)
             h = block(h, skips, run, f"up_blocks.{i}")
         return h
 
@@ -163,16 +168,12 @@ class DenoisingUNet(_UNetBody):
                                  f"this call {h.shape[0]}")
             _, block_skips = self.down_blocks[0](h, run, "down_blocks.0", downsample=False)
             return self.up_blocks[last](deep.features, [h, *block_skips], run, f"up_blocks.{last}")
-        skips = [h]
-        for i, block in enumerate(self.down_blocks):
-            h, block_skips = block(h, run, f"down_blocks.{i}")
-            skips += block_skips
-        h = self.mid_block(h, run, "mid_block")
-        for i, block in enumerate(self.up_blocks):
+
+        def keep(i: int, features: torch.Tensor) -> None:
             if i == last:
-                deep.features = h
-            h = block(h, skips, run, f"up_blocks.{i}")
-        return h
+                deep.features = features
+
+        return self.run_blocks(h, run, keep)
 
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor | float, ctx: UNetConditions,
                 deep: DeepCache | None = None) -> torch.Tensor:
