@@ -85,6 +85,13 @@ def test_ui_workflow_loads_and_converts_to_its_api_twin(server: ComfyServer, pag
 
     assert strip(prompt) == strip(expected)
     assert set(prompt) == set(expected)
+    # laid out for the frontend's own node sizes (title bar included): no node hides another
+    overlaps = page.evaluate("""(() => { const ns = app.graph._nodes, t = LiteGraph.NODE_TITLE_HEIGHT, out = [];
+        for (const a of ns) for (const b of ns) { if (a.id >= b.id) continue;
+            const [ax, ay] = a.pos, [aw, ah] = a.size, [bx, by] = b.pos, [bw, bh] = b.size;
+            if (ax < bx + bw && bx < ax + aw && ay - t < by + bh && by - t < ay + ah) out.push([a.title, b.title]); }
+        return out; })()""")
+    assert overlaps == [], f"{name}: overlapping nodes {overlaps}"
 
 
 AUDIO_INFO = {"frames": 188, "clips": 12, "clip_length": 16, "fps": 25, "duration": 7.52, "audio_seconds": 7.5}

@@ -433,7 +433,7 @@ def _front(g: Graph, image_input: int | None = None) -> dict[str, int]:
 
 def _sampler(g: Graph, ids: dict[str, int], pos: tuple[int, int], widgets: dict | None = None,
              title: str | None = None) -> int:
-    s = g.add("HalloSampler", pos, widgets, title=title, size=(340, 420))
+    s = g.add("HalloSampler", pos, widgets, title=title, size=(400, 680))  # the frontend's own height: 664
     g.connect(ids["model"], "model", s, "model")
     g.connect(ids["reference"], "reference", s, "reference")
     g.connect(ids["encode"], "audio_features", s, "audio_features")
@@ -455,7 +455,7 @@ def build_basic(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
     s = _sampler(g, ids, (1080, 40))
-    _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1460, 40), "hallo/basic")
+    _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1520, 40), "hallo/basic")
     return g.ui()
 
 
@@ -480,11 +480,11 @@ def build_crop_paste(info: dict) -> dict:
     g.connect(crop, "image", ids["reference"], "image")
     g.connect(ids["face"], "face", ids["reference"], "face")
     s = _sampler(g, ids, (1080, 40))
-    paste = g.add("HalloPasteBack", (1460, 300), size=(300, 130))
+    paste = g.add("HalloPasteBack", (1520, 300), size=(300, 130))
     g.connect(s, "images", paste, "images")
     g.connect(photo, "IMAGE", paste, "original")
     g.connect(crop, "crop", paste, "crop")
-    _save(g, (paste, "images"), (s, "audio"), (s, "fps"), (1800, 40), "hallo/pasted")
+    _save(g, (paste, "images"), (s, "audio"), (s, "fps"), (1860, 40), "hallo/pasted")
     return g.ui()
 
 
@@ -492,11 +492,11 @@ def build_chained(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
     a = _sampler(g, ids, (1080, 40), {"num_frames": 96}, title="Hallo Sampler: segment 1 (frames 0-95)")
-    b = _sampler(g, ids, (1080, 520), {"start_frame": -1, "num_frames": 0},
+    b = _sampler(g, ids, (1080, 780), {"start_frame": -1, "num_frames": 0},
                  title="Hallo Sampler: segment 2 (continues from segment 1)")
     g.connect(a, "motion", b, "motion")
-    _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1460, 40), "hallo/segment1")
-    _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1460, 520), "hallo/segment2")
+    _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1520, 40), "hallo/segment1")
+    _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1520, 780), "hallo/segment2")
     return g.ui()
 
 
@@ -504,9 +504,9 @@ def build_upscale(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
     s = _sampler(g, ids, (1080, 40))
-    up = g.add("ImageScaleBy", (1460, 300), {"upscale_method": "lanczos", "scale_by": 2.0}, size=(300, 100))
+    up = g.add("ImageScaleBy", (1520, 300), {"upscale_method": "lanczos", "scale_by": 2.0}, size=(300, 100))
     g.connect(s, "images", up, "image")
-    _save(g, (up, "IMAGE"), (s, "audio"), (s, "fps"), (1800, 40), "hallo/upscaled")
+    _save(g, (up, "IMAGE"), (s, "audio"), (s, "fps"), (1860, 40), "hallo/upscaled")
     return g.ui()
 
 
@@ -527,18 +527,18 @@ def build_compare_presets(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
     a = _sampler(g, ids, (1080, 40), {"preset": "faithful"}, title="Hallo Sampler: faithful preset")
-    b = _sampler(g, ids, (1080, 520), {"preset": "fast"}, title="Hallo Sampler: fast preset")
-    ev = g.add("HalloEvaluate", (1460, 1000), {"names": "faithful, fast"}, size=(360, 260))
+    b = _sampler(g, ids, (1080, 780), {"preset": "fast"}, title="Hallo Sampler: fast preset")
+    ev = g.add("HalloEvaluate", (2280, 40), {"names": "faithful, fast"}, size=(360, 260))
     g.connect(ids["model"], "model", ev, "model")
     g.connect(a, "images", ev, "images")
     g.connect(ids["image"], "IMAGE", ev, "reference")
     g.connect(a, "fps", ev, "fps")
     g.connect(a, "audio", ev, "audio")
     g.connect(b, "images", ev, "images_b")
-    plot = g.add("PreviewImage", (1860, 1000), size=(500, 420))
+    plot = g.add("PreviewImage", (2280, 360), size=(500, 420))
     g.connect(ev, "plot", plot, "images")
-    _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1460, 40), "hallo/faithful")
-    _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1460, 520), "hallo/fast")
+    _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1520, 40), "hallo/faithful")
+    _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1520, 780), "hallo/fast")
     return g.ui()
 
 
@@ -594,16 +594,16 @@ def build_two_speakers(info: dict) -> dict:
     photo = g.add("LoadImage", (20, 760), {"image": GROUP_PHOTO}, title="Group photo", size=(320, 320))
     track_a, track_b, sound = _turns(g, voice_a, voice_b)
     a = _speaker(g, model, photo, track_a, 0, 40, "A (face 0)")
-    b = _speaker(g, model, photo, track_b, 1, 640, "B (face 1)")
-    paste_a = g.add("HalloPasteBack", (2180, 300), title="Hallo Paste Back: A into the photo", size=(300, 130))
-    paste_b = g.add("HalloPasteBack", (2180, 900), title="Hallo Paste Back: B into A's frames", size=(300, 130))
+    b = _speaker(g, model, photo, track_b, 1, 800, "B (face 1)")
+    paste_a = g.add("HalloPasteBack", (2260, 300), title="Hallo Paste Back: A into the photo", size=(300, 130))
+    paste_b = g.add("HalloPasteBack", (2260, 900), title="Hallo Paste Back: B into A's frames", size=(300, 130))
     g.connect(a["sampler"], "images", paste_a, "images")
     g.connect(photo, "IMAGE", paste_a, "original")
     g.connect(a["crop"], "crop", paste_a, "crop")
     g.connect(b["sampler"], "images", paste_b, "images")
     g.connect(paste_a, "images", paste_b, "original")
     g.connect(b["crop"], "crop", paste_b, "crop")
-    _save(g, (paste_b, "images"), (sound, "AUDIO"), (a["sampler"], "fps"), (2520, 300), "hallo/two_speakers")
+    _save(g, (paste_b, "images"), (sound, "AUDIO"), (a["sampler"], "fps"), (2600, 300), "hallo/two_speakers")
     return g.ui()
 
 
@@ -612,11 +612,11 @@ def build_speed_presets(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
     fast = _sampler(g, ids, (1080, 40), {"preset": "fast"},
-                    title="Hallo Sampler: fast preset, 20 DPM-Solver++ steps with CFG on the first 10")
-    faithful = _sampler(g, ids, (1460, 480), {"preset": "faithful"},
-                        title="Hallo Sampler: faithful preset, the original's 40 DDIM steps")
-    _save(g, (fast, "images"), (fast, "audio"), (fast, "fps"), (1460, 40), "hallo/fast")
-    _save(g, (faithful, "images"), (faithful, "audio"), (faithful, "fps"), (1840, 480), "hallo/faithful")
+                    title="Hallo Sampler: fast (20 DPM-Solver++ steps)")
+    faithful = _sampler(g, ids, (1080, 780), {"preset": "faithful"},
+                        title="Hallo Sampler: faithful (the original)")
+    _save(g, (fast, "images"), (fast, "audio"), (fast, "fps"), (1520, 40), "hallo/fast")
+    _save(g, (faithful, "images"), (faithful, "audio"), (faithful, "fps"), (1520, 780), "hallo/faithful")
     return g.ui()
 
 
@@ -626,9 +626,9 @@ def build_per_frame_control(info: dict) -> dict:
     s = _sampler(g, ids, (1080, 40), {"pose_schedule": "0:1.0, 3s:0.6, 6s:1.2",
                                       "lip_schedule": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"},
                  title="Hallo Sampler: pose and lip weights per frame")
-    still = _sampler(g, ids, (740, 720), {"still": True}, title="Hallo Sampler: still head (presenter)")
-    _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1460, 40), "hallo/per_frame")
-    _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1120, 720), "hallo/still")
+    still = _sampler(g, ids, (1080, 780), {"still": True}, title="Hallo Sampler: still head (presenter)")
+    _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1520, 40), "hallo/per_frame")
+    _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1520, 780), "hallo/still")
     return g.ui()
 
 
