@@ -613,10 +613,10 @@ def build_speed_presets(info: dict) -> dict:
     ids = _front(g)
     fast = _sampler(g, ids, (1080, 40), {"preset": "fast"},
                     title="Hallo Sampler: fast (20 DPM-Solver++ steps)")
-    faithful = _sampler(g, ids, (1080, 780), {"preset": "faithful"},
+    faithful = _sampler(g, ids, (1520, 40), {"preset": "faithful"},
                         title="Hallo Sampler: faithful (the original)")
-    _save(g, (fast, "images"), (fast, "audio"), (fast, "fps"), (1520, 40), "hallo/fast")
-    _save(g, (faithful, "images"), (faithful, "audio"), (faithful, "fps"), (1520, 780), "hallo/faithful")
+    _save(g, (fast, "images"), (fast, "audio"), (fast, "fps"), (1960, 40), "hallo/fast")
+    _save(g, (faithful, "images"), (faithful, "audio"), (faithful, "fps"), (1960, 480), "hallo/faithful")
     return g.ui()
 
 
@@ -626,9 +626,9 @@ def build_per_frame_control(info: dict) -> dict:
     s = _sampler(g, ids, (1080, 40), {"pose_schedule": "0:1.0, 3s:0.6, 6s:1.2",
                                       "lip_schedule": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"},
                  title="Hallo Sampler: pose and lip weights per frame")
-    still = _sampler(g, ids, (1080, 780), {"still": True}, title="Hallo Sampler: still head (presenter)")
+    still = _sampler(g, ids, (740, 760), {"still": True}, title="Hallo Sampler: still head (presenter)")
     _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1520, 40), "hallo/per_frame")
-    _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1520, 780), "hallo/still")
+    _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1200, 800), "hallo/still")
     return g.ui()
 
 
