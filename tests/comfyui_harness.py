@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACK_NAME = "hallo-nodes"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 # Test-only node packs (stand-ins for third-party nodes), linked next to the pack: see comfy_test_nodes/README.md
 TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
 START_TIMEOUT = 180.0
@@ -342,3 +344,10 @@ def open_comfy_page(binary: str, server: ComfyServer, profile: Path) -> Iterator
         yield browser
     finally:
         browser.close()
+
+
+def browser_test_marks() -> list[pytest.MarkDecorator]:
+    """``pytestmark`` of a module that drives a real ComfyUI in headless Chromium: skipped (with the reason)
+    without either."""
+    return [pytest.mark.comfyui, pytest.mark.skipif(bool(skip_reason()), reason=skip_reason()),
+            pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package 'chromium')")]

@@ -23,12 +23,13 @@ import numpy as np
 import pytest
 from asset_paths import asset
 from comfyui_harness import (
+    CHROMIUM,
     Chromium,
     ComfyServer,
     WebSocket,
+    browser_test_marks,
     comfyui_path,
     open_comfy_page,
-    skip_reason,
     start_server,
     write_wav,
 )
@@ -38,12 +39,7 @@ from PIL import Image
 from workflow_tools import API_DIR, PORTRAIT, SPEECH
 
 COMFY = comfyui_path()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.comfyui,
-    pytest.mark.skipif(bool(skip_reason()), reason=skip_reason()),
-    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package 'chromium')"),
-]
+pytestmark = browser_test_marks()
 OLD = Path(__file__).resolve().parent / "fixtures" / "workflows_before_presets"
 SECONDS = 0.6  # 15 frames: one clip
 OPTION_DEFAULTS = {"preset": "faithful", "solver": "ddim", "cfg_steps": 0, "low_vram": False, "dtype": "auto",

@@ -18,17 +18,21 @@ from typing import Any
 
 import pytest
 from asset_paths import asset
-from comfyui_harness import Chromium, ComfyServer, comfyui_path, open_comfy_page, skip_reason, start_server, write_wav
+from comfyui_harness import (
+    CHROMIUM,
+    Chromium,
+    ComfyServer,
+    browser_test_marks,
+    comfyui_path,
+    open_comfy_page,
+    start_server,
+    write_wav,
+)
 from node_helpers import comfy_audio
 from workflow_tools import API_DIR, PORTRAIT, SPEECH, WORKFLOWS, shipped_workflows
 
 COMFY = comfyui_path()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = [
-    pytest.mark.comfyui,
-    pytest.mark.skipif(bool(skip_reason()), reason=skip_reason()),
-    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package 'chromium')"),
-]
+pytestmark = browser_test_marks()
 NAMES = [p.stem for p in shipped_workflows()]
 
 
