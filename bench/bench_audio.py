@@ -1,6 +1,6 @@
 """Audio-encoding benchmark: seconds of compute per second of audio and peak RSS, 10 s and 10 min.
 
-Prints one JSON line. Uses real speech from ../shared/assets (tiled to length) when present,
+Prints one JSON line. Uses real speech from tests/assets (tiled to length) when present,
 otherwise synthetic noise-modulated tones. ``--full`` uses the full-size wav2vec2-base config
 with random weights (same cost as the released model); the default is the tiny test model.
 """
@@ -24,7 +24,7 @@ from hallo_nodes.pipeline.audio.features import encode_audio
 from hallo_nodes.pipeline.audio.wav2vec import load_wav2vec
 from hallo_nodes.testing.tiny_wav2vec import write_wav2vec_folder
 
-ASSET = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
+ASSET = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[1] / "tests" / "assets"))
 
 
 def _speech(seconds: float) -> tuple[torch.Tensor, int]:

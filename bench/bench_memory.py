@@ -28,9 +28,10 @@ import time
 import wave
 from pathlib import Path
 
-ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
-#: The real MediaPipe landmarker, copied into the tiny model folder when present (the masks need it).
-LANDMARKER_TASK = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
+ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[1] / "tests" / "assets"))
+#: The real MediaPipe landmarker the pack ships, copied into the tiny model folder (the masks need it).
+LANDMARKER_TASK = (Path(__file__).resolve().parents[1] / "pipeline" / "face" / "assets"
+                   / "face_landmarker_v2_with_blendshapes.task")
 SPEECH = ASSETS / "audio" / "speech_12s_48k.wav"
 
 

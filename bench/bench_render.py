@@ -32,6 +32,7 @@ from hallo_nodes.pipeline.audio.wav2vec import Wav2VecEncoder, load_wav2vec
 from hallo_nodes.pipeline.face.analysis import analyze_face
 from hallo_nodes.pipeline.models.architecture import HalloArchitecture
 from hallo_nodes.pipeline.models.loading import load_net, load_vae, parse_dtype
+from hallo_nodes.pipeline.paths import SHIPPED_LANDMARKER_TASK
 from hallo_nodes.pipeline.reference import make_reference
 from hallo_nodes.pipeline.render import load_image_rgb, pick_device
 from hallo_nodes.pipeline.sampling.acceleration import COMPILE_MODES, apply_speedups
@@ -41,9 +42,9 @@ from hallo_nodes.pipeline.sampling.sampler import ClipOutput, HalloSampler, Samp
 from hallo_nodes.pipeline.video.writer import VideoWriter, load_audio_file
 from hallo_nodes.testing.tiny_models import tiny_architecture, write_tiny_model_folder
 
-ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "assets"))
-#: The real MediaPipe landmarker, copied into the tiny model folder when present (the masks need it).
-LANDMARKER_TASK = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
+ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS", Path(__file__).resolve().parents[1] / "tests" / "assets"))
+#: The real MediaPipe landmarker the pack ships, copied into the tiny model folder (the masks need it).
+LANDMARKER_TASK = SHIPPED_LANDMARKER_TASK
 IMAGE = "portraits/photo_woman.jpg"
 AUDIO = "audio/speech_7s_44k.wav"
 

@@ -37,6 +37,8 @@ FACE_MODELS_SUBDIR = "face_analysis/models"
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"  # SCRFD face detector (insightface antelopev2)
 RECOGNIZER_FILE = "glintr100.onnx"  # ArcFace recogniser (insightface antelopev2)
 LANDMARKER_FILE = "face_landmarker_v2_with_blendshapes.task"  # MediaPipe face landmarker bundle (a zip archive)
+#: The same MediaPipe bundle shipped with the pack (Apache-2.0, byte-identical to the released download's).
+SHIPPED_LANDMARKER_TASK = Path(__file__).resolve().parent / "face" / "assets" / LANDMARKER_FILE
 SEPARATOR_SUBDIR = "audio_separator"
 SEPARATOR_FILE = "Kim_Vocal_2.onnx"  # MDX-Net vocal separation model
 

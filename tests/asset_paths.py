@@ -1,7 +1,10 @@
-"""Where the real test assets are: ``$HALLO_TEST_ASSETS``, else ``shared/assets`` beside the checkout.
+"""Where the real test assets are: ``$HALLO_TEST_ASSETS``, else ``tests/assets`` in this checkout.
 
-Every test that reads an asset goes through :func:`require_assets` or :func:`asset`, so a missing asset
-folder skips those tests with one reason (and, under ``CI``, fails them: see ``conftest.py``).
+The portraits and the speech files are kept in the repository (``tests/assets/README.md`` gives each file's
+source and licence), so a plain clone runs every asset test. The MediaPipe landmarker is the ``.task`` the
+pack ships (``pipeline/face/assets/``): the tests use what users get. Every test that reads an asset goes
+through :func:`require_assets` or :func:`asset`, so an override pointing at a missing folder skips those tests
+with one reason (and, under ``CI``, fails them: see ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS") or REPO.parent / "shared" / "assets")
-MISSING = f"test assets not found at {ASSETS}: set HALLO_TEST_ASSETS or put shared/assets beside the checkout"
-#: The MediaPipe Face Landmarker model of the released download, as kept with the assets.
-LANDMARKER_TASK = ("models", "face_landmarker_v2_with_blendshapes.task")
+ASSETS = Path(os.environ.get("HALLO_TEST_ASSETS") or REPO / "tests" / "assets")
+MISSING = f"test assets not found at {ASSETS}: unset HALLO_TEST_ASSETS to use tests/assets of this checkout"
+#: The MediaPipe Face Landmarker model the pack ships (the released download's file, byte for byte).
+LANDMARKER_TASK = REPO / "pipeline" / "face" / "assets" / "face_landmarker_v2_with_blendshapes.task"
 
 
 def require_assets() -> Path:

@@ -7,6 +7,7 @@ import wave
 from pathlib import Path
 
 import pytest
+from asset_paths import LANDMARKER_TASK
 from hallo_nodes.pipeline.cli import main
 
 TASK_NAME = "face_landmarker_v2_with_blendshapes.task"
@@ -16,7 +17,7 @@ def add_face_task(models: Path, assets: Path) -> Path:
     """Put the real MediaPipe ``.task`` into ``face_analysis/models`` (the tiny folder has no landmarker)."""
     dst = models / "face_analysis" / "models" / TASK_NAME
     if not dst.is_file():
-        shutil.copyfile(assets / "models" / TASK_NAME, dst)
+        shutil.copyfile(LANDMARKER_TASK, dst)
     return models
 
 

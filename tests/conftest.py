@@ -17,7 +17,7 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 # Test helper modules (face_helpers, audio_helpers, asset_paths) live beside this file.
 sys.path.insert(0, str(TESTS))
-from asset_paths import ASSETS, require_assets  # noqa: E402
+from asset_paths import ASSETS, LANDMARKER_TASK, require_assets  # noqa: E402
 
 #: Names and shapes of the 2656 tensors in the released ``hallo/net.pth`` (a fact about that file).
 KEY_LIST = TESTS / "fixtures" / "net_pth_keys.tsv"
@@ -29,10 +29,17 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+#: CI's plain-clone phase runs without ComfyUI: there, and only there, a skip whose reason contains this text
+#: (the one reason the ComfyUI and browser tests give without ``COMFYUI_PATH``) is allowed.
+ALLOWED_SKIP = os.environ.get("HALLO_CI_ALLOWED_SKIP", "")
+
+
 def _fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
     """Under CI a skip is a failure: CI has ComfyUI, Chromium and the assets, so nothing may be left out."""
     if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if ALLOWED_SKIP and ALLOWED_SKIP in reason:
+            return
         report.outcome = "failed"
         report.longrepr = f"skipped while CI is set (CI={os.environ['CI']!r}), which fails the run: {reason}"
 
@@ -60,7 +67,4 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (plus the real MediaPipe landmarker, so the face masks run on the Tasks API)."""
     from hallo_nodes.testing.tiny_models import write_tiny_model_folder
 
-    task = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
-    # Without it only the face-mask tests fail, with an error naming the file.
-    return write_tiny_model_folder(tmp_path_factory.mktemp("models"),
-                                   landmarker_task=task if task.is_file() else None)
+    return write_tiny_model_folder(tmp_path_factory.mktemp("models"), landmarker_task=LANDMARKER_TASK)

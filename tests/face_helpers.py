@@ -7,13 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from asset_paths import ASSETS, asset
+from asset_paths import ASSETS, LANDMARKER_TASK, asset
 from hallo_nodes.testing.tiny_face_models import write_face_models
 from PIL import Image
 
 PORTRAITS = ASSETS / "portraits"
-#: The real MediaPipe Tasks model (released in fudan-generative-ai/hallo face_analysis/models).
-LANDMARKER_TASK = ASSETS / "models" / "face_landmarker_v2_with_blendshapes.task"
 
 SINGLE_PORTRAITS = ["painting_girl.jpg", "stylized_3d.jpg", "statue.jpg", "photo_woman.jpg"]
 GROUP = "group_six_faces.jpg"
@@ -47,7 +45,7 @@ def make_model_dir(root: Path, faces=None, seed: int = 0, landmarker: bool = Tru
     """A ``hallo`` model folder with tiny face models and (``landmarker``) the real MediaPipe
     ``.task``; returns the folder (parent of face_analysis)."""
     write_face_models(root / "face_analysis" / "models", seed=seed, faces=faces, square_faces=square_faces,
-                      landmarker_task=asset("models", LANDMARKER_TASK.name) if landmarker else None)
+                      landmarker_task=LANDMARKER_TASK if landmarker else None)
     return root
 
 

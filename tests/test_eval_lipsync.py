@@ -29,7 +29,7 @@ class Clip:
     """The portrait, the speech, its activity and the in-sync synthetic video's mouth opening (built once)."""
 
     def __init__(self):
-        self.task = asset(*LANDMARKER_TASK)
+        self.task = LANDMARKER_TASK
         image = Image.open(asset("portraits", "photo_woman.jpg")).convert("RGB")
         self.portrait = np.array(image.resize((SIDE, SIDE), Image.LANCZOS))
         wave, self.rate = read_wav(asset(*SPEECH_44K.split("/")))

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from asset_paths import asset
 from face_helpers import LANDMARKER_TASK, make_model_dir
 from hallo_nodes.pipeline.audio.decode import load_audio_file
 from hallo_nodes.pipeline.evaluation.report import evaluate
 from hallo_nodes.pipeline.evaluation.syncnet import SYNCNET_FILE, load_syncnet
 from hallo_nodes.testing.synthetic_talking_face import speech_envelope, talking_face_frames
-from node_helpers import ASSETS
 from PIL import Image
 
 pytest.importorskip("mediapipe")
@@ -31,8 +31,8 @@ FRAMES = 40
 
 @pytest.fixture(scope="module")
 def clip() -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, int]]:
-    ref = np.asarray(Image.open(ASSETS / "portraits" / "painting_girl.jpg").convert("RGB").resize((160, 160)))
-    wave, rate = load_audio_file(ASSETS / "audio" / "speech_7s_44k.wav")
+    ref = np.asarray(Image.open(asset("portraits", "painting_girl.jpg")).convert("RGB").resize((160, 160)))
+    wave, rate = load_audio_file(asset("audio", "speech_7s_44k.wav"))
     wave = wave.numpy().mean(0)[: int(rate * FRAMES / FPS)]
     frames = talking_face_frames(ref, speech_envelope(wave, rate, FPS, FRAMES), LANDMARKER_TASK)
     return frames, ref, (wave, rate)

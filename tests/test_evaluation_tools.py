@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from asset_paths import asset
 from face_helpers import LANDMARKER_TASK, make_model_dir
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS
 from hallo_nodes.pipeline.audio.decode import load_audio_file
@@ -16,7 +17,7 @@ from hallo_nodes.pipeline.eval_cli import main
 from hallo_nodes.pipeline.evaluation.video_file import read_video
 from hallo_nodes.pipeline.video.writer import VideoWriter
 from hallo_nodes.testing.synthetic_talking_face import speech_envelope, talking_face_frames
-from node_helpers import ASSETS, comfy_audio, comfy_image, load_tiny_model
+from node_helpers import comfy_audio, comfy_image, load_tiny_model
 from PIL import Image
 
 pytest.importorskip("mediapipe")
@@ -31,9 +32,9 @@ LAG = 6
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """ref.png, synced.mp4 (mouth follows the voice), lagged.mp4 (6 frames late), mute.mp4 (no sound track)."""
     root = tmp_path_factory.mktemp("eval_media")
-    ref = np.asarray(Image.open(ASSETS / "portraits" / "painting_girl.jpg").convert("RGB").resize((SIZE, SIZE)))
+    ref = np.asarray(Image.open(asset("portraits", "painting_girl.jpg")).convert("RGB").resize((SIZE, SIZE)))
     Image.fromarray(ref).save(root / "ref.png")
-    wave, rate = load_audio_file(ASSETS / "audio" / "speech_7s_44k.wav")
+    wave, rate = load_audio_file(asset("audio", "speech_7s_44k.wav"))
     wave = wave[:, : rate * FRAMES // FPS]
     env = speech_envelope(wave.numpy().mean(0), rate, FPS, FRAMES)
     frames = talking_face_frames(ref, env, LANDMARKER_TASK)
@@ -88,7 +89,7 @@ def test_cli_audio_option_and_errors(media: dict[str, Path], tmp_path: Path,
     code, out, err = run([media["mute"], *common], capsys)
     assert code == 2
     one_line_error(err, "VIDEO", "no audio stream", "--audio")
-    code, out, err = run([media["mute"], "--audio", ASSETS / "audio" / "speech_7s_44k.wav", *common], capsys)
+    code, out, err = run([media["mute"], "--audio", asset("audio", "speech_7s_44k.wav"), *common], capsys)
     assert code == 0 and "lip-sync offset" in out, err
     code, out, err = run([media["mute"], "--no-audio", *common], capsys)
     assert code == 0 and "lip-sync" not in out.split("note")[0] and "no audio" in out

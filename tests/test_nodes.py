@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from asset_paths import LANDMARKER_TASK, asset
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from hallo_nodes.nodes import comfy_adapter as adapter
 from hallo_nodes.nodes.common import HalloInputError, HalloModel
@@ -25,7 +26,6 @@ from hallo_nodes.pipeline.paths import ModelFolder
 from hallo_nodes.pipeline.sampling.residency import TorchResidency
 from hallo_nodes.pipeline.sampling.sampler import MotionState, RenderCancelled
 from node_helpers import (
-    ASSETS,
     FakeProgressBar,
     InterruptProcessingException,
     comfy_audio,
@@ -104,13 +104,10 @@ def landmarker_task(tiny_model_dir: Path) -> None:
     """The real MediaPipe landmarker model in the tiny folder (MediaPipe 1.x bundles no face mesh)."""
     import shutil
 
-    src = ASSETS / "models" / TASK_FILE
     dst = tiny_model_dir / "face_analysis" / "models" / TASK_FILE
     if not dst.is_file():
-        if not src.is_file():
-            pytest.skip(f"{src} not found (set HALLO_TEST_ASSETS)")
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
+        shutil.copyfile(LANDMARKER_TASK, dst)
 
 
 @pytest.fixture()
@@ -616,7 +613,7 @@ def test_render_to_file_pastes_back_frame_by_frame(model: HalloModel, tmp_path: 
     from PIL import Image
 
     monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
-    big = Image.open(ASSETS / "portraits" / "photo_woman.jpg").resize((1601, 1201), Image.BICUBIC)
+    big = Image.open(asset("portraits", "photo_woman.jpg")).resize((1601, 1201), Image.BICUBIC)
     photo = torch.from_numpy(np.asarray(big, np.float32) / 255.0)[None]
     crop_img, box = NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(model, photo, size=SIZE)
     face = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(model, crop_img, SIZE, SIZE)["result"][0]

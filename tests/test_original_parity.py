@@ -77,8 +77,10 @@ TIGHT = (Bounds(2e-3, 2e-4, 5e-5), Bounds(2e-2, 1.5e-3, 1e-4))
 # alone moves by 3.8e-2 in clip 2 between 1 and 4 threads). Measured with 1, 2, 4, 8 and 16 threads: clip 1
 # Hallo max 6.8e-4 (1.5e-3 with 4 threads), mean 9.0e-5 (2.0e-4), frame means 1.4e-5 (2.8e-5); Hallo2 max
 # 5.8e-5, mean 8.5e-6, frame means 1.2e-6; clip 2 (worst mode) max 3.4e-2, mean 3.9e-3, frame means 2.8e-4.
-# With the bank left in fp32, clip 1 was up to 3.4e-3 / 4.9e-4 / 1.3e-4, outside the clip-1 bounds.
-LOOSE = (Bounds(3e-3, 4e-4, 6e-5), Bounds(0.15, 2e-2, 3e-3))
+# With the bank left in fp32, clip 1 was up to 3.4e-3 / 4.9e-4 / 1.3e-4, outside the clip-1 max and mean bounds.
+# Which fp16 values flip depends on the CPU's float kernels too: on an AVX-512-FP16 Xeon (1 thread) clip 1 of
+# Hallo measured max 2.4e-3, mean 3.6e-4, frame means 1.3e-4; the frame-means bound leaves room for that.
+LOOSE = (Bounds(3e-3, 4e-4, 2e-4), Bounds(0.15, 2e-2, 3e-3))
 # Strict fp32 parity (issue 12): relative errors against the original with its bank kept fp32. A single call:
 # ||v_ours - v_orig|| / ||v_orig|| over both CFG halves (L2 over the whole tensor); measured 3.9e-6 to 4.25e-6
 # with 1 to 16 threads (max |dv| / max |v| is 7.3e-6 to 9.3e-6). Clip 1: every frame's channel means (stored in

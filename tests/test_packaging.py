@@ -81,3 +81,49 @@ def test_entry_file_loads_alone(tmp_path: Path) -> None:
     code = f"import runpy; ns = runpy.run_path({str(REPO / '__init__.py')!r}); assert ns['WEB_DIRECTORY'] == './js'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+OPENCV_DISTRIBUTIONS = {"opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                        "opencv-contrib-python-headless"}
+
+
+def _installed_distributions() -> set[str]:
+    from importlib.metadata import distributions
+
+    return {(d.metadata["Name"] or "").lower().replace("_", "-") for d in distributions()}
+
+
+def test_exactly_one_opencv_distribution_is_installed() -> None:
+    """Every OpenCV build writes the same ``cv2/`` folder: two of them installed means uninstalling either one
+    breaks ``import cv2`` while ``pip check`` reports nothing. The pack declares none; mediapipe brings one."""
+    installed = sorted(_installed_distributions() & OPENCV_DISTRIBUTIONS)
+    assert len(installed) == 1, f"OpenCV distributions installed together: {installed}"
+
+
+def test_no_requirement_list_declares_an_opencv_build() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lists = [project["dependencies"], *project.get("optional-dependencies", {}).values()]
+    declared = {_name(r) for requirements in lists for r in requirements}
+    assert not declared & OPENCV_DISTRIBUTIONS
+    # insightface requires the GUI opencv-python: it would bring a second build (see tests/insightface_reference.py)
+    assert "insightface" not in declared
+
+
+def test_the_landmarker_task_is_package_data() -> None:
+    """The MediaPipe ``.task`` ships inside the package (the demo and a model folder without one use it)."""
+    import fnmatch
+    import hashlib
+
+    from hallo_nodes.pipeline.paths import SHIPPED_LANDMARKER_TASK
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package = "hallo_nodes.pipeline.face"
+    assert package in setuptools["packages"]
+    package_dir = REPO / "pipeline" / "face"
+    shipped = [p.relative_to(package_dir).as_posix() for p in (package_dir / "assets").iterdir()]
+    patterns = setuptools["package-data"][package]
+    assert all(any(fnmatch.fnmatch(name, pat) for pat in patterns) for name in shipped), (shipped, patterns)
+    assert SHIPPED_LANDMARKER_TASK.parent == package_dir / "assets"
+    digest = hashlib.sha256(SHIPPED_LANDMARKER_TASK.read_bytes()).hexdigest()
+    assert digest == "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+    assert digest in (package_dir / "assets" / "README.md").read_text()

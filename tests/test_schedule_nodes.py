@@ -7,12 +7,13 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from asset_paths import LANDMARKER_TASK
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS
 from hallo_nodes.nodes import comfy_adapter as adapter
 from hallo_nodes.nodes.schedule_inputs import schedule_inputs
 from hallo_nodes.pipeline.errors import HalloInputError
 from hallo_nodes.pipeline.face.landmarks import TASK_FILE
-from node_helpers import ASSETS, comfy_audio, comfy_image, load_tiny_model
+from node_helpers import comfy_audio, comfy_image, load_tiny_model
 from workflow_tools import pack_object_info, widget_inputs
 
 SIZE = 64
@@ -37,7 +38,7 @@ def test_the_new_widgets_come_after_every_existing_one(node_id: str) -> None:
 def model(tiny_model_dir: Path):
     task = tiny_model_dir / "face_analysis" / "models" / TASK_FILE
     if not task.is_file():
-        task.write_bytes((ASSETS / "models" / TASK_FILE).read_bytes())
+        task.write_bytes(LANDMARKER_TASK.read_bytes())
     return load_tiny_model(tiny_model_dir)
 
 
