@@ -16,6 +16,7 @@ from ..pipeline.face.crop import CropBox
 from ..pipeline.notices import collect_notices, notice
 from ..pipeline.sampling.options import SamplerOptions, recipe_summary, resolve_sampler
 from ..pipeline.sampling.settings import CLIP_LENGTH
+from ..pipeline.video.output_path import filename_prefix_problem
 from ..pipeline.video.writer import VideoWriter
 from . import comfy_adapter as comfy
 from .common import (
@@ -26,6 +27,7 @@ from .common import (
     HALLO_MOTION,
     HALLO_REFERENCE,
     FiniteMin,
+    HalloInputError,
     HalloModel,
     check_audio,
     check_finite,
@@ -198,6 +200,12 @@ def generate(model: HalloModel, reference: HalloReference, features: AudioFeatur
     return result
 
 
+def prefix_problem(node: str, prefix: str | None) -> str | None:
+    """The error for an unusable ``filename_prefix`` widget (None when usable or connected)."""
+    problem = None if prefix is None else filename_prefix_problem(prefix)
+    return None if problem is None else f"{node}: widget 'filename_prefix' {problem}"
+
+
 def trim_audio(audio: dict | None, features: AudioFeatures, segment: Segment, node: str) -> dict:
     """The AUDIO of frames [start, end) (silence at 16 kHz when no audio is connected)."""
     fps = float(features.fps)
@@ -352,10 +360,16 @@ class HalloRenderToVideoFile:
     @classmethod
     def VALIDATE_INPUTS(cls, steps: int | None = None, preset: str | None = None, solver: str | None = None,
                         cfg_steps: int | None = None, dtype: str | None = None,
-                        compile: bool | None = None) -> bool | str:  # noqa: A002 (the widget's name)
-        """The widgets valid only in some combinations (FLOATs: ComfyUI's own check, see ``FiniteMin``)."""
+                        compile: bool | None = None,  # noqa: A002 (the widget's name)
+                        filename_prefix: str | None = None) -> bool | str:
+        """The widgets valid only in some combinations (FLOATs: ComfyUI's own check, see ``FiniteMin``), and the
+        file name, at queue time."""
+        problem = prefix_problem("HalloRenderToVideoFile", filename_prefix)
+        if problem:
+            return problem
         spec = {**settings_inputs(), **option_inputs()}
-        return validate_options("HalloRenderToVideoFile", spec, locals())
+        values = {k: v for k, v in locals().items() if k != "filename_prefix"}
+        return validate_options("HalloRenderToVideoFile", spec, values)
 
     def render(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, audio: dict,
                steps: int = 0, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
@@ -368,6 +382,9 @@ class HalloRenderToVideoFile:
                prompt: dict | None = None, extra_pnginfo: dict | None = None) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
+        problem = prefix_problem(node, filename_prefix)  # a connected prefix is known only now
+        if problem:
+            raise HalloInputError(problem)
         wave, rate = check_audio(audio, node)
         options, settings = widget_settings(node, float(audio_features.fps), locals())
         segment = Segment(0, int(audio_features.num_frames))

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
+from .budgets import size_problem, steps_problem
+from .door import check_render_inputs
 from .errors import HalloInputError, raised_in_pipeline
 from .paths import HF_REPO, LANDMARKER_FILE, SEPARATOR_FILE, SEPARATOR_SUBDIR
 from .sampling.acceleration import COMPILE_MODES
@@ -74,6 +76,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def steps_int(text: str) -> int:
+    """Denoising steps: 1 .. the budget's limit (the nodes' too)."""
+    value = positive_int(text)
+    problem = steps_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def side_int(text: str) -> int:
+    """An output side: a multiple of 64 within the budget."""
+    value = positive_int(text)
+    problem = size_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def index_int(text: str) -> int:
     try:
         value = int(text)
@@ -108,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (as ffmpeg's -y)")
     p.add_argument("--variant", choices=("hallo", "hallo2"), default="hallo", help="checkpoint: hallo/ or hallo2/")
-    p.add_argument("--size", type=positive_int, default=512,
+    p.add_argument("--size", type=side_int, default=512,
                    help="output width and height (multiple of 64; default 512)")
-    p.add_argument("--width", type=positive_int, default=None, help="output width, overrides --size (multiple of 64)")
-    p.add_argument("--height", type=positive_int, default=None, help="output height, overrides --size (multiple of 64)")
+    p.add_argument("--width", type=side_int, default=None, help="output width, overrides --size (multiple of 64)")
+    p.add_argument("--height", type=side_int, default=None, help="output height, overrides --size (multiple of 64)")
     p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
     p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
@@ -134,11 +154,11 @@ def _add_sampling_options(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--preset", choices=preset_names(), default="faithful",
                    help="sampling recipe: " + "; ".join(f"{k} ({v.description})" for k, v in PRESETS.items())
                    + "; custom (--solver, --steps, --cfg-steps)")
-    p.add_argument("--steps", type=positive_int, default=None,
+    p.add_argument("--steps", type=steps_int, default=None,
                    help="denoising steps (default: the preset's, 40 for faithful and custom); replaces the "
                    "preset's count")
     p.add_argument("--solver", choices=SOLVERS, default=None, help="with --preset custom: the solver (default ddim)")
-    p.add_argument("--cfg-steps", type=positive_int, default=None,
+    p.add_argument("--cfg-steps", type=steps_int, default=None,
                    help="with --preset custom: CFG on the first N steps only (default: every step)")
     p.add_argument("--cache-interval", type=positive_int, default=None,
                    help="DeepCache: run the whole UNet every N-th step and only its outer blocks in between, "
@@ -270,9 +290,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     missing = [name for name in ("image", "audio", "models") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join(f"--{m}" for m in missing))
+    options = _options(args)  # the option values first (weights, recipe), then the files
+    check_render_inputs(args.image, args.audio)  # at the door, in milliseconds, before anything loads
     from .render import render_file
 
-    timings = render_file(args.image, args.audio, args.models, args.out, _options(args),
+    timings = render_file(args.image, args.audio, args.models, args.out, options,
                           on_step=ProgressBar(not args.quiet))
     per_second = timings["generate"] / max(timings["video_seconds"], 1e-9)
     logger.info("wrote %s: %.2f s of video, %.1f s generating (%.1f s per video second)",

@@ -13,12 +13,13 @@ import torch
 from .audio.features import AudioFeatures, encode_audio
 from .audio.separation import resolve_separation
 from .audio.wav2vec import load_wav2vec
+from .door import check_render_inputs
 from .errors import HalloInputError, raised_in_pipeline
 from .face.analysis import FaceAnalysisResult, analyze_face
 from .face.landmarks import LandmarkError
 from .images import load_image_rgb
 from .models.loading import load_net, load_vae, parse_dtype
-from .paths import FACE_MODELS_SUBDIR, HF_REPO, WAV2VEC_SUBDIR, ModelFileMissing, ModelFolder
+from .paths import ModelFolder
 from .reference import check_output_size, make_reference
 from .sampling.acceleration import compile_mode
 from .sampling.residency import VAE, WAV2VEC, low_vram_residency
@@ -87,25 +88,6 @@ def pick_device(device: str) -> torch.device:
     return dev
 
 
-def _face_model_errors() -> tuple[type[BaseException], ...]:
-    """Errors the face models raise on a truncated or corrupt model file."""
-    errors: list[type[BaseException]] = []
-    try:
-        from google.protobuf.message import DecodeError
-
-        errors.append(DecodeError)
-    except ImportError:  # pragma: no cover - protobuf comes with onnx and mediapipe
-        pass
-    try:
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort
-
-        errors += [getattr(ort, n) for n in ("InvalidProtobuf", "Fail", "InvalidGraph", "NoSuchFile")
-                   if hasattr(ort, n)]
-    except ImportError:  # pragma: no cover - onnxruntime is a dependency
-        pass
-    return tuple(errors)
-
-
 def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, device: torch.device
              ) -> FaceAnalysisResult:
     """The face stage, first of all (cheap next to the network loads): no face -> one clear error."""
@@ -119,24 +101,10 @@ def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, devi
         if isinstance(exc, ValueError) and not raised_in_pipeline(exc):
             raise  # a library's ValueError is a bug, not bad input: keep its traceback
         raise HalloInputError(f"image {image}: {exc}") from exc
-    except _face_model_errors() as exc:
-        raise HalloInputError(
-            f"the face models in {folder.root / FACE_MODELS_SUBDIR} cannot be used ({type(exc).__name__}: "
-            f"{exc}); download {FACE_MODELS_SUBDIR}/ again from the Hugging Face repo '{HF_REPO}'"
-        ) from exc
 
 
 def _load_encoder(folder: ModelFolder, device: torch.device):
-    from safetensors import SafetensorError
-
-    try:
-        return load_wav2vec(folder.root, device=device)
-    except ModelFileMissing:
-        raise
-    except (SafetensorError, OSError) as exc:
-        raise HalloInputError(
-            f"the wav2vec2 model in {folder.root / WAV2VEC_SUBDIR} cannot be read (truncated or "
-            f"corrupt download? {exc}); download {WAV2VEC_SUBDIR}/ again from '{HF_REPO}'") from exc
+    return load_wav2vec(folder.root, device=device)  # names a missing, unreadable or damaged file itself
 
 
 def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.device, dtype: torch.dtype):
@@ -203,15 +171,15 @@ def render_file(
     options = options or RenderOptions()
     image, audio = Path(image).expanduser(), Path(audio).expanduser()
     check_output_size(options.height, options.width)
+    check_render_inputs(image, audio)  # regular, readable files within the budget; headers only
     folder = ModelFolder.at(models)
+    folder.check_files(options.variant)  # every model file the render opens: a readable regular file
     out = check_output_path(out, inputs={"image": image, "audio": audio}, models=folder.root,
                             overwrite=options.overwrite)
     device = pick_device(options.device)
     # FP8 matmuls return bf16: with fp8, dtype auto means bf16
     dtype = parse_dtype("bf16" if options.fp8 and options.dtype == "auto" else options.dtype, device)
     check_speedups(options, device, dtype)
-    if audio.is_dir():
-        raise HalloInputError(f"audio {audio} is a directory; give the voice recording's file name")
     rgb = load_image_rgb(image)
     with VideoWriter(out, options.fps, options.width, options.height, audio=audio,
                      overwrite=options.overwrite) as writer:

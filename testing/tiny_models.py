@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -114,5 +115,17 @@ def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("h
         from .tiny_face_models import write_face_models
 
         write_face_models(root / FACE_MODELS_SUBDIR, seed=seed, landmarker_task=landmarker_task)
+    as_downloaded(root)
     logger.info("wrote tiny model folder %s", root)
     return root
+
+
+def as_downloaded(root: Path) -> None:
+    """Give every file and folder under ``root`` the permissions a download gets (0644 / 0755 under the usual
+    umask 022): safetensors writes its files 0600, which another user of a shared model folder cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

@@ -556,7 +556,7 @@ for cls in (common.HalloInputError, sampler.RenderCancelled, sampler.NonFiniteEr
     print(cls.__module__ + "." + cls.__qualname__)
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd="/").stdout
-    assert out.split() == ["hallo_nodes.nodes.common.HalloInputError",
+    assert out.split() == ["hallo_nodes.pipeline.errors.HalloInputError",
                            "hallo_nodes.pipeline.sampling.hooks.RenderCancelled",
                            "hallo_nodes.pipeline.sampling.sampler.NonFiniteError"]
 

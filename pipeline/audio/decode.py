@@ -19,13 +19,48 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..budgets import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_audio_budget, rate_problem, samples_limit
+from ..errors import HalloInputError
+
 logger = logging.getLogger(__name__)
 
 TARGET_SAMPLE_RATE = 16000
-MIN_SAMPLE_RATE = 4000
-MAX_SAMPLE_RATE = 768000
 CHUNK_SAMPLES = 1 << 16  # samples per channel handed to libswresample at a time
 _SECONDS_PER_KB = 1.0  # no real codec packs more than ~1 s of audio into 1 KB (8 kbit/s)
+
+
+def non_finite_samples(waveform: torch.Tensor) -> int:
+    """How many samples of ``waveform`` are NaN or infinite (0 for integer PCM). One float64 sum first (NaN
+    and inf survive it, float32 samples cannot overflow it), so a clean waveform costs no extra memory."""
+    if not waveform.is_floating_point() or not waveform.numel():
+        return 0
+    if bool(torch.isfinite(waveform.sum(dtype=torch.float64))):
+        return 0
+    flat = waveform.reshape(-1)
+    return sum(int((~torch.isfinite(flat[i:i + CHUNK_SAMPLES * 16])).sum())
+               for i in range(0, flat.numel(), CHUNK_SAMPLES * 16))
+
+
+def check_waveform(waveform: torch.Tensor, sample_rate: object, name: str) -> int:
+    """An in-memory ``[..., C, T]`` waveform at the door: rate, channels and duration within the budget, every
+    sample finite. Returns the rate as ``int``; ``name`` says which input (a node's ``audio``)."""
+    try:
+        rate_f = float(sample_rate)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HalloInputError(f"{name} reports a sample rate of {sample_rate!r}, not a number of Hz: connect an "
+                              "AUDIO from LoadAudio") from None
+    problem = rate_problem(rate_f)
+    if problem:
+        raise HalloInputError(f"{name} {problem}")
+    rate = int(rate_f)
+    channels = int(waveform.shape[-2]) if waveform.ndim >= 2 else 1
+    check_audio_budget(name, waveform.shape[-1] / rate, rate, max(channels, 1))
+    bad = non_finite_samples(waveform)
+    if bad:
+        raise HalloInputError(
+            f"{name} holds {bad} NaN or infinite samples (of {waveform.numel()}): the waveform is corrupt, and would "
+            "be encoded as silence; check the node that made it (a division by zero?) or load the file again")
+    return rate
 
 
 def check_sample_rate(sample_rate: int | float) -> int:
@@ -71,9 +106,9 @@ def open_audio(path: str | Path, what: str = "audio file"):
     """Open ``path`` with PyAV; clear errors for a missing, unreadable or audio-less file."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+    from ..door import check_input_file
+
+    path = check_input_file(Path(path), what, "give the voice recording's file name")
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:
@@ -87,8 +122,15 @@ def open_audio(path: str | Path, what: str = "audio file"):
 def decoded_chunks(container) -> Iterator[np.ndarray]:
     """The first audio stream of an open container as float32 ``[C, n]`` chunks."""
     stream = container.streams.audio[0]
+    rate, channels = int(stream.codec_context.sample_rate or 1), int(stream.codec_context.channels or 1)
+    limit, decoded = samples_limit(rate, channels), 0
     for frame in container.decode(stream):
         if frame.samples:
+            decoded += frame.samples
+            if decoded > limit:  # a header that hid the length: stop at the budget, not at the end of the file
+                check_audio_budget(f"audio file {container.name}", decoded / rate, rate, channels)
+                raise HalloInputError(f"audio file {container.name} decodes to more than {limit} samples per "
+                                      "channel; trim it (e.g. ffmpeg -i in -t 3600 out.wav)")  # pragma: no cover
             yield frame_to_float(frame)
 
 

@@ -79,6 +79,9 @@ class Soundtrack:
 def _source(audio: SoundtrackSource, label: str) -> tuple[Iterator[np.ndarray], int, int, str | None, object]:
     """(chunks, rate, channels, layout, container or None) of a file or a waveform."""
     if isinstance(audio, str | Path):
+        from ..door import probe_audio
+
+        probe_audio(audio)  # rate, channels and length within the budget before any sample is decoded
         container = open_audio(audio, label)
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate or 0)
@@ -152,7 +155,7 @@ def encode_soundtrack(audio: SoundtrackSource, label: str = "soundtrack") -> Sou
         if container is not None:
             container.close()
     if written == 0:
-        raise ValueError(f"the {label} has no audio samples")
+        raise ValueError(f"the {label} ({audio if container else 'waveform'}) has no audio samples")
     logger.debug("%s: %d AAC packets, %.1f s at %d Hz %s", label, len(track.packets), written / out_rate,
                  out_rate, out_layout)
     return track

@@ -1,0 +1,62 @@
+"""Console entry points of ``hallo-render`` and ``hallo-eval``: Ctrl-C at any moment, imports included, exits
+with status 130 and one line.
+
+This module imports only the standard library; the command's own module (torch, diffusers, onnxruntime ...) is
+imported inside the guard. While it is imported, a C extension may turn the KeyboardInterrupt into an error of
+its own (an ImportError, a SystemError): a flag set by the SIGINT handler tells those apart from real errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from collections.abc import Callable
+
+CANCELLED = "cancelled; no output was written"
+
+
+def guarded(prog: str, module: str, argv: list[str] | None = None) -> int:
+    """Import ``hallo_nodes.pipeline.<module>`` and run its ``main(argv)``; Ctrl-C -> 130 with one line."""
+    interrupted = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
+    try:
+        main: Callable[[list[str] | None], int] = importlib.import_module(f"{__package__}.{module}").main
+        return main(argv)
+    except KeyboardInterrupt:
+        return _cancelled(prog)
+    except SystemExit:
+        raise
+    except BaseException:
+        if interrupted:  # Ctrl-C inside an import or a library call that re-raised it as its own error
+            return _cancelled(prog)
+        raise
+
+
+def _cancelled(prog: str) -> int:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the goodbye
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
+    sys.stderr.write(f"{prog}: {CANCELLED}\n")
+    sys.stderr.flush()
+    return 130
+
+
+def render(argv: list[str] | None = None) -> int:
+    """``hallo-render``."""
+    return guarded("hallo-render", "cli", argv)
+
+
+def evaluate(argv: list[str] | None = None) -> int:
+    """``hallo-eval``."""
+    return guarded("hallo-eval", "eval_cli", argv)
