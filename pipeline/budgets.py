@@ -6,13 +6,16 @@ Standard library only, so ``hallo-render`` checks its inputs before it imports t
 The limits are generous but finite. The peak host memory each one allows (measured on the tiny models, the
 face stage's share computed for the released ones; README, "Hostile input") is:
 
-* image: decode plus the face stage ~ 0.55 GB + 30 bytes per pixel (RGB copy, float previews of the three
-  masks at image size, the detector's and landmarker's scaled copies, which are bounded by their own sizes):
-  ~2.6 GB at :data:`MAX_IMAGE_PIXELS`. The side and aspect limits keep the face crops bounded: the landmark
-  crop is taken at most :data:`~.face.landmarks.MAX_LANDMARK_SIDE` pixels a side.
-* audio: the soundtrack (AAC, ~1 MB a minute) plus the 16 kHz mono waveform (64 KB a second) and the
-  wav2vec2 features (~35 KB a video frame at 25 fps): ~1.1 GB at :data:`MAX_AUDIO_SECONDS`. Decoding is
-  streamed, so the input rate and channel count cost time, not memory: :data:`MAX_AUDIO_SAMPLES` bounds it.
+* image: decode plus the face stage (RGB copy, float previews of the three masks at image size, the detector's
+  and landmarker's scaled copies, bounded by their own sizes): measured 0.47 GB at 1 megapixel, 0.87 GB at 16
+  and 1.86 GB at 64 (:data:`MAX_IMAGE_PIXELS`), so about 0.45 GB + 22 bytes a pixel; the tests hold the worst
+  allowed image under 2.2 GB. The side and aspect limits keep the face crops bounded too: a landmark or face
+  crop is cut at most 4096 pixels a side (``pipeline/face/crop.py``), whatever box the detector claims.
+* audio: the soundtrack (AAC, ~1 MB a minute), the 16 kHz mono waveform (64 KB a second) and the wav2vec2
+  features of every frame (12 x 768 floats, 37 KB a frame, 0.9 MB a second at 25 fps). With the full-size
+  wav2vec2 the audio stage measured 1.1 GB at 10 s and 2.3 GB at 10 min (``bench/bench_audio.py``): about
+  1.1 GB + 2 MB a second, so ~8.3 GB at :data:`MAX_AUDIO_SECONDS` (extrapolated). Decoding is streamed, so
+  the input's rate and channel count cost time, not memory: :data:`MAX_AUDIO_SAMPLES` bounds that time.
 * steps cost time only; frames cost time (and, as an IMAGE batch in the nodes, 12 bytes a pixel each);
   the output size costs ~ (width x height / 512^2) x the 512^2 figures in the README ("Speed and memory").
 """
@@ -34,15 +37,15 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_IMAGE_ASPECT = 8.0
 
 # -- audio --------------------------------------------------------------------------------------------------
-#: Longest audio: two hours.
-MAX_AUDIO_SECONDS = 2 * 3600
+#: Longest audio: one hour (longer talks render in parts, chained through the sampler's motion output).
+MAX_AUDIO_SECONDS = 3600
 #: Sample rates the resampler takes (Hz).
 MIN_SAMPLE_RATE = 4000
 MAX_SAMPLE_RATE = 768000
 #: Most channels (7.1 and 16-channel studio layouts fit).
 MAX_AUDIO_CHANNELS = 16
-#: Most samples (all channels together) decoded for one input: two hours of 48 kHz stereo. At high rates and
-#: many channels this is the limit that applies first (768 kHz x 16 channels: 56 s).
+#: Most samples (all channels together) decoded for one input: an hour of 48 kHz stereo. At high rates and
+#: many channels this is the limit that applies first (768 kHz x 16 channels: 28 s).
 MAX_AUDIO_SAMPLES = MAX_AUDIO_SECONDS * 48000 * 2
 
 # -- options ------------------------------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def audio_problem(seconds: float, rate: float, channels: int) -> str | None:
     if samples > MAX_AUDIO_SAMPLES:
         fits = MAX_AUDIO_SAMPLES / (rate * channels)
         return (f"holds {samples:.3g} samples ({_duration(seconds)} at {int(rate)} Hz x {channels} channels); the "
-                f"limit is {MAX_AUDIO_SAMPLES:.3g} (2 h of 48 kHz stereo, {_duration(fits)} at this rate and "
+                f"limit is {MAX_AUDIO_SAMPLES:.3g} (1 h of 48 kHz stereo, {_duration(fits)} at this rate and "
                 "channel count): resample or mix it down (e.g. ffmpeg -i in -ar 48000 -ac 2 out.wav)")
     return None
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -70,10 +71,12 @@ def load_image_rgb(path: str | Path) -> np.ndarray:
     path = Path(path).expanduser()
     probe_image(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            upright = ImageOps.exif_transpose(img)
-            rgb = image_to_rgb(upright)
+        with warnings.catch_warnings():  # "Corrupt EXIF data" and the like: the image still loads
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+                rgb = image_to_rgb(upright)
     except PIL_DATA_ERRORS + (Image.DecompressionBombError,) as exc:
         raise image_open_error(path, exc) from exc
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:

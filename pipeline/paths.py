@@ -83,6 +83,9 @@ def check_model_file(path: Path, what: str, repo_path: str, repo: str = HF_REPO,
         return path
     kind, text = problem
     if kind == MISSING:
+        if os.path.islink(path):  # a dangling link: say where it points
+            raise error(f"{what} {path} {text}; fix the link or download '{repo_path}' from the Hugging Face repo "
+                        f"'{repo}'")
         raise missing_file_error(path, what, repo_path, repo, error)
     if kind == DENIED:
         raise HalloInputError(f"{what} {path} {text}; {PERMISSION_FIX}")

@@ -154,25 +154,36 @@ class ChunkResampler:
         self.channels, self.rate, self.out_rate = int(channels), int(rate), int(out_rate)
         self._layout = f"{self.channels} channels"
         self._swr = None
-        if self.rate != self.out_rate:
-            self._swr = av.AudioResampler(format="fltp", layout=self._layout, rate=self.out_rate)
+        if self.rate != self.out_rate:  # packed samples: PyAV miscounts the planes of planar frames from 8 channels
+            self._swr = av.AudioResampler(format="flt", layout=self._layout, rate=self.out_rate)
 
     def push(self, chunk: np.ndarray) -> list[np.ndarray]:
         """Resample one ``[C, n]`` float32 chunk; returns the output chunks that are ready."""
         if self._swr is None:
             return [chunk]
-        import av
-
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk, dtype=np.float32), format="fltp",
-                                           layout=self._layout)
+        frame = packed_frame(chunk, self._layout)
         frame.sample_rate = self.rate
-        return [out.to_ndarray() for out in self._swr.resample(frame)]
+        return [unpack(out, self.channels) for out in self._swr.resample(frame)]
 
     def flush(self) -> list[np.ndarray]:
         """The last output samples held in the resampler's filter."""
         if self._swr is None:
             return []
-        return [out.to_ndarray() for out in self._swr.resample(None)]
+        return [unpack(out, self.channels) for out in self._swr.resample(None)]
+
+
+def packed_frame(chunk: np.ndarray, layout: str):
+    """A ``[C, n]`` float32 chunk as a packed (interleaved) ``flt`` frame. Planar frames cannot be used: PyAV
+    (18) counts more planes than a planar frame of 8 or more channels has, and fails on them."""
+    import av
+
+    packed = np.ascontiguousarray(np.asarray(chunk, dtype=np.float32).T).reshape(1, -1)
+    return av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
+
+
+def unpack(frame, channels: int) -> np.ndarray:
+    """A packed ``flt`` frame as float32 ``[C, n]``."""
+    return np.ascontiguousarray(frame.to_ndarray().reshape(-1, channels).T)
 
 
 def mean_channels(chunk: np.ndarray) -> np.ndarray:
@@ -243,7 +254,10 @@ def load_audio_file(path: str | Path, *, sample_rate: int | None = None, mono: b
     """
     import av
 
+    from ..door import probe_audio
+
     path = Path(path)
+    probe_audio(path)  # a regular, readable audio file whose header is within the budget
     with open_audio(path) as container:
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate or 0)
