@@ -35,7 +35,7 @@ def check_input_file(path: Path, what: str, hint: str) -> Path:
         return path
     kind, text = problem
     if kind == MISSING:
-        raise FileNotFoundError(f"{what} not found: {path} {text}")
+        raise FileNotFoundError(f"{what} not found: {path}" + ("" if text == "does not exist" else f" ({text})"))
     if kind == DIRECTORY:
         raise HalloInputError(f"{what} {path} is a directory; {hint}")
     if kind == DENIED:
@@ -113,11 +113,12 @@ def _header_seconds(container, stream) -> float | None:
     return None
 
 
-def probe_audio(path: str | Path) -> AudioHeader:
-    """Rate, channels and duration of an audio file from its header, checked against the budget."""
+def probe_audio(path: str | Path, what: str = "audio file") -> AudioHeader:
+    """Rate, channels and duration of an audio file from its header, checked against the budget; ``what`` names
+    the input in a missing file's message."""
     import av
 
-    path = check_input_file(Path(path).expanduser(), "audio file", "give the voice recording's file name")
+    path = check_input_file(Path(path).expanduser(), what, "give the voice recording's file name")
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import public_name
+from ..errors import HalloInputError, public_name
 from ..file_checks import DENIED, MISSING, PERMISSION_FIX, file_problem
 from ..paths import HF_REPOS
 
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 @public_name
-class CheckpointError(ValueError):
+class CheckpointError(HalloInputError):
     """The checkpoint file cannot be used; the message says why and what to do."""
 
 

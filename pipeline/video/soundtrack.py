@@ -81,7 +81,7 @@ def _source(audio: SoundtrackSource, label: str) -> tuple[Iterator[np.ndarray], 
     if isinstance(audio, str | Path):
         from ..door import probe_audio
 
-        probe_audio(audio)  # rate, channels and length within the budget before any sample is decoded
+        probe_audio(audio, label)  # rate, channels and length within the budget before any sample is decoded
         container = open_audio(audio, label)
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate or 0)
