@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from .schedules import Weight, WeightSchedule, clip_weight
+
+if TYPE_CHECKING:  # imported where a tensor is made: hallo-render's parser reads these settings without torch
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class SamplerSettings:
         A number where the weight is the same for all those frames (the computation is then exactly that of a
         constant weight), else a float32 tensor (count,) on ``device``, one weight per frame.
         """
+        import torch
+
         weights = (clip_weight(w, start, count) for w in (self.pose_weight, self.face_weight, self.lip_weight))
         return tuple(w if isinstance(w, float) else torch.tensor(w, dtype=torch.float32, device=device)
                      for w in weights)
