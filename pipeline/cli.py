@@ -34,7 +34,7 @@ from .sampling.options import SamplerOptions, check_options, preset_names, resol
 from .sampling.presets import PRESETS
 from .sampling.schedules import Weight, parse_weight
 from .sampling.scheduling import SOLVERS
-from .sampling.settings import SamplerSettings
+from .sampling.settings import VIDEO_FPS, SamplerSettings
 from .video.output_path import check_output_path
 
 logger = logging.getLogger("hallo_nodes")
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
                    help="write tiny random models in the released layout to DIR (new or empty; a DIR it wrote "
                    "before is reused) and, with --image and --audio, render with them: sets --models DIR. For "
-                   "trying the pipeline without the weights: the video is noise")
+                   "trying the pipeline without the weights: the video is noise (default: off)")
     p.add_argument("--landmarker-task", type=Path, metavar="FILE",
                    help=f"with --make-tiny-models: the MediaPipe {LANDMARKER_FILE} to copy in (default: the "
                         "copy shipped with hallo-nodes, identical to the released download's)")
@@ -321,21 +321,25 @@ def _weights(args: argparse.Namespace, fps: float) -> dict[str, Weight]:
             for b in ("pose", "face", "lip")}
 
 
-def _options(args: argparse.Namespace):
-    from .render import RenderOptions
-
+def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+    """The sampling options checked and resolved (no torch needed: bad values are reported at once)."""
     opts = SamplerOptions(args.preset, args.steps or 0, args.solver or "ddim", args.cfg_steps or 0,
                           args.cache_interval or 0)
     check_options(opts, lambda name: "--" + name.replace("_", "-"))
-    settings = resolve_sampler(opts, SamplerSettings(
+    return resolve_sampler(opts, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, low_vram=args.low_vram, still=args.still,
-        **_weights(args, RenderOptions.fps)))
+        **_weights(args, VIDEO_FPS)))
+
+
+def _options(args: argparse.Namespace):
+    from .render import RenderOptions
+
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,
                          face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                          allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
-                         device=args.device, dtype=args.dtype, sampler=settings, vae_dtype=args.vae_dtype,
-                         channels_last=args.channels_last, compile=args.compile, fp8=args.fp8,
-                         overwrite=args.overwrite)
+                         device=args.device, dtype=args.dtype, sampler=_sampler_settings(args),
+                         vae_dtype=args.vae_dtype, channels_last=args.channels_last, compile=args.compile,
+                         fp8=args.fp8, overwrite=args.overwrite)
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -347,6 +351,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     missing = [name for name in ("image", "audio", "models") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join(f"--{m}" for m in missing))
+    _sampler_settings(args)  # option errors first, as before the paths
     _check_paths_early(args)
     from .render import render_file
 

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 CLIP_LENGTH = 16  # frames per clip: what the released motion modules were trained on
 MOTION_FRAMES = 2  # frames of the previous clip that condition the next one
 LATENT_SCALE = 0.18215  # Stable Diffusion VAE latent scaling
+VIDEO_FPS = 25.0  # the frame rate Hallo renders at (the audio features are made per frame of it)
 
 
 @dataclass
