@@ -213,7 +213,7 @@ def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("h
             else:
                 shutil.rmtree(root)
         raise
-    logger.info("wrote tiny model folder %s", root)
+    logger.debug("wrote tiny model folder %s", root)
     return root
 
 
