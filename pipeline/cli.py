@@ -130,7 +130,7 @@ def seed_int(text: str) -> int:
 
 TINY_DEMO = (
     "No weights yet? Try every stage on tiny random models (the video is noise): hallo-render --make-tiny-models "
-    "hallo-tiny --image portrait.jpg --audio speech.wav --size 128 --steps 2 --out tiny.mp4 --overwrite. "
+    "hallo-tiny --image portrait.jpg --audio speech.wav --size 64 --steps 2 --out tiny.mp4 --overwrite. "
     "Run again, it reuses hallo-tiny."
 )
 
@@ -302,11 +302,10 @@ def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
 
 
 def _check_paths_early(args: argparse.Namespace) -> None:
-    """The path checks :func:`~.render.render_file` starts with, made before torch loads: a missing model
-    folder, input file or an output that would be refused is reported at once."""
-    folder = ModelFolder.at(args.models)
-    check_output_path(args.out, inputs={"image": args.image, "audio": args.audio}, models=folder.root,
-                      overwrite=args.overwrite)
+    """The path checks :func:`~.render.render_file` starts with, made before torch loads: an output that would
+    be refused or a missing input file is reported at once."""
+    check_output_path(args.out, inputs={"image": args.image, "audio": args.audio},
+                      models=args.models.expanduser(), overwrite=args.overwrite)
     for name, path in (("image", args.image), ("audio", args.audio)):
         path = path.expanduser()
         if path.is_dir():
@@ -343,16 +342,21 @@ def _options(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.make_tiny_models:
-        _make_tiny_models(args.make_tiny_models, args.landmarker_task)
-        if not (args.image and args.audio):
-            return 0
-        args.models = args.models or args.make_tiny_models
+    tiny = args.make_tiny_models
+    if tiny is not None and args.image is None and args.audio is None:
+        _make_tiny_models(tiny, args.landmarker_task)
+        return 0
+    if tiny is not None:
+        args.models = args.models or tiny
     missing = [name for name in ("image", "audio", "models") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join(f"--{m}" for m in missing))
-    _sampler_settings(args)  # option errors first, as before the paths
+    _sampler_settings(args)  # option errors first, then the paths, all before torch loads
+    if tiny is None:
+        ModelFolder.at(args.models)
     _check_paths_early(args)
+    if tiny is not None:  # written (or reused) once the render's own inputs are known to be there
+        _make_tiny_models(tiny, args.landmarker_task)
     from .render import render_file
 
     timings = render_file(args.image, args.audio, args.models, args.out, _options(args),

@@ -181,3 +181,16 @@ def test_readme_demo_runs_twice(assets: Path, tmp_path: Path, monkeypatch: pytes
         assert out.stat().st_size > 1000 and out.read_bytes()[4:8] == b"ftyp"
         out.write_bytes(b"")  # the second run must write it again
     assert sorted(p.name for p in work.iterdir()) == sorted([out.name, argv[argv.index("--make-tiny-models") + 1]])
+
+
+def test_cli_checks_the_render_inputs_before_writing_models(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "hallo-tiny"
+    code, err = run_main(["--make-tiny-models", str(folder), "--image", str(tmp_path / "none.jpg"),
+                          "--audio", str(tmp_path / "none.wav"), "--out", str(tmp_path / "o.mp4")], capsys)
+    assert code == 2
+    assert_one_line_error(err, "image file not found", str(tmp_path / "none.jpg"))
+    code, err = run_main(["--make-tiny-models", str(folder), "--image", str(tmp_path / "none.jpg")], capsys)
+    assert code == 2
+    assert_one_line_error(err, "missing --audio")
+    assert not folder.exists()
