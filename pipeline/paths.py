@@ -15,14 +15,20 @@ repo ``fudan-generative-ai/hallo`` downloaded as is::
 
 from __future__ import annotations
 
+import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import HalloInputError, public_name
 from .file_checks import DENIED, MISSING, PERMISSION_FIX, file_problem
+
+if TYPE_CHECKING:  # torch is imported where a dtype is made: the CLI's parser needs only the names below
+    import torch
+
+logger = logging.getLogger(__name__)
 
 HF_REPO = "fudan-generative-ai/hallo"
 HF_REPOS = {"hallo": HF_REPO, "hallo2": "fudan-generative-ai/hallo2"}
@@ -44,18 +50,34 @@ SHIPPED_LANDMARKER_TASK = Path(__file__).resolve().parent / "face" / "assets" / 
 SEPARATOR_SUBDIR = "audio_separator"
 SEPARATOR_FILE = "Kim_Vocal_2.onnx"  # MDX-Net vocal separation model
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: The precisions a user can name (``auto`` aside); :data:`DTYPES` maps them to torch dtypes.
+PRECISION_NAMES = ("fp32", "fp16", "bf16")
+
+
+def _torch_dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def __getattr__(name: str) -> object:
+    """``DTYPES`` ({name: torch dtype}) is made on first use, so that importing this module loads no torch."""
+    if name == "DTYPES":
+        return _torch_dtypes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") -> torch.dtype:
     """'fp32' | 'fp16' | 'bf16' | 'auto' | torch.dtype -> torch.dtype ('auto': fp16 on CUDA, fp32 elsewhere)."""
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    if dtype not in PRECISION_NAMES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, {', '.join(PRECISION_NAMES)}")
+    return _torch_dtypes()[dtype]
 
 
 @public_name
@@ -65,11 +87,14 @@ class ModelFileMissing(FileNotFoundError):
 
 def missing_file_error(path: Path, what: str, repo_path: str, repo: str = HF_REPO,
                        error: type[ModelFileMissing] = ModelFileMissing) -> ModelFileMissing:
-    """``error`` naming the missing ``path`` and the file or folder ``repo_path`` of ``repo`` to download."""
+    """``error`` naming the missing ``path`` and the command that downloads ``repo_path`` (a file, or a folder
+    ending in ``/``) of ``repo`` into the model folder that ``path`` belongs to."""
+    get = f"--include '{repo_path}*'" if repo_path.endswith("/") else repo_path
     return error(
-        f"{what} not found: expected {path}. Download '{repo_path}' from the Hugging Face repo '{repo}' "
-        f"(for example `huggingface-cli download {repo} --local-dir <models>/hallo-models`) and keep the "
-        "released folder layout (see README, 'Model folder')."
+        f"{what} not found: expected {path}. Download '{repo_path}' from the Hugging Face repo '{repo}' into the "
+        f"model folder: `hf download {repo} {get} --local-dir {_model_root(path, repo_path)}` (older "
+        "huggingface_hub: `huggingface-cli download`, same arguments); keep the released layout (see README, "
+        "'Model folder')."
     )
 
 
@@ -97,12 +122,39 @@ def _lexists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
+def _model_root(path: Path, repo_path: str) -> str:
+    """The model folder in which ``path`` is ``repo_path`` (or a file inside it), quoted for a shell."""
+    want = Path(repo_path.rstrip("/")).parts
+    parts = Path(path).parts
+    for i in range(len(parts) - len(want), -1, -1):
+        if parts[i : i + len(want)] == want:
+            return shlex.quote(str(Path(*parts[:i]))) if i else "."
+    return "<model folder>"
+
+
 def face_model_file(model_dir: Path | str, filename: str,
                     error: type[ModelFileMissing] = ModelFileMissing) -> Path:
     """``<model_dir>/face_analysis/models/<filename>``, or ``error`` naming it and where to download it (or
     :class:`HalloInputError` when it is there but not a readable file)."""
     path = Path(model_dir) / FACE_MODELS_SUBDIR / filename
     return check_model_file(path, "face model file", f"{FACE_MODELS_SUBDIR}/{filename}", error=error)
+
+
+_SHIPPED_TASK_NOTED: set[str] = set()
+
+
+def landmarker_task_file(model_dir: Path | str) -> Path:
+    """The MediaPipe ``.task`` for ``model_dir``: its own ``face_analysis/models`` copy when there is one, else
+    the identical file shipped with the pack (said once per folder, at info level). Returns the folder's path,
+    which may not exist, when neither is there (the caller names what is missing)."""
+    own = Path(model_dir) / FACE_MODELS_SUBDIR / LANDMARKER_FILE
+    if _lexists(own) or not SHIPPED_LANDMARKER_TASK.is_file():  # present, even if damaged: its true reason is told
+        return own
+    if str(own) not in _SHIPPED_TASK_NOTED:
+        _SHIPPED_TASK_NOTED.add(str(own))
+        logger.info("%s is not in the model folder: using the identical copy shipped with hallo-nodes (%s)",
+                    LANDMARKER_FILE, SHIPPED_LANDMARKER_TASK)
+    return SHIPPED_LANDMARKER_TASK
 
 
 def wav2vec_folder(model_dir: Path | str) -> Path:
@@ -194,8 +246,10 @@ class ModelFolder:
         self.vae_weights  # noqa: B018
         self.wav2vec_weights  # noqa: B018
         if face:
-            for name in (DETECTOR_FILE, RECOGNIZER_FILE, LANDMARKER_FILE):
+            for name in (DETECTOR_FILE, RECOGNIZER_FILE):
                 face_model_file(self.root, name)
+            task = landmarker_task_file(self.root)  # the folder's own, else the copy shipped with the pack
+            check_model_file(task, "face model file", f"{FACE_MODELS_SUBDIR}/{LANDMARKER_FILE}")
 
     @property
     def face_models_dir(self) -> Path:
