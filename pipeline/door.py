@@ -75,10 +75,10 @@ def probe_image(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file from its header, checked against the budget; no pixel is decoded."""
     from PIL import Image
 
-    path = check_input_file(Path(path).expanduser(), "image", "give the portrait's file name")
+    path = check_input_file(Path(path).expanduser(), "image file", "give the portrait's file name")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # the bomb warning (the budget below says it), "Corrupt EXIF data", ...
+            warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 width, height = img.size
     except PIL_DATA_ERRORS + (Image.DecompressionBombError,) as exc:
