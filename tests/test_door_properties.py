@@ -326,7 +326,8 @@ def cli_cases(draw: st.DrawFn) -> dict:
     return {
         "image": draw(st.none() | image_recipes()),  # None: a real portrait
         "audio": draw(st.none() | audio_recipes()),  # None: 0.4 s of real speech
-        "steps": draw(st.sampled_from([1, 1, 1, 200, 201, 1001])),
+        # renders take 1 step (200 is a valid bound, checked in-process above: here it would only cost minutes)
+        "steps": draw(st.sampled_from([1, 1, 1, 201, 1001])),
         "size": draw(st.sampled_from([64, 64, 64, 100, 2049, 4096])),
         "out": draw(st.sampled_from(["fresh", "fresh", "fresh", "dangling-link", "fifo", "directory"])),
     }
@@ -343,6 +344,8 @@ def cli_models(tiny_model_dir: Path, assets: Path) -> Path:
 @example(case={"image": None, "audio": AudioRecipe("wav", 1, 1, 2, 16000), "steps": 1, "size": 64,
                "out": "fresh"})
 @example(case={"image": None, "audio": None, "steps": 1, "size": 64, "out": "dangling-link"})
+@example(case={"image": None, "audio": AudioRecipe("flac", 22050, 2, 2, 6000), "steps": 1, "size": 64,
+               "out": "fresh"})  # one that renders: the real portrait, a stereo FLAC of noise
 @settings(suppress_health_check=NO_FIXTURE_CHECK, max_examples=settings().max_examples // 3 or 1)
 def test_hallo_render_ends_in_a_video_or_one_line(case: dict, cli_models: Path, assets: Path, tmp_path: Path
                                                   ) -> None:
