@@ -38,7 +38,8 @@ pytest.importorskip("mediapipe")
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "VIDEO"}
-CUSTOM_TYPES = {"HALLO_MODEL", "HALLO_AUDIO", "HALLO_FACE", "HALLO_REFERENCE", "HALLO_MOTION", "HALLO_CROP"}
+CUSTOM_TYPES = {"HALLO_MODEL", "HALLO_AUDIO", "HALLO_FACE", "HALLO_REFERENCE", "HALLO_MOTION", "HALLO_CROP",
+                "HALLO_SAMPLER_OPTIONS", "HALLO_SEGMENT"}
 SIZE = 64
 FAST = {"steps": 1, "cfg": 3.5, "seed": 42}
 

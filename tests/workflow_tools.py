@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hallo_nodes.pipeline.sampling.presets import PRESETS
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
 API_DIR = Path(__file__).resolve().parent / "fixtures" / "workflows_api"
@@ -433,12 +435,20 @@ def _front(g: Graph, image_input: int | None = None) -> dict[str, int]:
 
 def _sampler(g: Graph, ids: dict[str, int], pos: tuple[int, int], widgets: dict | None = None,
              title: str | None = None) -> int:
-    s = g.add("HalloSampler", pos, widgets, title=title, size=(400, 680))  # the frontend's own height: 664
+    s = g.add("HalloSampler", pos, widgets, title=title, size=(400, 420))  # the frontend's own height: 382
     g.connect(ids["model"], "model", s, "model")
     g.connect(ids["reference"], "reference", s, "reference")
     g.connect(ids["encode"], "audio_features", s, "audio_features")
     g.connect(ids["audio"], "AUDIO", s, "audio")
     return s
+
+
+def _options(g: Graph, pos: tuple[int, int], widgets: dict, *samplers: int) -> int:
+    """A Hallo Sampler Options node feeding ``samplers``."""
+    o = g.add("HalloSamplerOptions", pos, widgets, size=(330, 280))
+    for s in samplers:
+        g.connect(o, "options", s, "options")
+    return o
 
 
 def _save(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps: tuple[int, str], pos: tuple[int, int],
@@ -491,9 +501,11 @@ def build_crop_paste(info: dict) -> dict:
 def build_chained(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
-    a = _sampler(g, ids, (1080, 40), {"num_frames": 96}, title="Hallo Sampler: segment 1 (frames 0-95)")
-    b = _sampler(g, ids, (1080, 780), {"start_frame": -1, "num_frames": 0},
-                 title="Hallo Sampler: segment 2 (continues from segment 1)")
+    a = _sampler(g, ids, (1080, 40), title="Hallo Sampler: segment 1 (frames 0-95)")
+    segment = g.add("HalloSegment", (740, 480), {"frames": 96}, title="Hallo Segment: the first 96 frames",
+                    size=(300, 90))
+    g.connect(segment, "segment", a, "segment")
+    b = _sampler(g, ids, (1080, 780), title="Hallo Sampler: segment 2 (continues from segment 1)")
     g.connect(a, "motion", b, "motion")
     _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1520, 40), "hallo/segment1")
     _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1520, 780), "hallo/segment2")
@@ -513,7 +525,7 @@ def build_upscale(info: dict) -> dict:
 def build_render_to_file(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
-    r = g.add("HalloRenderToVideoFile", (1080, 40), {"filename_prefix": "hallo/long"}, size=(360, 500))
+    r = g.add("HalloRenderToVideoFile", (1080, 40), {"filename_prefix": "hallo/long"}, size=(360, 470))
     g.connect(ids["model"], "model", r, "model")
     g.connect(ids["reference"], "reference", r, "reference")
     g.connect(ids["encode"], "audio_features", r, "audio_features")
@@ -526,8 +538,9 @@ def build_compare_presets(info: dict) -> dict:
     HalloEvaluate: one report and one plot with the two videos side by side in colours."""
     g = Graph(info)
     ids = _front(g)
-    a = _sampler(g, ids, (1080, 40), {"preset": "faithful"}, title="Hallo Sampler: faithful preset")
-    b = _sampler(g, ids, (1080, 780), {"preset": "fast"}, title="Hallo Sampler: fast preset")
+    a = _sampler(g, ids, (1080, 40), title="Hallo Sampler: faithful (no options: the original)")
+    b = _sampler(g, ids, (1080, 780), {"steps": PRESETS["fast"].steps}, title="Hallo Sampler: fast preset")
+    _options(g, (740, 800), {"preset": "fast"}, b)
     ev = g.add("HalloEvaluate", (2280, 40), {"names": "faithful, fast"}, size=(360, 260))
     g.connect(ids["model"], "model", ev, "model")
     g.connect(a, "images", ev, "images")
@@ -611,10 +624,10 @@ def build_speed_presets(info: dict) -> dict:
     """The same portrait and voice with the fast preset and, for comparison, the faithful default."""
     g = Graph(info)
     ids = _front(g)
-    fast = _sampler(g, ids, (1080, 40), {"preset": "fast"},
+    fast = _sampler(g, ids, (1080, 40), {"steps": PRESETS["fast"].steps},
                     title="Hallo Sampler: fast (20 DPM-Solver++ steps)")
-    faithful = _sampler(g, ids, (1520, 40), {"preset": "faithful"},
-                        title="Hallo Sampler: faithful (the original)")
+    _options(g, (740, 480), {"preset": "fast"}, fast)
+    faithful = _sampler(g, ids, (1520, 40), title="Hallo Sampler: faithful (the original)")
     _save(g, (fast, "images"), (fast, "audio"), (fast, "fps"), (1960, 40), "hallo/fast")
     _save(g, (faithful, "images"), (faithful, "audio"), (faithful, "fps"), (1960, 480), "hallo/faithful")
     return g.ui()
@@ -623,9 +636,12 @@ def build_speed_presets(info: dict) -> dict:
 def build_per_frame_control(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
-    s = _sampler(g, ids, (1080, 40), {"pose_schedule": "0:1.0, 3s:0.6, 6s:1.2",
-                                      "lip_schedule": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"},
-                 title="Hallo Sampler: pose and lip weights per frame")
+    s = _sampler(g, ids, (1080, 40), title="Hallo Sampler: pose and lip weights per frame")
+    for branch, keyframes, y in (("pose", "0:1.0, 3s:0.6, 6s:1.2", 480),
+                                 ("lip", "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0", 600)):
+        schedule = g.add("HalloWeightSchedule", (740, y), {"keyframes": keyframes},
+                         title=f"Hallo Weight Schedule: {branch}", size=(300, 80))
+        g.connect(schedule, "weight", s, f"{branch}_weight")
     still = _sampler(g, ids, (740, 760), {"still": True}, title="Hallo Sampler: still head (presenter)")
     _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1520, 40), "hallo/per_frame")
     _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1200, 800), "hallo/still")
