@@ -54,8 +54,10 @@ def test_ui_workflow_is_valid(name: str, info: dict) -> None:
     workflow = load(WORKFLOWS[NAMES.index(name)])
     assert validate_ui(workflow, info) == []
     core = core_object_info()
-    for node in workflow["nodes"]:
-        assert node["type"].startswith(PACK_PREFIX) or node["type"] in core
+    subgraphs = workflow.get("definitions", {}).get("subgraphs", [])
+    for node in [n for g in [workflow, *subgraphs] for n in g["nodes"]]:
+        assert node["type"].startswith(PACK_PREFIX) or node["type"] in core or \
+            node["type"] in {sg["id"] for sg in subgraphs}
 
 
 @pytest.mark.parametrize("name", NAMES)
