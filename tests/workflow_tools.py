@@ -197,8 +197,9 @@ def subgraph_info(definition: dict) -> dict:
     """What a node running subgraph ``definition`` looks like, in /object_info's shape."""
     return {"input": {"required": {i["name"]: (i["type"], {}) for i in definition["inputs"]}},
             "input_order": {"required": [i["name"] for i in definition["inputs"]]},
-            "output": [o["type"] for o in definition["outputs"]], "output_name": [o["name"] for o in definition["outputs"]],
-            "name": definition["id"], "display_name": definition["name"], "subgraph": True}
+            "output": [o["type"] for o in definition["outputs"]],
+            "output_name": [o["name"] for o in definition["outputs"]], "name": definition["id"],
+            "display_name": definition["name"], "subgraph": True}
 
 
 def with_subgraphs(workflow: dict, info: dict[str, dict]) -> dict[str, dict]:
