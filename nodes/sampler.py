@@ -31,6 +31,7 @@ from .common import (
     check_audio,
     check_finite,
     expect,
+    node_messages,
     with_notes,
 )
 from .face import paste_compositor
@@ -144,6 +145,7 @@ class HalloSegment:
     def VALIDATE_INPUTS(cls, frames: int | None = None) -> bool | str:  # noqa: N802
         return True if frames is None else frames_problem(int(frames)) or True
 
+    @node_messages("HalloSegment")
     def segment(self, frames: int) -> tuple[SegmentLength]:
         problem = frames_problem(int(frames))
         if problem:
@@ -364,6 +366,7 @@ class HalloSampler:
             "hidden": legacy_inputs(segment=True),  # the old widgets, by name, from saved API prompts
         }
 
+    @node_messages("HalloSampler")
     def sample(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, steps: int = 40,
                cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0, face_weight: float = 1.0,
                lip_weight: float = 1.0, still: bool = False, audio: dict | None = None,
@@ -432,6 +435,7 @@ class HalloRenderToVideoFile:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", **legacy_inputs(segment=False)},
         }
 
+    @node_messages("HalloRenderToVideoFile")
     def render(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, audio: dict,
                steps: int = 40, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
                face_weight: float = 1.0, lip_weight: float = 1.0, still: bool = False,

@@ -29,7 +29,7 @@ from ..pipeline.sampling.precision import COMPUTE_DTYPES, dtype_problem
 from ..pipeline.sampling.presets import PRESETS
 from ..pipeline.sampling.scheduling import SOLVERS
 from . import comfy_adapter as comfy
-from .common import CATEGORY
+from .common import CATEGORY, node_messages
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ class HalloSamplerOptions:
         """Only ``compile`` (ComfyUI marks every widget this check reads; the others use ComfyUI's own checks)."""
         return compile_problem_message(NODE, compile) or True
 
+    @node_messages("HalloSamplerOptions")
     def options(self, preset: str = DEFAULT_PRESET, solver: str = DEFAULT_SOLVER, cfg_steps: int = CUSTOM_STEPS,
                 cache_interval: int = 1, dtype: str = "auto", low_vram: bool = False,
                 compile: bool = False, motion_frame_drop: str = AS_TRAINED,  # noqa: A002

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..pipeline.errors import HalloInputError
 from ..pipeline.sampling.schedules import EXAMPLE, Keyframes, Weight, parse_keyframes, parse_weight
-from .common import CATEGORY, check_finite
+from .common import CATEGORY, check_finite, node_messages
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class HalloWeightSchedule:
     def VALIDATE_INPUTS(cls, keyframes: str | None = None) -> bool | str:  # noqa: N802
         return True if keyframes is None else keyframes_problem(keyframes) or True
 
+    @node_messages("HalloWeightSchedule")
     def schedule(self, keyframes: str) -> tuple[Keyframes]:
         problem = keyframes_problem(keyframes)
         if problem:

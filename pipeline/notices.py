@@ -18,15 +18,20 @@ _ACTIVE: ContextVar[tuple[list[str], str] | None] = ContextVar("hallo_notices", 
 _LOGGED: set[str] = set()
 
 
-def notice(logger: logging.Logger, message: str, *, once: bool = False) -> None:
-    """Log ``message`` as a warning (only the first time with ``once``) and pass it to the running node."""
+def notice(logger: logging.Logger, message: str, *, once: bool = False, short: str = "") -> None:
+    """Log ``message`` as a warning (only the first time with ``once``) and pass it to the running node.
+
+    ``short``: what the node shows instead, one or two lines without paths (the log keeps ``message``).
+    """
     active = _ACTIVE.get()
     shown = message
     if active is not None:
         notes, node = active
+        text = short or message
+        on_node = text if not node or text.startswith(f"{node}:") else f"{node}: {text}"
+        if on_node not in notes:
+            notes.append(on_node)
         shown = message if not node or message.startswith(f"{node}:") else f"{node}: {message}"
-        if shown not in notes:
-            notes.append(shown)
     if once:
         if message in _LOGGED:
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -291,12 +292,17 @@ def test_no_face_is_a_readable_error(model: HalloModel, portrait: torch.Tensor, 
 
     make_model_dir(tmp_path, faces=[])  # a detector that finds nothing, and the real MediaPipe .task
     no_face_model = dataclasses.replace(model, folder=ModelFolder(tmp_path))
-    with pytest.raises(NoFaceError, match="no face was found.*allow_no_face"):
+    with pytest.raises(NoFaceError, match="^HalloFaceAnalysis: .*no face was found.*allow_no_face"):
         NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(no_face_model, portrait, SIZE, SIZE)
     with pytest.raises(NoFaceError, match="HalloFaceCrop: no face"):
         NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(no_face_model, portrait)
     out = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(no_face_model, portrait, SIZE, SIZE, allow_no_face=True)
     assert out["ui"]["hallo_face"][0]["faces"] == 0
+    # MediaPipe's own "no face" (the detector sees one, the landmarker none): the node's name comes first too
+    make_model_dir(tmp_path / "m", faces=[(0.3, 0.3, 0.7, 0.7)])
+    blank = dataclasses.replace(model, folder=ModelFolder(tmp_path / "m"))
+    with pytest.raises(Exception, match="^HalloFaceAnalysis: MediaPipe found no face in the image"):
+        NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(blank, torch.full((1, 96, 96, 3), 0.5), SIZE, SIZE)
 
 
 def test_wrong_input_types_are_readable(model: HalloModel, portrait: torch.Tensor, encoded: dict) -> None:
@@ -666,11 +672,22 @@ def test_notices_reach_every_run_but_log_once_when_asked(caplog: pytest.LogCaptu
     assert with_notes({}, []) == {}
 
 
-def test_audio_node_shows_silence_and_skipped_separation(model: HalloModel) -> None:
+def test_audio_node_shows_silence_and_skipped_separation(model: HalloModel, caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hallo_nodes.pipeline import notices
+
+    monkeypatch.setattr(notices, "_LOGGED", set())
     silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
-    out = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, silent, 25.0, separate_vocals="auto")
+    with caplog.at_level(logging.WARNING):
+        out = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, silent, 25.0, separate_vocals="auto")
     texts = out["ui"]["text"]
+    assert all(t.startswith("HalloAudioEncode: ") for t in texts)
     assert any("audio is silent" in t for t in texts)
-    assert any("vocal separation skipped" in t for t in texts)  # the tiny folder has no Kim_Vocal_2.onnx
+    # the tiny folder has no Kim_Vocal_2.onnx: one short line on the node, no install path; the log has the detail
+    (separation,) = [t for t in texts if "separation" in t]
+    assert separation.startswith("HalloAudioEncode: Vocal separation is off: ") and len(separation) < 160
+    assert separation.endswith("(see the node's help)") and "/" not in separation
+    assert "Kim_Vocal_2.onnx is not in the model folder" in separation
+    assert "vocal separation skipped (separate_vocals='auto')" in caplog.text and str(model.folder.root) in caplog.text
     speech = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, comfy_audio(1.0), 25.0, separate_vocals="off")
     assert "text" not in speech["ui"]
