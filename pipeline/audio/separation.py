@@ -66,11 +66,10 @@ def resolve_separation(value: bool | str, model_path: Path | str | None) -> Path
 
 
 def _short_reason(problems: list[str]) -> str:
-    """The notice a node shows: what is missing, in one or two lines, without paths (its help page has the rest)."""
+    """The notice a node shows: the first thing missing, in one or two lines, without paths (the log and the
+    node's help page have the rest)."""
     package = any("audio-separator" in p for p in problems)
-    model = len(problems) > int(package)
-    missing = " and ".join(m for m, on in (("audio-separator is not installed", package),
-                                            (f"{SEPARATOR_FILE} is not in the model folder", model)) if on)
+    missing = "audio-separator is not installed" if package else f"{SEPARATOR_FILE} is missing"
     return f"Vocal separation is off: {missing} (see the node's help)"
 
 
