@@ -303,9 +303,10 @@ function greyCustomOnly(node) {
   node.setDirtyCanvas?.(true, true);
 }
 
-// A preset chosen by hand: the samplers it feeds get its step count (steps runs under every preset).
+// A named preset chosen by hand: the samplers it feeds get its step count (steps runs under every preset).
+// Choosing custom keeps their steps: it is the recipe to tune.
 function presetChosen(node, preset) {
-  const steps = DEFS.recipes?.[preset]?.steps;
+  const steps = preset === "custom" ? null : DEFS.recipes?.[preset]?.steps;
   if (!steps) return;
   for (const linkId of node.outputs?.[0]?.links ?? []) {
     const link = getLink(node.graph ?? app.graph, linkId);

@@ -69,7 +69,7 @@ def _preset_tooltip() -> str:
     lines = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     return (f"Sampling recipe. {lines}; {CUSTOM}: the solver, cfg_steps and cache_interval below. Faithful "
             "reproduces the original; the others trade fidelity for speed. The sampler's steps run under every "
-            "preset: choosing a preset here sets the connected samplers' steps to its count.")
+            "preset: choosing a named preset here sets the connected samplers' steps to its count.")
 
 
 def preset_recipes() -> dict[str, dict[str, Any]]:

@@ -251,7 +251,7 @@ def test_options_node_greys_the_custom_recipe_and_hands_the_preset_steps_to_its_
         return out; })()""")
     assert state["start"] == [[True, True, True, False], 40]
     assert state["fast"] == [[True, True, True, False], 20]
-    assert state["custom"] == [[False, False, False, False], 40]
+    assert state["custom"] == [[False, False, False, False], 20]  # custom keeps the steps: the recipe to tune
     assert state["faithful"] == [[True, True, True, False], 40]
 
 
