@@ -146,12 +146,12 @@ function migrateNode(graph, n, layout, defs, next, warn) {
   const [x, y] = n.pos ?? [0, 0];
   const width = Math.max(330, (n.size?.[0] ?? 400) - 60);
   let top = y + defs.samplerHeight[n.type] + 40;
-  const add = (type, values, height, output, outputType, input, inputType) => {
+  const add = (type, values, height, output, outputType, input, inputType, title) => {
     const id = next.node();
     const link = next.link();
     graph.nodes.push({ id, type, pos: [x, top], size: [width, height], flags: {}, order: n.order ?? 0,
       mode: 0, inputs: [], outputs: [{ name: output, type: outputType, links: [link], slot_index: 0 }],
-      properties: { "Node name for S&R": type }, widgets_values: values });
+      properties: { "Node name for S&R": type }, widgets_values: values, ...(title ? { title } : {}) });
     top += height + 40;
     let slot = n.inputs.find((i) => i.name === input);
     if (!slot) {
@@ -193,7 +193,8 @@ function migrateNode(graph, n, layout, defs, next, warn) {
       warn(`${n.type} ${n.id}: ${name} is connected, so its old ${from} text is not used`);
       continue;
     }
-    const node = add("HalloWeightSchedule", [m.schedules[branch] ?? ""], 80, "weight", "FLOAT", name, "FLOAT");
+    const node = add("HalloWeightSchedule", [m.schedules[branch] ?? ""], 80, "weight", "FLOAT", name, "FLOAT",
+      `Hallo Weight Schedule: ${branch}`);
     moveInto(node, ["keyframes"], from, "keyframes");
   }
   for (const [name, linkId] of Object.entries(moved)) {
