@@ -9,27 +9,40 @@ its own (an ImportError, a SystemError): a flag set by the SIGINT handler tells 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable
 
 CANCELLED = "cancelled; no output was written"
 
+_state = {"prog": "hallo-render", "guarded": False, "interrupted": False}
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _state["interrupted"] = True
+    if not _state["guarded"]:  # between this module's import and the guard: nothing to clean up yet
+        sys.stderr.write(f"{_state['prog']}: {CANCELLED}\n")
+        sys.stderr.flush()
+        os._exit(130)
+    raise KeyboardInterrupt
+
+
+def _install() -> None:
+    try:
+        signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # pragma: no cover - not the main thread (imported by a test or a tool)
+        pass
+
+
+_install()  # at import: the console script calls a function of this module right after importing it
+
 
 def guarded(prog: str, module: str, argv: list[str] | None = None) -> int:
     """Import ``hallo_nodes.pipeline.<module>`` and run its ``main(argv)``; Ctrl-C -> 130 with one line."""
-    interrupted = False
-
-    def on_sigint(signum: int, frame: object) -> None:
-        nonlocal interrupted
-        interrupted = True
-        raise KeyboardInterrupt
-
+    _state["prog"] = prog  # a Ctrl-C before the next line exits from the handler: nothing to clean up yet
     try:
-        signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # pragma: no cover - not the main thread
-        pass
-    try:
+        _state["guarded"] = True  # from here a Ctrl-C raises KeyboardInterrupt, caught below
         main: Callable[[list[str] | None], int] = importlib.import_module(f"{__package__}.{module}").main
         return main(argv)
     except KeyboardInterrupt:
@@ -37,9 +50,11 @@ def guarded(prog: str, module: str, argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except BaseException:
-        if interrupted:  # Ctrl-C inside an import or a library call that re-raised it as its own error
+        if _state["interrupted"]:  # Ctrl-C inside an import or a library call that re-raised it as its own error
             return _cancelled(prog)
         raise
+    finally:
+        _state["guarded"] = False
 
 
 def _cancelled(prog: str) -> int:
