@@ -70,7 +70,8 @@ class ResultsTable:
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
-        except ImportError:
+        except ImportError as exc:  # not installed, or built for another NumPy
+            logger.info("results.parquet not written: pyarrow cannot be imported (%s)", exc)
             return None
         rows = self.ordered()
         columns: list[str] = []

@@ -70,8 +70,8 @@ def result_row(spec: dict[str, Any], status: str, **values: Any) -> dict[str, An
     """A results-table row for ``spec`` (every column present, so the table has one schema)."""
     row = {"row": spec["row"], "line": spec["line"], "status": status, "output": spec["out"],
            "job_id": spec.get("job_id", ""), "error": None, "worker": None, "device": None, "attempt": None,
-           **{f"seconds_{s}": None for s in STAGES}, "seconds_total": None, "video_seconds": None,
-           "frames": None, "frames_sha256": None}
+           "started_at": None, **{f"seconds_{s}": None for s in STAGES}, "seconds_total": None,
+           "video_seconds": None, "frames": None, "frames_sha256": None}
     row.update(values)
     return row
 
@@ -95,7 +95,7 @@ class JobRunner:
         out = Path(spec["out"])
         for path in remove_stale_partials(out):
             logger.info("removed %s, left by an interrupted render of row %s", path.name, spec["row"])
-        base = {"worker": worker_name(), "attempt": attempt}
+        base = {"worker": worker_name(), "attempt": attempt, "started_at": time.time()}
         try:
             options = render_options(argparse.Namespace(**spec["args"]))
             if spec["replace"]:
