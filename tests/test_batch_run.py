@@ -9,6 +9,7 @@ tests share one cluster of 2 CPUs (one renderer per CPU, one thread each, as the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -92,10 +93,20 @@ def _check_run(table: dict[int, dict], solo: dict[str, str], *, bad: bool = True
 def test_local_batch_renders_each_job_as_alone_and_a_bad_row_fails_alone(
         work: Path, tiny_model_dir: Path, solo: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     jobs = write_csv(work / "local.csv", _rows(GOOD + BAD, "local"))
-    code, err = run_batch([str(jobs), "--models", str(tiny_model_dir), *FAST], capsys)
+    code, err = run_batch([str(jobs), "--models", str(tiny_model_dir), "--evaluate", *FAST], capsys)
     assert code == 1
     table = results(work / "local")
     _check_run(table, solo)
+    # --evaluate: hallo-eval's own measures of the finished video
+    from hallo_nodes.pipeline.eval_cli import main as hallo_eval
+
+    assert hallo_eval([table[1]["output"], "--reference", str(work / "statue.jpg"), "--audio",
+                       str(work / "short.wav"), "--models", str(tiny_model_dir), "--json",
+                       str(work / "eval.json"), "-q"]) == 0
+    measures = json.loads((work / "eval.json").read_text())["reports"][0]["measures"]
+    assert {f"eval_{k}": m["value"] for k, m in measures.items()} == \
+        {k: v for k, v in table[1].items() if k.startswith("eval_")}
+    assert table[1]["eval_identity_mean"] is not None
     assert len({r["worker"] for r in table.values()}) == 1  # one process, networks loaded once
     assert "5 jobs: 3 done, 0 skipped, 2 failed" in err
     assert "failed: row 4 (line 5)" in err and "failed: row 5 (line 6)" in err

@@ -29,6 +29,16 @@ PROG = "hallo-batch"
 LOCAL_RAY = ""  # --ray without an address: a Ray cluster on this machine, started for this run
 
 
+def retries_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (0 = a job whose worker dies fails)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = render_cli.Parser(
         prog=PROG,
@@ -52,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ray on a cluster without GPUs: CPUs per renderer (default 1)")
     p.add_argument("--workers", type=render_cli.positive_int, default=None,
                    help="with --ray: at most this many renderers (default: as many as the cluster fits)")
-    p.add_argument("--retries", type=int, default=2,
+    p.add_argument("--retries", type=retries_int, default=2,
                    help="with --ray: how many times a job whose worker died (killed, out of memory, node lost) "
                    "runs again on another worker (default 2); a job failing on its own is never retried")
     p.add_argument("--force", action="store_true", help="render every job, also those already finished")
@@ -144,10 +154,13 @@ class Batch:
             if self.to_render:
                 self._render()
         except KeyboardInterrupt as exc:
-            self._finish_cancelled()
+            self._finish_unrendered("cancelled")
             logger.error("%s; finished videos are kept, no temporary file is left: run the same command to resume",
                          "terminated (SIGTERM)" if isinstance(exc, render_cli.Terminated) else "cancelled")
             return 143 if isinstance(exc, render_cli.Terminated) else 130
+        except Exception as exc:  # the runner itself broke (a Ray cluster lost, workers that cannot start)
+            self._finish_unrendered("failed", f"not rendered: the batch stopped ({type(exc).__name__}: {exc})")
+            raise
         self._clean_partials(wait=10.0)
         self.table.close()
         logger.info("rendered %d job(s) in %.1f s", len(self.to_render), time.perf_counter() - started)
@@ -168,10 +181,11 @@ class Batch:
                        cpus_per_worker=args.cpus_per_worker, workers=args.workers, retries=args.retries,
                        evaluate=args.evaluate, on_result=self.record)
 
-    def _finish_cancelled(self) -> None:
+    def _finish_unrendered(self, status: str, error: str | None = None) -> None:
+        """Record the jobs that did not finish, remove what their workers left, write the table."""
         for job in self.to_render:
             if job.row not in self.table.rows:
-                self.table.rows[job.row] = result_row(job.spec(), "cancelled")
+                self.table.rows[job.row] = result_row(job.spec(), status, error=error and " ".join(error.split()))
         self._clean_partials(wait=10.0)
         self.table.close()
         sys.stderr.write("\n" + summary(self.table) + "\n")
