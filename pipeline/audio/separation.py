@@ -16,14 +16,16 @@ import logging
 import struct
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import public_name
 from ..notices import notice
 from ..paths import HF_REPO, SEPARATOR_FILE, SEPARATOR_SUBDIR, separator_model_file
-from .decode import load_audio_file
+
+if TYPE_CHECKING:  # torch and the decoder load when separation runs: hallo-render's parser needs only the modes
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +120,10 @@ def separate_vocals(
 ) -> tuple[torch.Tensor, int]:
     """Return the vocals stem ``([C, T], rate)`` of a ``[C, T]`` waveform using Kim_Vocal_2 (MDX-Net)."""
     model_file = check_separator(model_path)
+    import torch
     from audio_separator.separator import Separator
+
+    from .decode import load_audio_file
 
     with tempfile.TemporaryDirectory(prefix="hallo_sep_") as tmp:
         tmp_dir = Path(tmp)
