@@ -71,8 +71,8 @@ def solo(work: Path, tiny_model_dir: Path) -> dict[str, str]:
 def cluster() -> str:
     """A real Ray cluster on this machine (2 CPUs) for this module's tests; its address."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-             object_store_memory=128 * 1024 * 1024)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             object_store_memory=128 * 1024 * 1024)  # "local": a new cluster, not one already on this machine
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -154,33 +154,54 @@ def _wait_for(find, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_worker_killed_mid_job_leaves_no_partial_file_and_its_job_runs_again(
+def _partial_pids(folder: Path, stem: str) -> list[int]:
+    """The worker pids in the names of ``stem``'s temporary files (``.<stem>.<pid>-<random>.partial.mp4``)."""
+    return [int(p.name.split(".")[2].split("-")[0]) for p in folder.glob(f".{stem}.*.partial.mp4")]
+
+
+def test_a_killed_worker_leaves_no_partial_file_and_its_job_runs_again_up_to_retries(
         work: Path, tiny_model_dir: Path, assets: Path, cluster: str) -> None:
+    """One worker; ``slow`` loses it once (then renders), ``doomed`` loses it every time: after --retries 1
+    it is recorded as failed. Each kill is a SIGKILL of the worker process while it writes the job's video."""
     speech = short_speech(assets, work / "two_seconds.wav", seconds=2.0)  # 4 clips: the job lasts seconds
-    jobs = write_csv(work / "kill.csv", [{"image": "statue.jpg", "audio": speech.name, "out": "kill/slow.mp4",
-                                          "steps": 3}])
+    jobs = write_csv(work / "kill.csv", [
+        {"image": "statue.jpg", "audio": speech.name, "out": "kill/slow.mp4", "steps": 3},
+        {"image": "photo_woman.jpg", "audio": speech.name, "out": "kill/doomed.mp4", "steps": 3},
+    ])
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     batch = subprocess.Popen([sys.executable, "-m", "hallo_nodes.pipeline.batch.cli", str(jobs), "--models",
-                              str(tiny_model_dir), "--ray", cluster, "--size", "64", "-q"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                              str(tiny_model_dir), "--ray", cluster, "--workers", "1", "--retries", "1",
+                              "--size", "64", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    killed: dict[str, list[int]] = {"slow": [], "doomed": []}
     try:
-        partial = _wait_for(lambda: list((work / "kill").glob(".slow.*.partial.mp4")), 180, "the render to start")
-        pid = int(partial[0].name.split(".")[2].split("-")[0])  # .slow.<pid>-<random>.partial.mp4
-        time.sleep(1.0)  # well inside the job: the face, the networks, the first clips
-        assert not (work / "kill" / "slow.mp4").exists()
-        os.kill(pid, signal.SIGKILL)
-        _, err = batch.communicate(timeout=300)
+        deadline = time.monotonic() + 400
+        while batch.poll() is None and time.monotonic() < deadline:
+            for stem, times in (("slow", 1), ("doomed", 3)):
+                for pid in _partial_pids(work / "kill", stem):
+                    if pid not in killed[stem] and len(killed[stem]) < times:
+                        time.sleep(0.3)  # inside the job: the networks and 4 clips of 3 steps are still to come
+                        assert not (work / "kill" / f"{stem}.mp4").exists()
+                        os.kill(pid, signal.SIGKILL)
+                        killed[stem].append(pid)
+            time.sleep(0.05)
+        _, err = batch.communicate(timeout=60)
     finally:
         if batch.poll() is None:
             batch.kill()
-    assert batch.returncode == 0, err
-    row = results(work / "kill")[1]
-    assert row["status"] == "done" and row["attempt"] == 2, row
-    assert row["worker"].split(":")[1] != str(pid)  # a new worker process rendered it
+    assert batch.returncode == 1, err
+    assert len(killed["slow"]) == 1 and len(killed["doomed"]) == 2, killed
+    table = results(work / "kill")
+    slow, doomed = table[1], table[2]
+    assert slow["status"] == "done" and slow["attempt"] == 2, slow
+    assert int(slow["worker"].split(":")[1]) not in killed["slow"]  # a new worker process rendered it
+    assert decoded_frames(work / "kill" / "slow.mp4") == slow["frames"] == 50
+    assert slow["frames_sha256"] == solo_digest(work / "statue.jpg", speech, tiny_model_dir, work / "solo_slow.mp4",
+                                                "--size", "64", "--steps", "3")
+    assert doomed["status"] == "failed" and doomed["attempt"] == 2, doomed
+    assert "lost 2 times (killed, out of memory or node lost); not tried again (--retries 1)" in doomed["error"]
+    assert "failed: row 2 (line 3)" in err
+    assert not (work / "kill" / "doomed.mp4").exists()
     assert partials(work / "kill") == []
-    assert decoded_frames(work / "kill" / "slow.mp4") == row["frames"] == 50
-    assert row["frames_sha256"] == solo_digest(work / "statue.jpg", speech, tiny_model_dir, work / "solo_slow.mp4",
-                                               "--size", "64", "--steps", "3")
 
 
 def test_jobs_file_checks_reject_every_bad_row_before_ray_renders_anything(

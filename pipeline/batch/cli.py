@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,18 +170,18 @@ class Batch:
         return 1 if self.table.counts()["failed"] else 0
 
     def _render(self) -> None:
+        from .local import load_order, run_local
+
         args = self.args
         if args.ray is None:
-            from .local import run_local
-
             run_local(self.to_render, args.models, evaluate=args.evaluate, on_result=self.record)
             return
         from .ray_runner import connected, run_on_ray
 
+        specs = [job.spec() for job in sorted(self.to_render, key=load_order)]  # jobs sharing networks together
         with connected(args.ray or None):
-            run_on_ray([job.spec() for job in self.to_render], args.models, gpus_per_worker=args.gpus_per_worker,
-                       cpus_per_worker=args.cpus_per_worker, workers=args.workers, retries=args.retries,
-                       evaluate=args.evaluate, on_result=self.record)
+            run_on_ray(specs, args.models, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                       workers=args.workers, retries=args.retries, evaluate=args.evaluate, on_result=self.record)
 
     def _finish_unrendered(self, status: str, error: str | None = None) -> None:
         """Record the jobs that did not finish, remove what their workers left, write the table."""
@@ -233,10 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    if not args.verbose:  # the bar and the summary tell the story; a job's own steps only with -v
-        logging.getLogger(render_cli.__name__.rsplit(".", 1)[0]).setLevel(logging.WARNING)
-        logging.getLogger(__name__.rsplit(".", 1)[0]).setLevel(logging.WARNING if args.quiet else logging.INFO)
-    with render_cli.sigterm_raises():
+    with render_cli.sigterm_raises(), _job_messages(args):
         try:
             return _run(args, parser)
         except render_cli.INPUT_ERRORS as exc:
@@ -244,6 +243,22 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             report(str(exc))
             return 2
+
+
+@contextmanager
+def _job_messages(args: argparse.Namespace) -> Iterator[None]:
+    """The bar and the summary tell the story: a job's own info messages only with -v (levels restored after)."""
+    loggers = {logging.getLogger(render_cli.__name__.rsplit(".", 1)[0]): logging.WARNING,
+               logging.getLogger(__name__.rsplit(".", 1)[0]): logging.WARNING if args.quiet else logging.INFO}
+    before = {log: log.level for log in loggers}
+    if not args.verbose:
+        for log, level in loggers.items():
+            log.setLevel(level)
+    try:
+        yield
+    finally:
+        for log, level in before.items():
+            log.setLevel(level)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,7 @@ import numpy as np
 import ray
 import ray.data
 
+from ..errors import HalloInputError
 from .worker import JobRunner, result_row
 
 logger = logging.getLogger(__name__)
@@ -66,17 +67,22 @@ class RenderActor:
 
 @contextmanager
 def connected(address: str | None, *, num_cpus: int | None = None) -> Iterator[None]:
-    """Connected to the cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:6379``), or to a local one
-    started here (None), which is shut down afterwards. An already connected driver is used as it is."""
+    """Connected to the cluster at ``address`` (``auto``, ``ray://host:10001``, ``host:6379``), or to a new local one
+    started here (None) and shut down afterwards. An already connected driver is used as it is."""
     if ray.is_initialized():
         yield
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
     if address is None:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)  # a new cluster, never someone else's
     else:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as exc:
+            raise HalloInputError(f"--ray {address}: no Ray cluster answers there ({exc}); start one with `ray "
+                                  "start --head`, give the head's address (ray://host:10001), or use --ray alone "
+                                  "for a cluster on this machine") from None
     try:
         yield
     finally:
@@ -94,8 +100,8 @@ def pool(gpus_per_worker: float, cpus_per_worker: float, workers: int | None, jo
     else:
         per, fits = {"num_cpus": cpus_per_worker}, int(cpus // cpus_per_worker)
     if fits < 1:
-        raise RuntimeError(f"the Ray cluster has {gpus:g} GPUs and {cpus:g} CPUs: not enough for one worker "
-                           f"({gpus_per_worker:g} GPU or {cpus_per_worker:g} CPU each)")
+        raise HalloInputError(f"the Ray cluster has {gpus:g} GPUs and {cpus:g} CPUs, not enough for one worker "
+                              f"(--gpus-per-worker {gpus_per_worker:g}, --cpus-per-worker {cpus_per_worker:g})")
     size = min(workers or fits, fits, jobs)
     logger.info("Ray cluster: %g GPUs, %g CPUs; %d render worker(s) with %s each", gpus, cpus, size,
                 ", ".join(f"{v:g} {k[4:].upper()}" for k, v in per.items()))
@@ -108,6 +114,8 @@ def run_on_ray(specs: list[dict[str, Any]], models: Path, *, gpus_per_worker: fl
     """Render ``specs`` on the connected cluster; ``on_result`` gets each result row as it arrives."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # hallo-batch draws its own bar over jobs
+    if logging.getLogger(PIPELINE_LOGGER).getEffectiveLevel() > logging.INFO:  # without -v: no execution log
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     size, per_worker = pool(gpus_per_worker, cpus_per_worker, workers, len(specs))
     attempts = Attempts.remote()
     dataset = ray.data.from_items([{"job": json.dumps(spec)} for spec in specs], override_num_blocks=len(specs))
