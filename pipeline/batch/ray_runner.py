@@ -44,9 +44,14 @@ class Attempts:
 class RenderActor:
     """A Ray Data map worker: a ``JobRunner`` (networks loaded once) over batches of job specs."""
 
-    def __init__(self, models: str, evaluate: bool, attempts: Any, retries: int, log_level: int) -> None:
+    def __init__(self, models: str, evaluate: bool, attempts: Any, retries: int, log_level: int,
+                 threads: int | None = None) -> None:
         logging.basicConfig(level=log_level, format="%(levelname)s %(message)s")
         logging.getLogger(PIPELINE_LOGGER).setLevel(log_level)
+        if threads is not None:  # a CPU worker computes on the CPUs it was given
+            import torch
+
+            torch.set_num_threads(threads)
         self.runner = JobRunner(models, evaluate=evaluate)
         self.attempts = attempts
         self.retries = retries
@@ -123,7 +128,8 @@ def run_on_ray(specs: list[dict[str, Any]], models: Path, *, gpus_per_worker: fl
         RenderActor, batch_size=1, batch_format="numpy",
         fn_constructor_kwargs={"models": str(models), "evaluate": evaluate, "attempts": attempts,
                                "retries": retries,
-                               "log_level": logging.getLogger(PIPELINE_LOGGER).getEffectiveLevel()},
+                               "log_level": logging.getLogger(PIPELINE_LOGGER).getEffectiveLevel(),
+                               "threads": max(1, int(per_worker["num_cpus"])) if "num_cpus" in per_worker else None},
         compute=ray.data.ActorPoolStrategy(size=size), **per_worker)
     for row in rendered.iter_rows():
         on_result(json.loads(str(row["result"])))
