@@ -63,8 +63,16 @@ def resolve_separation(value: bool | str, model_path: Path | str | None) -> Path
     reason = "; ".join(problems)
     notice(logger, f"vocal separation skipped (separate_vocals='auto'): {reason}. The original Hallo isolates the "
                    "voice before wav2vec2, so music or noise in the track changes the lip motion; set 'off' to "
-                   "silence this message.", once=True)
+                   "silence this message.", once=True, short=_short_reason(problems))
     return None
+
+
+def _short_reason(problems: list[str]) -> str:
+    """The notice a node shows: the first thing missing, in one or two lines, without paths (the log and the
+    node's help page have the rest)."""
+    package = any("audio-separator" in p for p in problems)
+    missing = "audio-separator is not installed" if package else f"{SEPARATOR_FILE} is missing"
+    return f"Vocal separation is off: {missing} (see the node's help)"
 
 
 def _missing_pieces(model_path: Path | str | None) -> tuple[Path | None, list[str]]:
