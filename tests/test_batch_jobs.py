@@ -19,6 +19,7 @@ from hallo_nodes.pipeline.batch.workflow import WorkflowError, workflow_settings
 from hallo_nodes.pipeline.sampling.schedules import WeightSchedule
 
 WORKFLOWS = REPO / "tests" / "fixtures" / "workflows_api"
+LEGACY = REPO / "tests" / "fixtures" / "workflows_before_option_nodes" / "api"  # saved before the option nodes
 
 
 @pytest.fixture()
@@ -109,11 +110,11 @@ def test_jsonl_values_relative_paths_and_defaults(work: Path, tiny_model_dir: Pa
 def test_workflow_settings_sit_under_the_command_line_and_the_rows(work: Path, tiny_model_dir: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     workflow = WORKFLOWS / "hallo_per_frame_control.json"
-    with pytest.raises(WorkflowError, match=r"2 sampler nodes \(7 \(HalloSampler\), 8 \(HalloSampler\)\): pick one"):
+    with pytest.raises(WorkflowError, match=r"2 sampler nodes \(7 \(HalloSampler\), 10 \(HalloSampler\)\): pick one"):
         workflow_settings(workflow)
-    cells = workflow_settings(workflow, "7")
+    cells = workflow_settings(workflow, "7")  # its weights come from two Hallo Weight Schedule nodes
     assert cells["lip_weight"] == "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0" and cells["still"] is False
-    assert workflow_settings(workflow, "8")["still"] is True
+    assert workflow_settings(workflow, "10")["still"] is True
     jobs_file = write_csv(work / "jobs.csv", [
         {"image": "statue.jpg", "audio": "short.wav", "out": "out/a.mp4", "cfg": ""},
         {"image": "statue.jpg", "audio": "short.wav", "out": "out/b.mp4", "cfg": "2.0"},
@@ -138,12 +139,27 @@ def test_workflow_settings_sit_under_the_command_line_and_the_rows(work: Path, t
     assert jobs[0].options.sampler.guidance_scale == 3.5
 
 
+@pytest.mark.parametrize(("name", "node", "expected"), [
+    ("hallo_speed_presets.json", "7", {"preset": "fast", "steps": 20}),  # a Hallo Sampler Options node
+    ("hallo_speed_presets.json", "9", {"steps": 40}),
+    (LEGACY / "hallo_speed_presets.json", "7", {"preset": "fast"}),  # the first releases' sampler widgets
+    (LEGACY / "hallo_per_frame_control.json", "7", {"lip_weight": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"}),
+])
+def test_workflow_settings_of_option_nodes_and_of_saved_prompts(name: str | Path, node: str, expected: dict) -> None:
+    cells = workflow_settings(WORKFLOWS / name, node)
+    assert {k: cells.get(k) for k in expected} == expected
+    assert "solver" not in cells and "cfg_steps" not in cells  # a named preset brings its own recipe
+
+
 @pytest.mark.parametrize(("name", "node", "message"), [
     ("hallo_crop_paste_back.json", None, "node 3 (HalloFaceCrop) does a face crop"),
-    ("hallo_two_speakers.json", "14", "(HalloFaceCrop)"),
+    ("hallo_two_speakers.json", "10:104", "node 10:100 (HalloFaceCrop)"),
+    (LEGACY / "hallo_two_speakers.json", "14", "node 10 (HalloFaceCrop)"),
+    ("hallo_long_audio_chained.json", "9", "node 9 (HalloSampler) renders a segment"),
+    (LEGACY / "hallo_long_audio_chained.json", "7", "sets num_frames=96"),
     ("hallo_basic.json", "6", "--workflow-node 6 is not a sampler node; the sampler nodes are: 7 (HalloSampler)"),
 ])
-def test_workflow_settings_hallo_render_cannot_reproduce_are_refused(name: str, node: str | None,
+def test_workflow_settings_hallo_render_cannot_reproduce_are_refused(name: str | Path, node: str | None,
                                                                      message: str) -> None:
     with pytest.raises(WorkflowError) as caught:
         workflow_settings(WORKFLOWS / name, node)

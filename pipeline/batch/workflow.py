@@ -18,6 +18,8 @@ from ..errors import HalloInputError
 logger = logging.getLogger(__name__)
 
 SAMPLERS = ("HalloSampler", "HalloRenderToVideoFile")
+OPTIONS_NODE = "HalloSamplerOptions"
+SCHEDULE_NODE = "HalloWeightSchedule"
 BRANCHES = ("pose", "face", "lip")
 # Nodes whose work hallo-render does not do: their presence means the workflow renders something else.
 UNSUPPORTED_NODES = {
@@ -111,34 +113,76 @@ def _face(r: _Reader, node: str, inputs: dict[str, Any]) -> None:
             r.problems.append(f"node {node} ({kind}) takes a hand-made {mask}; hallo-render computes the masks")
 
 
-def _sampler(r: _Reader, node: str, kind: str, inputs: dict[str, Any]) -> None:
-    for name in ("cfg", "seed", "preset", "low_vram", "still"):
-        r.take(node, kind, inputs, name, name)
-    steps = r.take(node, kind, inputs, "steps")
-    if steps:  # 0: the preset's count
-        r.cells["steps"] = steps
-    for name in ("cfg_steps", "cache_interval"):
-        value = r.take(node, kind, inputs, name)
-        if value:  # 0: the preset's
+def _weights(r: _Reader, nodes: dict[str, dict[str, Any]], node: str, kind: str, inputs: dict[str, Any]) -> None:
+    """pose / face / lip: a number, a Hallo Weight Schedule wired in, or a saved prompt's ``*_schedule`` text."""
+    for branch in BRANCHES:
+        name = f"{branch}_weight"
+        value, schedule = inputs.get(name), inputs.get(f"{branch}_schedule")
+        if isinstance(schedule, str) and schedule.strip():
+            r.cells[name] = schedule
+        elif _linked(value):
+            source = nodes.get(str(value[0]), {})
+            keyframes = source.get("inputs", {}).get("keyframes")
+            if source.get("class_type") == SCHEDULE_NODE and isinstance(keyframes, str):
+                r.cells[name] = keyframes
+            else:
+                r.problems.append(f"node {node} ({kind}) input '{name}' is wired from node {value[0]} "
+                                  f"({source.get('class_type', 'missing')}); hallo-batch takes a number or a "
+                                  f"{SCHEDULE_NODE}'s keyframes")
+        elif value is not None:
             r.cells[name] = value
-    if r.cells.get("preset") == "custom":
+
+
+def _options(r: _Reader, node: str, inputs: dict[str, Any], steps: int | None) -> None:
+    """A Hallo Sampler Options node (or the same settings as a saved prompt's old sampler widgets)."""
+    kind = inputs.get("_kind", "HalloSamplerOptions")
+    preset = r.take(node, kind, inputs, "preset", "preset")
+    custom = preset == "custom"
+    if custom:
         r.take(node, kind, inputs, "solver", "solver")
+        cfg_steps = r.take(node, kind, inputs, "cfg_steps")
+        if cfg_steps and (steps is None or cfg_steps < steps):  # 0 or >= steps: CFG on every step
+            r.cells["cfg_steps"] = cfg_steps
+        cache = r.take(node, kind, inputs, "cache_interval")
+        if cache:  # 0: the preset's
+            r.cells["cache_interval"] = cache
     dtype = r.take(node, kind, inputs, "dtype")
     if dtype not in (None, "auto"):
         r.cells["dtype"] = dtype  # the compute precision; hallo-render loads and computes in one precision
+    r.take(node, kind, inputs, "low_vram", "low_vram")
     if r.take(node, kind, inputs, "compile"):
         r.cells["compile"] = "default"
-    for branch in BRANCHES:
-        schedule = r.take(node, kind, inputs, f"{branch}_schedule")
-        if isinstance(schedule, str) and schedule.strip():
-            r.cells[f"{branch}_weight"] = schedule
-        else:
-            r.take(node, kind, inputs, f"{branch}_weight", f"{branch}_weight")
+    drop = r.take(node, kind, inputs, "motion_frame_drop")
+    if drop is not None and drop != -1.0 and not (isinstance(drop, str) and drop.startswith("as trained")):
+        r.problems.append(f"node {node} ({kind}) sets motion_frame_drop={drop!r}, which hallo-render cannot do "
+                          "(it drops motion-frame pixels as the variant was trained); set it back to as trained")
+    r.require(node, kind, inputs, "reference_quirks", True, "it always reproduces the original's reference attention")
     r.require(node, kind, inputs, "faithful", True, "it always reproduces the original's reference attention")
-    r.require(node, kind, inputs, "motion_frame_drop", -1.0, "it drops motion-frame pixels as the variant does")
+
+
+def _sampler(r: _Reader, nodes: dict[str, dict[str, Any]], node: str, kind: str, inputs: dict[str, Any]) -> None:
+    for name in ("cfg", "seed", "still"):
+        r.take(node, kind, inputs, name, name)
+    steps = r.take(node, kind, inputs, "steps")
+    if steps:  # 0 (a saved prompt of the first releases): the preset's count
+        r.cells["steps"] = steps
+    _weights(r, nodes, node, kind, inputs)
+    options = inputs.get("options")
+    if _linked(options):
+        source = nodes.get(str(options[0]), {})
+        if source.get("class_type") != OPTIONS_NODE:
+            r.problems.append(f"node {node} ({kind}) takes its options from node {options[0]} "
+                              f"({source.get('class_type', 'missing')}), not a {OPTIONS_NODE}")
+        else:
+            _options(r, str(options[0]), {**source.get("inputs", {}), "_kind": OPTIONS_NODE}, steps or None)
+    else:  # a saved prompt of the first releases: the options were widgets of the sampler
+        _options(r, node, {**inputs, "_kind": kind}, steps or None)
     if kind == "HalloSampler":
         r.require(node, kind, inputs, "start_frame", -1, "it renders the whole audio")
         r.require(node, kind, inputs, "num_frames", 0, "it renders the whole audio")
+        if _linked(inputs.get("segment")) or _linked(inputs.get("motion")):
+            r.problems.append(f"node {node} ({kind}) renders a segment (segment or motion wired); hallo-render "
+                              "renders the whole audio")
     for name in ("original", "crop"):
         if _linked(inputs.get(name)):
             r.problems.append(f"node {node} ({kind}) pastes the frames back into a photo ('{name}' is wired); "
@@ -192,7 +236,7 @@ def workflow_settings(path: Path, node: str | None = None) -> dict[str, Any]:
         elif kind == "HalloFaceAnalysis":
             _face(reader, nid, inputs)
         else:
-            _sampler(reader, nid, kind, inputs)
+            _sampler(reader, nodes, nid, kind, inputs)
     if reader.problems:
         raise WorkflowError(path, reader.problems)
     logger.info("settings of node %s in %s: %s", sampler, path,
