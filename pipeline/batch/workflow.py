@@ -1,9 +1,11 @@
 """``--from-workflow``: the sampler, face and audio settings of a ComfyUI workflow saved in API format.
 
-The workflow's widget values become defaults for every row, under the same names as ``hallo-render``'s options
-(they then go through its parser and checks like any other default). A setting ``hallo-render`` cannot
-reproduce (paste-back into a photo, a partial segment, a custom loudness, a second sampler, a weight wired from
-another node) is refused with the node, the input and the fix, never dropped silently.
+The widget values of one sampler and of the nodes it reads from (model loader, audio encode, face analysis,
+Hallo Sampler Options, Hallo Weight Schedule; or the sampler widgets of prompts saved by the first releases)
+become defaults for every row, under the same names as ``hallo-render``'s options (they then go through its
+parser and checks like any other default). A setting ``hallo-render`` cannot reproduce (paste-back into a photo,
+a segment, a custom loudness, a weight list from another node pack) is refused with the node, the input and the
+fix, never dropped silently.
 """
 
 from __future__ import annotations
