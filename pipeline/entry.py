@@ -1,5 +1,5 @@
-"""Console entry points of ``hallo-render`` and ``hallo-eval``: Ctrl-C at any moment, imports included, exits
-with status 130 and one line.
+"""Console entry points of ``hallo-render``, ``hallo-eval`` and ``hallo-batch``: Ctrl-C at any moment, imports
+included, exits with status 130 and one line.
 
 This module imports only the standard library; the command's own module (torch, diffusers, onnxruntime ...) is
 imported inside the guard. While it is imported, a C extension may turn the KeyboardInterrupt into an error of
@@ -75,3 +75,8 @@ def render(argv: list[str] | None = None) -> int:
 def evaluate(argv: list[str] | None = None) -> int:
     """``hallo-eval``."""
     return guarded("hallo-eval", "eval_cli", argv)
+
+
+def batch(argv: list[str] | None = None) -> int:
+    """``hallo-batch``."""
+    return guarded("hallo-batch", "batch.cli", argv)
