@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..door import probe_audio, probe_image
 from ..errors import HalloInputError
+from ..file_checks import DIRECTORY, MISSING, file_problem
 from ..video.output_path import check_output_path
 from .identity import ContentHashes, job_id, stored_job_id
 from .options import PATH_COLUMNS, OptionError, RowParser, namespace_to_dict, render_options
@@ -207,16 +207,13 @@ class JobsChecker:
             else:
                 paths[column] = _resolve(self.base, value)
         self.paths.append((row, line, paths))
-        for column, probe in (("image", probe_image), ("audio", probe_audio)):  # the door checks, headers only
+        for column in ("image", "audio"):  # a readable file up front; what it holds is checked when its row renders
             path = paths.get(column)
-            if path is None:
-                continue
-            try:
-                probe(path)
-            except FileNotFoundError:
-                self.problem(line, row, column, f"{path} not found")
-            except HalloInputError as exc:
-                self.problem(line, row, column, str(exc))
+            problem = None if path is None else file_problem(path)
+            if problem is not None:
+                kind, text = problem
+                what = {MISSING: "not found", DIRECTORY: "is a folder, not a file"}.get(kind, text)
+                self.problem(line, row, column, f"{path} {what}")
         namespace = self._options(row, line, options_cells)
         options = None
         if namespace is not None:
