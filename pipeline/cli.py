@@ -100,14 +100,22 @@ def positive_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
+def whole_number(text: str, low: int, high: int | None = None, meaning: str = "", range_name: str = "the range"
+                 ) -> int:
+    """An integer option within ``low`` .. ``high``; the error says the range (and ``meaning``, e.g. what 0 does)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    if high is not None and not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is outside {range_name} {low} .. {high}{meaning}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r} must be {low} or more{meaning}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return whole_number(text, 1)
 
 
 def steps_int(text: str) -> int:
@@ -129,23 +137,11 @@ def side_int(text: str) -> int:
 
 
 def index_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (0 = the largest face)")
-    return value
+    return whole_number(text, 0, meaning=" (0 = the largest face)")
 
 
 def seed_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"{text} is outside the generator's range 0 .. 2**64-1 ({SEED_MAX})")
-    return value
+    return whole_number(text, 0, SEED_MAX, " (2**64-1)", range_name="the generator's range")
 
 
 TINY_DEMO = (

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from cli_helpers import short_speech
+from cli_helpers import run_main, short_speech
 from PIL import Image
 
 #: Options every test job renders with: the smallest frame the UNet takes, 2 steps.
@@ -50,12 +50,7 @@ def run_batch(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     """``hallo-batch`` in this process: (exit status, stderr)."""
     from hallo_nodes.pipeline.batch.cli import main
 
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+    return run_main(argv, capsys, entry=main)
 
 
 def results(folder: Path) -> dict[int, dict]:

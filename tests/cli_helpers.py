@@ -32,11 +32,12 @@ def short_speech(assets: Path, dst: Path, seconds: float = 0.4) -> Path:
     return dst
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run ``hallo-render`` in-process; (exit status, stderr). argparse's exits count as statuses."""
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str], entry=main) -> tuple[int, str]:
+    """Run ``hallo-render`` (or another ``entry`` such as hallo-batch's main) in-process; (exit status, stderr).
+    argparse's exits count as statuses."""
     capsys.readouterr()
     try:
-        code = main(argv)
+        code = entry(argv)
     except SystemExit as exc:
         code = int(exc.code or 0)
     return code, capsys.readouterr().err

@@ -32,13 +32,7 @@ LOCAL_RAY = ""  # --ray without an address: a Ray cluster on this machine, start
 
 
 def retries_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more (0 = a job whose worker dies fails)")
-    return value
+    return render_cli.whole_number(text, 0, meaning=" (0 = a job whose worker dies fails)")
 
 
 def build_parser() -> argparse.ArgumentParser:
