@@ -162,13 +162,15 @@ def test_readme_table_lists_exactly_the_tested_cases() -> None:
 
 @pytest.fixture()
 def world_readable(tiny_model_dir: Path, assets: Path) -> Iterator[tuple[Path, Path]]:
-    """A folder 'nobody' can enter, with a private copy of the tiny models (readable by all) and real speech."""
+    """A folder 'nobody' can enter, with a private copy of the tiny models (readable by all), a real portrait and
+    real speech: the repository itself may sit in a folder only its owner can enter (CI's plain clone does)."""
     root = Path(tempfile.mkdtemp(prefix="hallo-hostile-"))
     try:
         models = root / "models"
         shutil.copytree(tiny_model_dir, models, ignore=shutil.ignore_patterns("hallo2"))
         add_face_task(models, assets)
         short_speech(assets, root / "speech.wav")
+        shutil.copyfile(assets / "portraits" / "statue.jpg", root / "statue.jpg")
         for path in [root, *root.rglob("*")]:
             path.chmod(0o777 if path.is_dir() else 0o644)
         yield root, models
@@ -186,7 +188,7 @@ def test_hostile_input_gets_what_the_readme_says(name: str, world_readable: tupl
     if isinstance(made, str):  # a node's refusal
         line = made
     else:
-        args = {"--image": str(assets / "portraits" / "statue.jpg"), "--audio": str(root / "speech.wav"),
+        args = {"--image": str(root / "statue.jpg"), "--audio": str(root / "speech.wav"),
                 "--models": str(models), "--out": str(root / "out" / "talking.mp4")}
         (root / "out").mkdir(mode=0o777, exist_ok=True)
         (root / "out").chmod(0o777)
@@ -246,7 +248,7 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line(delay: float, world_readab
     root, models = world_readable
     cmd = [sys.executable, "-X", "importtime", "-c",
            "import sys; from hallo_nodes.pipeline.entry import render; sys.exit(render())",
-           "--image", str(assets / "portraits" / "statue.jpg"), "--audio", str(root / "speech.wav"),
+           "--image", str(root / "statue.jpg"), "--audio", str(root / "speech.wav"),
            "--models", str(models), "--out", str(root / "ctrl-c.mp4"), "--size", "64", "--steps", "1", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -13,11 +13,17 @@ the checkpoint loads and can then be dropped.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+with warnings.catch_warnings():
+    # diffusers 0.29-0.3x warn at this module's import about a name we do not use (Transformer2DModelOutput);
+    # a CLI's one-line error would otherwise come with two lines of someone else's deprecation notice
+    warnings.filterwarnings("ignore", message=".*Transformer2DModelOutput.*", category=FutureWarning)
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets.unet_2d_blocks import (
     CrossAttnDownBlock2D,
     CrossAttnUpBlock2D,
