@@ -6,7 +6,8 @@
 // * HalloSampler's start_frame widget steps through -1, 0, 16, 32, ... (see snapStartFrame).
 // * Every Hallo node shows the notices of its last run (its "text" ui output: silent audio, a stretched
 //   portrait, an odd photo size, skipped vocal separation, ...).
-// * HalloRenderToVideoFile plays its mp4 on the node once written (its live previews would hide it).
+// * HalloRenderToVideoFile: the frontend plays its mp4 on the node; this drops the node's live previews once the
+//   mp4 is written, which core does not do (they would hide the video).
 // The text sits in a widget of its own above any preview, not at the node's bottom edge, where the frontend
 // writes the size of a previewed image. The widget is never saved in workflows nor sent with prompts.
 import { app } from "../../scripts/app.js";
@@ -17,17 +18,11 @@ const NOTE_COLOR = "#ffcf6e";
 const LINE = 14;
 const INFO_WIDGET = "hallo_info";
 
-function getLink(graph, id) {
-  if (id == null || !graph) return null;
-  const links = graph.links;
-  if (!links) return null;
-  return typeof links.get === "function" ? links.get(id) : links[id];
-}
-
+// Through getInputNode: newer frontends warn on every read of input.link.
 function inputNode(node, name) {
-  const input = (node.inputs || []).find((i) => i.name === name);
-  const link = input ? getLink(node.graph ?? app.graph, input.link) : null;
-  return link ? (node.graph ?? app.graph).getNodeById(link.origin_id) : null;
+  const slot = (node.inputs || []).findIndex((i) => i.name === name);
+  if (slot < 0 || !node.graph || typeof node.getInputNode !== "function") return null;
+  return node.getInputNode(slot) ?? null;
 }
 
 function widgetValue(node, name, fallback) {
@@ -153,6 +148,8 @@ function infoWidget(node) {
       if (row !== this.rows) {
         this.rows = row;
         owner.setSize?.([owner.size[0], Math.max(owner.size[1], owner.computeSize()[1])]);
+        // Nodes 2.0 sizes the widget's own canvas from computeSize before drawing: draw again at the new height
+        if (this.triggerDraw) requestAnimationFrame(() => this.triggerDraw?.());
       }
     },
     computeSize(width) {
@@ -165,7 +162,8 @@ function infoWidget(node) {
 function show(node, info, notes) {
   if (info !== undefined) node.hallo_info = info;
   if (notes !== undefined) node.hallo_notes = notes;
-  infoWidget(node);
+  // Nodes 2.0 (Vue nodes) draws a canvas widget into a canvas of its own only when asked (triggerDraw)
+  infoWidget(node)?.triggerDraw?.();
   node.setDirtyCanvas?.(true, true);
 }
 
@@ -192,10 +190,24 @@ function projected() {
   show(this, samplerInfo(this));
 }
 
-// The frontend shows a node's last live preview instead of its output, and a preview image that finishes loading
-// after the run would be drawn beside the video: once the mp4 is written, drop the render's previews and their
-// image widgets (now and on every draw until the next run) so the node plays the video, as Save Video's does.
+// The video itself is drawn by the frontend, as for core Save Video: the render node returns the same ui
+// ("images" with the mp4, "animated"). What core does not do is drop a node's live previews when its output
+// arrives: the frontend keeps a node's last live preview in front of its output, so a node that previews its
+// frames while it renders and then outputs a video would go on showing (or, on newer frontends, trying to play)
+// the last preview. Once the mp4 is written, drop the node's previews from the frontend's output store (and
+// from the legacy app.nodePreviewImages, which older frontends read directly), and the preview images already
+// loaded on the node, so the frontend shows the video.
 const PREVIEW_WIDGETS = new Set(["$$canvas-image-preview", "$$comfy_animation_preview"]);
+
+function locatorId(node) {
+  return node.graph && !node.graph.isRootGraph ? `${node.graph.id}:${node.id}` : String(node.id);
+}
+
+function outputStore() {
+  const stores = app.extensionManager?._p?._s; // the frontend's Pinia stores
+  const store = typeof stores?.get === "function" ? stores.get("nodeOutput") : null;
+  return typeof store?.revokePreviewsByLocatorId === "function" ? store : null;
+}
 
 function dropPreviewImages(node) {
   if (!node.imgs?.length && !node.widgets?.some((w) => PREVIEW_WIDGETS.has(w.name))) return;
@@ -211,9 +223,13 @@ function dropPreviewImages(node) {
 function showVideoOutput(message) {
   this.hallo_video = !!message?.images?.some((f) => String(f.filename).endsWith(".mp4"));
   if (!this.hallo_video) return;
-  const id = this.graph && !this.graph.isRootGraph ? `${this.graph.id}:${this.id}` : String(this.id);
-  for (const url of app.nodePreviewImages?.[id] ?? []) URL.revokeObjectURL(url);
-  if (app.nodePreviewImages) delete app.nodePreviewImages[id];
+  const id = locatorId(this);
+  outputStore()?.revokePreviewsByLocatorId(id);
+  const legacy = app.nodePreviewImages;
+  if (legacy?.[id]) {
+    for (const url of legacy[id]) URL.revokeObjectURL(url);
+    delete legacy[id];
+  }
   dropPreviewImages(this);
 }
 
