@@ -117,13 +117,27 @@ def test_the_landmarker_task_is_package_data() -> None:
     from hallo_nodes.pipeline.paths import SHIPPED_LANDMARKER_TASK
 
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    package = "hallo_nodes.pipeline.face"
+    package = "hallo_nodes.pipeline.face.assets"
     assert package in setuptools["packages"]
-    package_dir = REPO / "pipeline" / "face"
-    shipped = [p.relative_to(package_dir).as_posix() for p in (package_dir / "assets").iterdir()]
+    package_dir = REPO / "pipeline" / "face" / "assets"
+    shipped = [p.name for p in package_dir.iterdir()]
     patterns = setuptools["package-data"][package]
     assert all(any(fnmatch.fnmatch(name, pat) for pat in patterns) for name in shipped), (shipped, patterns)
-    assert SHIPPED_LANDMARKER_TASK.parent == package_dir / "assets"
+    assert SHIPPED_LANDMARKER_TASK.parent == package_dir
     digest = hashlib.sha256(SHIPPED_LANDMARKER_TASK.read_bytes()).hexdigest()
     assert digest == "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
-    assert digest in (package_dir / "assets" / "README.md").read_text()
+    assert digest in (package_dir / "README.md").read_text()
+
+
+def test_readme_dependency_table_matches_pyproject() -> None:
+    """The README's dependency table lists exactly the declared dependencies with their floors (no typed-in
+    versions to go stale)."""
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("<!-- dependency table:", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[1:]
+            if line.startswith("|") and not line.startswith("|---")]
+    documented = {name.lower(): floor for name, floor, _ in rows[1:]}  # rows[0] is the header
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {_name(r): r.split(">=")[1].split(";")[0].strip() for r in project["dependencies"]}
+    assert {k: v for k, v in documented.items() if v != "not declared"} == declared
+    assert {"torch", "opencv"} <= {k for k, v in documented.items() if v == "not declared"}
