@@ -180,6 +180,14 @@ class ComfyServer:
             time.sleep(1.0)
         raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s; log: {self.log_tail()}")
 
+    def clear_cache(self) -> None:
+        """Make the next prompt run every node, as on a fresh server: ComfyUI empties its output cache (asked with
+        /free's free_memory) right after the prompt it runs next, so a trivial prompt runs first."""
+        self.post("/free", {"free_memory": True})
+        prompt = {"1": {"class_type": "PrimitiveString", "inputs": {"value": uuid.uuid4().hex}},
+                  "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+        assert self.wait(self.queue(prompt), timeout=60)["status"]["status_str"] == "success"
+
     def log_tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.is_file() else ""
 

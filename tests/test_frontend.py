@@ -275,7 +275,8 @@ def test_sampler_shows_frames_clips_and_duration(page: Chromium) -> None:
     assert not [e for e in page.page_errors() if "hallo" in e.lower()]
 
 
-def test_a_real_run_from_the_page_reports_to_the_nodes(page: Chromium) -> None:
+def test_a_real_run_from_the_page_reports_to_the_nodes(server: ComfyServer, page: Chromium) -> None:
+    server.clear_cache()  # every node runs (and reports), whatever ran before on this server
     load_workflow(page, "hallo_basic")
     page.evaluate("""(() => {
         const set = (type, name, value) => app.graph._nodes.filter((n) => n.type === type)
@@ -320,9 +321,11 @@ def wait_for(page: Chromium, expression: str, what: str, timeout: float = 600,
     return value
 
 
-def test_rendered_mp4_plays_on_the_node_and_dropped_back_loads_its_workflow(page: Chromium) -> None:
+def test_rendered_mp4_plays_on_the_node_and_dropped_back_loads_its_workflow(server: ComfyServer,
+                                                                            page: Chromium) -> None:
     """The render node shows its mp4 in a <video> that plays (Debian's Chromium decodes H.264); the mp4 dropped
     onto the page (the frontend's drop handler -> app.handleFile) loads the very graph that rendered it."""
+    server.clear_cache()  # the render node runs, live previews and all, whatever ran before on this server
     load_workflow(page, "hallo_render_to_file")
     page.evaluate("""(() => {
         const set = (type, name, value) => app.graph._nodes.filter((n) => n.type === type)
