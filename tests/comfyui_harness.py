@@ -480,6 +480,9 @@ KNOWN_CORE_PROBLEMS = (
                  r"failed request|log\.error", url=r"^https?://(?!127\.0\.0\.1[:/])"),
     KnownProblem("Chromium, when the test reloads a page with unsaved changes", "log.error",
                  r"^Blocked attempt to show a 'beforeunload' confirmation panel"),
+    KnownProblem("1.27.10: its model-to-node map names core nodes this ComfyUI does not load (UpscaleModelLoader "
+                 "needs spandrel, which .ci/setup-comfyui leaves out with torchvision)", "console.error",
+                 r"Cannot read properties of undefined \(reading 'name'\).*getRegisteredNodeTypes"),
     KnownProblem("1.27.10: a setting's change handler reads an undefined setting while the settings register",
                  "exception", r"Cannot read properties of undefined \(reading 'id'\)\s+at onChange .*addSetting"),
 )

@@ -557,5 +557,7 @@ def test_the_page_reported_no_error_naming_the_pack(page: Chromium, combo: Front
     workflow, every run, every help page, the dropped mp4), nothing names the pack, and every other error is one
     that is known to be core's against ComfyUI 0.3.64 (KNOWN_CORE_PROBLEMS: endpoints 0.3.64 lacks, ...)."""
     pack, unknown = sort_page_problems(page.problems())
-    assert [str(p) for p in pack] == [], f"{combo.id}: the page reports problems naming the pack"
-    assert [str(p) for p in unknown] == [], f"{combo.id}: errors not known to be core's (add them if they are)"
+    assert [str(p) for p in pack] == [], f"{combo.id}: the page reports problems naming the pack: " + \
+        "\n\n".join(p.text[:2000] for p in pack)
+    assert [str(p) for p in unknown] == [], f"{combo.id}: errors not known to be core's (add them if they are): " + \
+        "\n\n".join(p.text[:2000] for p in unknown)
