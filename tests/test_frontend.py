@@ -386,14 +386,16 @@ def test_a_workflow_saved_before_the_schedule_widgets_keeps_its_values(page: Chr
 
 #: The example workflow on the page made quick, as tests/comfyui_harness.py's fast_prompt makes its API twin: one
 #: step, 64x64 portraits and face crops, 16-frame first segments; and a new seed, so that every node runs (a cached
-#: node sends its old result but no live previews). Widgets are found by name, wherever they live.
+#: node sends its old result but no live previews). Widgets are found by name, wherever they live: on the graph's
+#: nodes and on those inside its subgraphs.
 QUICK_RUN = """() => {
-    for (const n of app.graph._nodes) for (const w of n.widgets ?? []) {
+    const graphs = [app.graph, ...(app.graph.subgraphs?.values?.() ?? [])];
+    for (const g of graphs) for (const n of g._nodes ?? g.nodes ?? []) for (const w of n.widgets ?? []) {
         if (w.name === 'steps') w.value = 1;
         if (w.name === 'seed') w.value = Math.floor(Math.random() * 1e9);
         if (n.type === 'HalloFaceAnalysis' && (w.name === 'width' || w.name === 'height')) w.value = 64;
         if (n.type === 'HalloFaceCrop' && w.name === 'size') w.value = 64;
-        if (w.name === 'num_frames' && w.value > 0) w.value = 16; }
+        if (n.type.startsWith('Hallo') && ['num_frames', 'frames'].includes(w.name) && w.value > 0) w.value = 16; }
     return app.queuePrompt(0, 1).then(() => true); }"""
 #: Records what each Hallo node's info widget draws (its text lines, and the room the canvas it draws into has),
 #: for the widgets there are and those the nodes add later (a node adds it when it first reports).
@@ -435,7 +437,7 @@ def plain(text: str) -> str:
     return " ".join(text.replace("⚠", " ").split())
 
 
-def run_from_page(server: ComfyServer, page: Chromium, expression: str, timeout: float = 600) -> dict:
+def run_from_page(server: ComfyServer, page: Chromium, expression: str, timeout: float = 240) -> dict:
     """Evaluate ``expression`` (which queues the page's graph) and wait for the run; its history entry."""
     before = set(server.get("/history"))
     assert page.evaluate(expression)
