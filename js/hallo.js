@@ -3,20 +3,29 @@
 //   connected HalloAudioEncode has run (it reports them in its "hallo_audio" ui output); after a run they show
 //   what that run itself reported ("hallo_render"), so a cached encoder cannot leave the text stale.
 // * HalloFaceAnalysis shows how many faces were found and a legend for the mask overlay preview it returns.
-// * HalloSampler's start_frame widget steps through -1, 0, 16, 32, ... (see snapStartFrame).
 // * Every Hallo node shows the notices of its last run (its "text" ui output: silent audio, a stretched
-//   portrait, an odd photo size, skipped vocal separation, ...).
+//   portrait, an odd photo size, skipped vocal separation, ...). The text grows its node only into free
+//   space: where a neighbour sits below, it is cut short (the whole text is the widget's tooltip).
 // * HalloRenderToVideoFile: the frontend plays its mp4 on the node; this drops the node's live previews once the
 //   mp4 is written, which core does not do (they would hide the video).
+// * Hallo Sampler Options greys out solver / cfg_steps / cache_interval unless the preset is custom, and choosing
+//   a preset sets the steps of the samplers it feeds to the preset's count.
+// * Workflows saved with the samplers' old widgets are rewritten when they load (hallo_migrate.js).
 // The text sits in a widget of its own above any preview, not at the node's bottom edge, where the frontend
 // writes the size of a previewed image. The widget is never saved in workflows nor sent with prompts.
 import { app } from "../../scripts/app.js";
+import { migrateWorkflow } from "./hallo_migrate.js";
 
 const SAMPLERS = new Set(["HalloSampler", "HalloRenderToVideoFile"]);
 const INFO_COLOR = "#9fd4ff";
 const NOTE_COLOR = "#ffcf6e";
 const LINE = 14;
 const INFO_WIDGET = "hallo_info";
+const FONT = "11px sans-serif";
+const CUSTOM_ONLY = ["solver", "cfg_steps", "cache_interval"];
+// What the migration and the options node read from the node definitions (filled in beforeRegisterNodeDef).
+const DEFS = { recipes: null, optionNames: [], optionDefaults: {}, dropChoices: [], inputOrder: {},
+  samplerHeight: { HalloSampler: 420, HalloRenderToVideoFile: 480 }, segmentDefault: 400 };
 
 // Through getInputNode: newer frontends warn on every read of input.link.
 function inputNode(node, name) {
@@ -55,9 +64,9 @@ export function samplerInfo(node) {
   if (!audio) return "run the graph once to see frames and duration";
   const total = audio.frames;
   const chained = !!inputNode(node, "motion");
-  let start = Number(widgetValue(node, "start_frame", 0));
-  if (start < 0) start = chained ? null : 0;
-  const num = Number(widgetValue(node, "num_frames", 0));
+  const start = chained ? null : 0;
+  const segment = inputNode(node, "segment");
+  const num = segment ? Number(widgetValue(segment, "frames", 0)) : 0;
   if (start === null) {
     const frames = num > 0 ? `${num} frames` : "the rest of the audio";
     return `continues the previous segment: ${frames} of ${total} @ ${audio.fps} fps`;
@@ -74,23 +83,6 @@ export function renderInfo(r) {
   return text;
 }
 
-// start_frame is -1 (continue from 'motion') or a multiple of the clip length. With min -1 and step 16 the
-// frontend would snap the widget to -1 + 16k (15, 31, ...); this keeps -1, takes one step up from -1 (15) to 0
-// and snaps the rest to 0, 16, 32, ...: the arrows go -1, 0, 16, 32 and back.
-export function snapStartFrame(value, clip) {
-  if (value < 0) return -1;
-  return value === clip - 1 ? 0 : Math.round(value / clip) * clip;
-}
-
-function honestStartFrame() {
-  const w = (this.widgets || []).find((x) => x.name === "start_frame");
-  if (!w) return;
-  const clip = w.options?.step2 || 16;
-  w.callback = function (value) {
-    this.value = snapStartFrame(Number(value), clip);
-  };
-}
-
 function faceInfo(face) {
   if (!face) return null;
   const found = face.faces === 0 ? "no face found (zero identity embedding)" : `${plural(face.faces, "face")} found, using #${face.face_index}`;
@@ -105,12 +97,20 @@ function infoLines(node) {
   return lines;
 }
 
-function wrap(ctx, text, width) {
+let measureCtx = null;
+
+function textWidth(text) {
+  measureCtx ??= document.createElement("canvas").getContext("2d");
+  measureCtx.font = FONT;
+  return measureCtx.measureText(text).width;
+}
+
+function wrap(text, width) {
   const out = [];
   let line = "";
   for (const word of text.split(" ")) {
     const next = line ? `${line} ${word}` : word;
-    if (line && ctx.measureText(next).width > width) {
+    if (line && textWidth(next) > width) {
       out.push(line);
       line = word;
     } else {
@@ -119,6 +119,46 @@ function wrap(ctx, text, width) {
   }
   if (line) out.push(line);
   return out;
+}
+
+// The text lines of a node at a width: [text, colour] pairs.
+function textLines(node, width) {
+  const out = [];
+  for (const [text, color] of infoLines(node)) {
+    for (const part of wrap(text, width - 16)) out.push([part, color]);
+  }
+  return out;
+}
+
+function nodeBox(node, height = node.size[1]) {
+  const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  return [node.pos[0], node.pos[1] - title, node.size[0], height + title];
+}
+
+function intersects(a, b) {
+  return a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3];
+}
+
+// Would the node, grown to `height`, cover a node it does not cover now?
+function growthCovers(node, height) {
+  const nodes = node.graph?._nodes ?? node.graph?.nodes ?? [];
+  const now = nodeBox(node);
+  const grown = nodeBox(node, height);
+  return nodes.some((o) => o !== node && o.pos && o.size && intersects(grown, nodeBox(o))
+    && !intersects(now, nodeBox(o)));
+}
+
+// The rows the text gets: all it needs when the node can grow into free space, else as many as fit.
+function fitRows(node, widget, wanted) {
+  const have = widget.rows;
+  if (wanted <= have || !node.size || !node.pos) return wanted;
+  for (let rows = wanted; rows > have; rows--) {
+    widget.rows = rows;
+    const height = node.computeSize?.()[1] ?? node.size[1];
+    widget.rows = have;
+    if (height <= node.size[1] || !growthCovers(node, height)) return rows;
+  }
+  return have;
 }
 
 // A read-only text widget: drawn in the widget area, never serialized (workflow or prompt).
@@ -133,35 +173,54 @@ function infoWidget(node) {
     options: { serialize: false },
     rows: 1,
     draw(ctx, owner, width, y) {
+      const lines = textLines(owner, width);
+      const shown = lines.slice(0, this.rows);
+      if (lines.length > shown.length && shown.length) { // cut short: end the last row with an ellipsis
+        const last = shown[shown.length - 1];
+        let text = last[0];
+        while (text && textWidth(`${text}…`) > width - 16) text = text.slice(0, -1);
+        shown[shown.length - 1] = [`${text}…`, last[1]];
+      }
       ctx.save();
-      ctx.font = "11px sans-serif";
+      ctx.font = FONT;
       ctx.textAlign = "left";
-      let row = 0;
-      for (const [text, color] of infoLines(owner)) {
+      shown.forEach(([text, color], row) => {
         ctx.fillStyle = color;
-        for (const part of wrap(ctx, text, width - 16)) {
-          ctx.fillText(part, 8, y + LINE * (row + 1) - 2, width - 16);
-          row += 1;
-        }
-      }
+        ctx.fillText(text, 8, y + LINE * (row + 1) - 2, width - 16);
+      });
       ctx.restore();
-      if (row !== this.rows) {
-        this.rows = row;
-        owner.setSize?.([owner.size[0], Math.max(owner.size[1], owner.computeSize()[1])]);
-        // Nodes 2.0 sizes the widget's own canvas from computeSize before drawing: draw again at the new height
-        if (this.triggerDraw) requestAnimationFrame(() => this.triggerDraw?.());
-      }
     },
     computeSize(width) {
       return [width, Math.max(1, this.rows) * LINE + 4];
     },
   });
+  // Nodes 2.0 sizes the widget's own canvas by the height the canvas layout last computed, which goes stale when
+  // the text changes: the widget's height is always its rows'
+  Object.defineProperty(widget, "computedHeight", {
+    get() { return Math.max(1, this.rows) * LINE + 4; },
+    set() {},
+    configurable: true,
+  });
   return widget;
+}
+
+// Lay the text out again: grow the node only into free space (never over a neighbour), never shrink it.
+function relayout(node) {
+  const widget = infoWidget(node);
+  if (!widget || !node.size) return;
+  const lines = textLines(node, node.size[0]);
+  widget.tooltip = infoLines(node).map(([text]) => text).join("\n");
+  const rows = Math.max(1, fitRows(node, widget, lines.length));
+  if (rows === widget.rows) return;
+  widget.rows = rows;
+  const height = node.computeSize?.()[1];
+  if (height && height > node.size[1]) node.setSize?.([node.size[0], height]);
 }
 
 function show(node, info, notes) {
   if (info !== undefined) node.hallo_info = info;
   if (notes !== undefined) node.hallo_notes = notes;
+  relayout(node);
   // Nodes 2.0 (Vue nodes) draws a canvas widget into a canvas of its own only when asked (triggerDraw)
   infoWidget(node)?.triggerDraw?.();
   node.setDirtyCanvas?.(true, true);
@@ -233,11 +292,81 @@ function showVideoOutput(message) {
   dropPreviewImages(this);
 }
 
+function choicesOf(spec) {
+  return Array.isArray(spec?.[0]) ? spec[0] : spec?.[1]?.options ?? [];
+}
+
+function inputOrder(nodeData) {
+  const order = nodeData.input_order;
+  if (order) return [...(order.required ?? []), ...(order.optional ?? [])];
+  return [...Object.keys(nodeData.input?.required ?? {}), ...Object.keys(nodeData.input?.optional ?? {})];
+}
+
+function readDefinitions(name, nodeData) {
+  const required = nodeData.input?.required ?? {};
+  if (name === "HalloSamplerOptions") {
+    DEFS.optionNames = inputOrder(nodeData);
+    DEFS.optionDefaults = Object.fromEntries(DEFS.optionNames.map((n) => [n, required[n]?.[1]?.default]));
+    DEFS.recipes = required.preset?.[1]?.recipes ?? null;
+    DEFS.dropChoices = choicesOf(required.motion_frame_drop);
+  } else if (name === "HalloSegment") {
+    DEFS.segmentDefault = required.frames?.[1]?.default ?? DEFS.segmentDefault;
+  } else if (SAMPLERS.has(name)) {
+    DEFS.inputOrder[name] = inputOrder(nodeData);
+  }
+}
+
+// Solver, cfg_steps and cache_interval are the custom recipe's: greyed out under the named presets.
+function greyCustomOnly(node) {
+  const custom = widgetValue(node, "preset", "faithful") === "custom";
+  for (const w of node.widgets ?? []) {
+    if (CUSTOM_ONLY.includes(w.name)) w.disabled = !custom;
+  }
+  node.setDirtyCanvas?.(true, true);
+}
+
+// A named preset chosen by hand: the samplers it feeds get its step count (steps runs under every preset).
+// Choosing custom keeps their steps: it is the recipe to tune.
+function presetChosen(node, preset) {
+  const steps = preset === "custom" ? null : DEFS.recipes?.[preset]?.steps;
+  if (!steps) return;
+  for (const linkId of node.outputs?.[0]?.links ?? []) {
+    const link = getLink(node.graph ?? app.graph, linkId);
+    const target = link ? (node.graph ?? app.graph).getNodeById(link.target_id) : null;
+    const w = target?.widgets?.find((x) => x.name === "steps");
+    if (!w || !SAMPLERS.has(target.comfyClass ?? target.type)) continue;
+    w.value = steps;
+    w.callback?.(steps);
+    target.setDirtyCanvas?.(true, true);
+  }
+}
+
+function optionsNode() {
+  const preset = (this.widgets ?? []).find((w) => w.name === "preset");
+  if (preset) {
+    const original = preset.callback;
+    const node = this;
+    preset.callback = function (value, ...rest) {
+      const r = original?.call(this, value, ...rest);
+      greyCustomOnly(node);
+      presetChosen(node, value);
+      return r;
+    };
+  }
+  greyCustomOnly(this);
+}
+
 app.registerExtension({
   name: "hallo.nodes",
+  async beforeConfigureGraph(graphData) {
+    if (!DEFS.recipes) return;
+    const count = migrateWorkflow(graphData, DEFS, (message) => console.warn(`hallo-nodes: ${message}`));
+    if (count) console.info(`hallo-nodes: ${count} sampler(s) saved with the old widgets now use the option nodes`);
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     const name = nodeData.name;
     if (!name?.startsWith("Hallo")) return;
+    readDefinitions(name, nodeData);
     chain(nodeType.prototype, "onExecuted", function (message) {
       show(this, undefined, Array.isArray(message?.text) ? message.text.map(String) : []);
     });
@@ -251,7 +380,6 @@ app.registerExtension({
       });
     } else if (SAMPLERS.has(name)) {
       chain(nodeType.prototype, "onNodeCreated", projected);
-      chain(nodeType.prototype, "onNodeCreated", honestStartFrame);
       chain(nodeType.prototype, "onConnectionsChange", projected);
       chain(nodeType.prototype, "onWidgetChanged", function (widgetName) {
         if (widgetName !== INFO_WIDGET) projected.call(this);
@@ -270,6 +398,12 @@ app.registerExtension({
         chain(nodeType.prototype, "onExecutionStart", function () { this.hallo_video = false; });
         chain(nodeType.prototype, "onDrawForeground", function () { if (this.hallo_video) dropPreviewImages(this); });
       }
+    } else if (name === "HalloSegment") {
+      // the canvas redraws the samplers' text on every frame; Nodes 2.0 only when told
+      chain(nodeType.prototype, "onWidgetChanged", refreshSamplers);
+    } else if (name === "HalloSamplerOptions") {
+      chain(nodeType.prototype, "onNodeCreated", optionsNode);
+      chain(nodeType.prototype, "onConfigure", function () { greyCustomOnly(this); });
     } else if (name === "HalloFaceAnalysis") {
       chain(nodeType.prototype, "onExecuted", function (message) {
         this.hallo_face = message?.hallo_face?.[0] ?? null;

@@ -6,7 +6,9 @@ from .evaluate import HalloEvaluate
 from .face import HalloFaceAnalysis, HalloFaceCrop, HalloPasteBack
 from .loaders import HalloModelLoader
 from .reference import HalloReference
-from .sampler import HalloRenderToVideoFile, HalloSampler
+from .sampler import HalloRenderToVideoFile, HalloSampler, HalloSegment
+from .sampler_options import HalloSamplerOptions
+from .schedule_inputs import HalloWeightSchedule
 
 comfy_adapter.register_model_folder()
 
@@ -19,6 +21,9 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "HalloReference": HalloReference,
     "HalloSampler": HalloSampler,
     "HalloRenderToVideoFile": HalloRenderToVideoFile,
+    "HalloSamplerOptions": HalloSamplerOptions,
+    "HalloSegment": HalloSegment,
+    "HalloWeightSchedule": HalloWeightSchedule,
     "HalloEvaluate": HalloEvaluate,
 }
 
@@ -31,5 +36,8 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "HalloReference": "Hallo Reference (ReferenceNet input)",
     "HalloSampler": "Hallo Sampler",
     "HalloRenderToVideoFile": "Hallo Render to Video File",
+    "HalloSamplerOptions": "Hallo Sampler Options",
+    "HalloSegment": "Hallo Segment",
+    "HalloWeightSchedule": "Hallo Weight Schedule",
     "HalloEvaluate": "Hallo Evaluate (lip sync, identity, seams)",
 }

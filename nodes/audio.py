@@ -10,7 +10,7 @@ from ..pipeline.notices import collect_notices
 from ..pipeline.paths import SEPARATOR_FILE, SEPARATOR_SUBDIR
 from ..pipeline.sampling.settings import CLIP_LENGTH
 from . import comfy_adapter as comfy
-from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect, with_notes
+from .common import CATEGORY, HALLO_AUDIO, HALLO_MODEL, HalloModel, check_audio, expect, node_messages, with_notes
 
 NODE = "HalloAudioEncode"
 HALLO2_SEGMENT_SECONDS = 60.0
@@ -69,13 +69,14 @@ class HalloAudioEncode:
             }
         }
 
+    @node_messages("HalloAudioEncode")
     def encode(self, model: HalloModel, audio: dict, fps: float = 25.0, separate_vocals: str = "auto",
                loudness: str = "none", segment_seconds: float = 0.0) -> dict:
         model = expect(model, HalloModel, NODE, "model", HALLO_MODEL)
         waveform, sample_rate = check_audio(audio, NODE)
         segment = segment_seconds if segment_seconds > 0 else (HALLO2_SEGMENT_SECONDS if model.is_hallo2 else None)
         progress = comfy.Progress(1000)
-        with collect_notices() as notes, model.residency.use("wav2vec"):
+        with collect_notices(NODE) as notes, model.residency.use("wav2vec"):
             features = encode_audio(
                 waveform, sample_rate, model.wav2vec, fps=float(fps), clip_length=CLIP_LENGTH,
                 separate_vocals=separate_vocals, separator_model=model.folder.root,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -171,3 +173,43 @@ def validate_floats(node: str, spec: dict[str, tuple], values: dict[str, Any]) -
         if number < opts.get("min", -math.inf) or number > opts.get("max", math.inf):
             return f"{node}: widget '{name}' is {number}, outside {opts.get('min')}..{opts.get('max')}"
     return True
+
+
+#: Multiples of this are the sizes the networks take (VAE 8 x three UNet stages).
+SIZE_MULTIPLE = 64
+
+
+def size_problem(node: str, name: str, value: Any) -> str | None:
+    """A video size widget that is not a positive multiple of 64, with the nearest valid values."""
+    size = int(value)
+    if size >= SIZE_MULTIPLE and size % SIZE_MULTIPLE == 0:
+        return None
+    low = max(SIZE_MULTIPLE, size - size % SIZE_MULTIPLE)
+    high = low + SIZE_MULTIPLE
+    fix = f"use {low}" if size <= low else f"use {low} or {high}"
+    return f"{node}: widget '{name}' is {size}, not a multiple of {SIZE_MULTIPLE}: {fix}"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Exceptions that are ComfyUI's (or the user's) way of stopping a run, not messages about the node.
+_NOT_MESSAGES = ("InterruptProcessingException", "RenderCancelled")
+
+
+def node_messages(node: str) -> Callable[[F], F]:
+    """Decorator for a node's FUNCTION: every error message it raises starts with ``node:``.
+
+    The pipeline's own errors (a missing model file, MediaPipe finding no face, ...) do not know which node runs
+    them; this prefixes their message, keeping the exception's type (ComfyUI shows the type and the message).
+    """
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if type(exc).__name__ not in _NOT_MESSAGES and len(exc.args) == 1 and isinstance(exc.args[0], str) \
+                        and not exc.args[0].startswith(f"{node}:"):
+                    exc.args = (f"{node}: {exc.args[0]}",)
+                raise
+        return run  # type: ignore[return-value]
+    return decorate

@@ -10,7 +10,7 @@ import torch
 
 from ..pipeline.images import comfy_image_to_rgb
 from ..pipeline.notices import collect_notices
-from .common import CATEGORY, HALLO_MODEL, HalloInputError, HalloModel, check_audio, check_image, expect
+from .common import CATEGORY, HALLO_MODEL, HalloInputError, HalloModel, check_audio, check_image, expect, node_messages
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class HalloEvaluate:
             },
         }
 
+    @node_messages("HalloEvaluate")
     def evaluate(self, model: HalloModel, images: torch.Tensor, reference: torch.Tensor, fps: float = 25.0,
                  clip_length: int = 16, names: str = "a, b, c", audio: dict | None = None,
                  images_b: torch.Tensor | None = None, images_c: torch.Tensor | None = None) -> dict:
@@ -80,7 +81,7 @@ class HalloEvaluate:
         labels = [n.strip() for n in str(names).split(",") if n.strip()]
         videos = [(slot, v) for slot, v in zip(SLOTS, (images, images_b, images_c), strict=True) if v is not None]
         reports = []
-        with collect_notices() as notes:
+        with collect_notices(NODE) as notes:
             for k, (slot, video) in enumerate(videos):
                 name = labels[k] if k < len(labels) else slot
                 reports.append(evaluate(_frames(video, slot), ref, float(fps), model.folder.root, audio=sound,

@@ -22,12 +22,16 @@ from .common import (
     HALLO_CROP,
     HALLO_FACE,
     HALLO_MODEL,
+    FiniteMin,
     HalloInputError,
     HalloModel,
+    check_finite,
     check_image,
     check_mask,
     expect,
+    node_messages,
     odd_size_notes,
+    size_problem,
     with_notes,
 )
 
@@ -167,7 +171,7 @@ class HalloFaceAnalysis:
                                                "where the face fills 50-70 % works best."}),
                 "width": ("INT", dict(SIZE_OPTS, tooltip="Video width; a multiple of 64 (Hallo was trained at 512).")),
                 "height": ("INT", dict(SIZE_OPTS, tooltip="Video height; a multiple of 64.")),
-                "face_expand_ratio": ("FLOAT", {"default": 1.2, "min": 0.5, "max": 3.0, "step": 0.05,
+                "face_expand_ratio": ("FLOAT", {"default": 1.2, "min": FiniteMin(0.5), "max": 3.0, "step": 0.05,
                                                 "tooltip": "How far the face mask extends beyond the face outline "
                                                            "(original: 1.2)."}),
                 **_face_select_inputs(),
@@ -186,11 +190,22 @@ class HalloFaceAnalysis:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width: int | None = None) -> bool | str:  # noqa: N802
+        """Only ``width`` (ComfyUI marks every widget this check reads); ``height`` is checked when the node runs."""
+        return True if width is None else size_problem("HalloFaceAnalysis", "width", width) or True
+
+    @node_messages("HalloFaceAnalysis")
     def analyze(self, model: HalloModel, image: torch.Tensor, width: int = 512, height: int = 512,
                 face_expand_ratio: float = 1.2, face_index: int = 0, face_order: str = "largest",
                 allow_no_face: bool = False, lip_mask: torch.Tensor | None = None,
                 face_mask: torch.Tensor | None = None, full_mask: torch.Tensor | None = None) -> dict:
         node = "HalloFaceAnalysis"
+        for name, value in (("width", width), ("height", height)):
+            problem = size_problem(node, name, value)
+            if problem:
+                raise ValueError(problem)
+        check_finite(node, face_expand_ratio=face_expand_ratio)
         model = expect(model, HalloModel, node, "model", HALLO_MODEL)
         rgb = comfy_image_to_rgb(check_image(image, node), name=f"{node} image")
         result = analyze_face(rgb, model.folder.root, output_size=(int(height), int(width)),
@@ -217,17 +232,6 @@ class HalloFaceAnalysis:
                                      _mask_tensor(m.full_image))}
 
 
-def _check_crop_widgets(size, face_fraction) -> str | None:
-    """The error for out-of-range HalloFaceCrop widgets, or None."""
-    lo, hi = SIZE_OPTS["min"], SIZE_OPTS["max"]
-    if not isinstance(size, (int, float)) or not lo <= size <= hi:
-        return f"HalloFaceCrop: 'size' must be between {lo} and {hi} pixels (a multiple of 64, e.g. 512), got {size}"
-    if not isinstance(face_fraction, (int, float)) or not 0.1 <= face_fraction <= 1.0:
-        return ("HalloFaceCrop: 'face_fraction' must be between 0.1 and 1.0 (Hallo recommends 0.5-0.7), "
-                f"got {face_fraction}")
-    return None
-
-
 class HalloFaceCrop:
     DESCRIPTION = (
         "Cuts a face-centred square out of any photo (the face box spans face_fraction of the side, padded where "
@@ -246,7 +250,7 @@ class HalloFaceCrop:
             "required": {
                 "model": (HALLO_MODEL, {"tooltip": "From HalloModelLoader; its face detector is used."}),
                 "image": ("IMAGE", {"tooltip": "Any photo with a face (the first image of a batch is used)."}),
-                "face_fraction": ("FLOAT", {"default": 0.6, "min": 0.1, "max": 1.0, "step": 0.05,
+                "face_fraction": ("FLOAT", {"default": 0.6, "min": FiniteMin(0.1), "max": 1.0, "step": 0.05,
                                             "tooltip": "Share of the crop's side the face box spans (Hallo "
                                                        "recommends 0.5-0.7)."}),
                 "size": ("INT", dict(SIZE_OPTS, tooltip="Side of the square crop in pixels (multiple of 64).")),
@@ -258,15 +262,18 @@ class HalloFaceCrop:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, size: int = 512, face_fraction: float = 0.6) -> bool | str:  # noqa: N802
-        return _check_crop_widgets(size, face_fraction) or True
+    def VALIDATE_INPUTS(cls, size: int | None = None) -> bool | str:  # noqa: N802
+        """Only ``size`` (ComfyUI marks every widget this check reads; face_fraction has ComfyUI's own check)."""
+        return True if size is None else size_problem("HalloFaceCrop", "size", size) or True
 
+    @node_messages("HalloFaceCrop")
     def crop(self, model: HalloModel, image: torch.Tensor, face_fraction: float = 0.6, size: int = 512,
              face_index: int = 0, face_order: str = "largest", pad_mode: str = "edge") -> tuple:
         node = "HalloFaceCrop"
-        error = _check_crop_widgets(size, face_fraction)
+        error = size_problem(node, "size", size)
         if error:
             raise ValueError(error)
+        check_finite(node, face_fraction=face_fraction)
         model = expect(model, HalloModel, node, "model", HALLO_MODEL)
         rgb = comfy_image_to_rgb(check_image(image, node), name=f"{node} image")
         detector = load_face_models(model.folder.root).detector
@@ -308,6 +315,7 @@ class HalloPasteBack:
             }
         }
 
+    @node_messages("HalloPasteBack")
     def paste(self, images: torch.Tensor, original: torch.Tensor, crop: CropBox, feather: int = 16) -> dict:
         node = "HalloPasteBack"
         images = check_image(images, node, "images")

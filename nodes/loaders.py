@@ -14,7 +14,7 @@ from ..pipeline.paths import (
     ModelFolder,
 )
 from . import comfy_adapter as comfy
-from .common import CATEGORY, HALLO_MODEL, HalloModel
+from .common import CATEGORY, HALLO_MODEL, HalloModel, node_messages
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ LAYOUT_HINT = (
 def no_checkpoint_message(name: str | None = None) -> str:
     root = comfy.default_model_dir()
     searched = ", ".join(str(p) for p in comfy.model_roots()) or "(no folder registered)"
-    head = (f"Hallo checkpoint '{name}' not found" if name else "no Hallo checkpoint found")
+    head = (f"HalloModelLoader: Hallo checkpoint '{name}' not found" if name
+            else "HalloModelLoader: no Hallo checkpoint found")
     return f"{head}. Searched: {searched}. " + LAYOUT_HINT.format(root=root)
 
 
@@ -75,6 +76,7 @@ class HalloModelLoader:
         stat = entry.path.stat()
         return f"{entry.path}:{stat.st_size}:{stat.st_mtime_ns}:{dtype}"
 
+    @node_messages("HalloModelLoader")
     def load(self, checkpoint: str, dtype: str = "auto") -> tuple[HalloModel]:
         from ..pipeline.audio.wav2vec import load_wav2vec
         from ..pipeline.models.loading import load_net, load_vae, parse_dtype

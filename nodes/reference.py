@@ -8,7 +8,17 @@ from ..pipeline.face.analysis import FaceAnalysisResult
 from ..pipeline.images import comfy_image_to_rgb
 from ..pipeline.notices import collect_notices, notice
 from ..pipeline.sampling.residency import VAE
-from .common import CATEGORY, HALLO_FACE, HALLO_MODEL, HALLO_REFERENCE, HalloModel, check_image, expect, with_notes
+from .common import (
+    CATEGORY,
+    HALLO_FACE,
+    HALLO_MODEL,
+    HALLO_REFERENCE,
+    HalloModel,
+    check_image,
+    expect,
+    node_messages,
+    with_notes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +47,7 @@ class HalloReference:
             }
         }
 
+    @node_messages("HalloReference")
     def prepare(self, model: HalloModel, image, face: FaceAnalysisResult) -> dict:
         model = expect(model, HalloModel, NODE, "model", HALLO_MODEL)
         face = expect(face, FaceAnalysisResult, NODE, "face", HALLO_FACE)
@@ -48,7 +59,7 @@ class HalloReference:
         size = tuple(int(v) for v in face.masks.face_locator.shape[-2:])
         from ..pipeline.reference import make_reference
 
-        with collect_notices() as notes:
+        with collect_notices(NODE) as notes:
             stretch_notice(rgb.shape[0], rgb.shape[1], size)
             with model.residency.use(VAE):
                 reference = make_reference(model.vae, rgb, face, size=size)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..pipeline.audio.features import SILENCE_PEAK, AudioFeatures
+from ..pipeline.errors import HalloInputError
 from ..pipeline.face.crop import CropBox
 from ..pipeline.notices import collect_notices, notice
 from ..pipeline.sampling.options import SamplerOptions, recipe_summary, resolve_sampler
@@ -30,11 +31,20 @@ from .common import (
     check_audio,
     check_finite,
     expect,
+    node_messages,
     with_notes,
 )
 from .face import paste_compositor
-from .sampler_options import make_options, option_inputs, option_notes, prepare_model, validate_options
-from .schedule_inputs import frame_weights, schedule_inputs
+from .legacy_widgets import changed_options, legacy_inputs, legacy_values
+from .sampler_options import (
+    HALLO_SAMPLER_OPTIONS,
+    SamplerChoices,
+    make_options,
+    option_notes,
+    prepare_model,
+    recipe_problem,
+)
+from .schedule_inputs import BRANCHES, frame_weights, still_input
 
 if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs, not when ComfyUI starts
     from ..pipeline.sampling.sampler import ClipOutput, GenerationResult, HalloReference, MotionState, SamplerSettings
@@ -43,47 +53,48 @@ if TYPE_CHECKING:  # the generator pulls in diffusers: imported when a node runs
 logger = logging.getLogger(__name__)
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+HALLO_SEGMENT = "HALLO_SEGMENT"
+
+
+class StepsMin(int):
+    """The ``steps`` widget's ``min`` (1) that lets 0 through ComfyUI's own range check.
+
+    API prompts saved before the option nodes used ``steps: 0`` for "the preset's count"; they must still run.
+    ComfyUI checks ``value < min`` per widget, which asks ``StepsMin.__gt__`` first (the reflected method of a
+    subclass wins); the frontend gets a plain 1, so the widget itself never shows 0.
+    """
+
+    def __gt__(self, other: object) -> bool:
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return False
+        return int.__gt__(self, other)
 
 
 def settings_inputs() -> dict:
     weight = {"default": 1.0, "min": FiniteMin(0.0), "max": 3.0, "step": 0.05}  # FiniteMin: NaN is refused
+    branch = {"pose": "head pose (full/background mask)", "face": "expression (face mask)",
+              "lip": "the lips (lip mask)"}
+    weights = {f"{b}_weight": ("FLOAT", dict(weight, tooltip=f"Strength of the audio on {branch[b]} (original: 1). "
+                                                            "Connect a Hallo Weight Schedule (or a list of floats, "
+                                                            "one per frame) to change it over the video."))
+               for b in BRANCHES}
     return {
-        "steps": ("INT", {"default": 0, "min": 0, "max": 200,
-                          "tooltip": "Denoising steps per 16-frame clip. 0 = the preset's (faithful: 40 as the "
-                                     "original, balanced 25, fast 20, custom 40); another number replaces the "
-                                     "preset's count (workflows saved before presets keep theirs)."}),
+        "steps": ("INT", {"default": 40, "min": StepsMin(1), "max": 200,
+                          "tooltip": "Denoising steps per 16-frame clip (the original: 40). The speed presets of "
+                                     "Hallo Sampler Options run fewer: balanced and cache 25, fast 20."}),
         "cfg": ("FLOAT", {"default": 3.5, "min": FiniteMin(0.0), "max": 20.0, "step": 0.1, "round": 0.01,
                           "tooltip": "Classifier-free guidance scale (original: 3.5; 1 or less turns it off and "
                                      "halves the work)."}),
         "seed": ("INT", {"default": 42, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                          "tooltip": "Noise seed (original: 42). Chained segments must use the same seed."}),
-        "pose_weight": ("FLOAT", dict(weight, tooltip="Strength of the audio on head pose (full/background mask).")),
-        "face_weight": ("FLOAT", dict(weight, tooltip="Strength of the audio on expression (face mask).")),
-        "lip_weight": ("FLOAT", dict(weight, tooltip="Strength of the audio on the lips (lip mask).")),
+        **weights,
     }
 
 
-def segment_inputs() -> dict:
-    return {
-        # step 16: the arrows give -1, 0, 16, 32, ... (js/hallo.js keeps -1 off ComfyUI's -1 + 16k grid)
-        "start_frame": ("INT", {"default": -1, "min": -1, "max": 1 << 24, "step": CLIP_LENGTH,
-                                "tooltip": "First frame to render; a multiple of 16. -1 = where the incoming "
-                                           "motion ends (0 without motion)."}),
-        "num_frames": ("INT", {"default": 0, "min": 0, "max": 1 << 24, "step": CLIP_LENGTH,
-                               "tooltip": "Frames to render from start_frame; a multiple of 16. 0 = up to the end "
-                                          "of the audio."}),
-    }
-
-
-def advanced_inputs() -> dict:
-    return {
-        "faithful": ("BOOLEAN", {"default": True,
-                                 "tooltip": "Reproduce the original's reference-attention batch quirks exactly "
-                                            "(the weights were trained with them)."}),
-        "motion_frame_drop": ("FLOAT", {"default": -1.0, "min": FiniteMin(-1.0), "max": 0.95, "step": 0.05,
-                                        "tooltip": "Hallo2: share of motion-frame pixels dropped outside the face. "
-                                                   "-1 = automatic (0.25 for Hallo2, 0 for Hallo)."}),
-    }
+def options_input() -> dict:
+    return {"options": (HALLO_SAMPLER_OPTIONS, {
+        "tooltip": "From Hallo Sampler Options: speed preset, precision, low VRAM, compile and the other engineering "
+                   "settings. Not connected: the original recipe (faithful)."})}
 
 
 def common_required() -> dict:
@@ -92,6 +103,54 @@ def common_required() -> dict:
         "reference": (HALLO_REFERENCE, {"tooltip": "From HalloReference."}),
         "audio_features": (HALLO_AUDIO, {"tooltip": "From HalloAudioEncode."}),
     }
+
+
+@dataclass(frozen=True)
+class SegmentLength:
+    """HALLO_SEGMENT: how many frames a sampler renders (from where its motion input ends)."""
+
+    frames: int
+
+
+def frames_problem(frames: int) -> str | None:
+    if frames < CLIP_LENGTH or frames % CLIP_LENGTH:
+        low = max(CLIP_LENGTH, frames - frames % CLIP_LENGTH)
+        high = low + CLIP_LENGTH if frames > low else low
+        fix = f"use {low}" if low == high else f"use {low} or {high}"
+        return (f"HalloSegment: widget 'frames' is {frames}, not a multiple of {CLIP_LENGTH} (clips are "
+                f"{CLIP_LENGTH} frames): {fix}")
+    return None
+
+
+class HalloSegment:
+    DESCRIPTION = (
+        "How many frames a Hallo Sampler renders, for long audio in parts: the sampler renders this many frames "
+        "from where its 'motion' input ends (from frame 0 without one); a next sampler, fed its 'motion' output, "
+        "continues. Without a segment a sampler renders to the end of the audio."
+    )
+    CATEGORY = f"{CATEGORY}/sampling"
+    RETURN_TYPES = (HALLO_SEGMENT,)
+    RETURN_NAMES = ("segment",)
+    OUTPUT_TOOLTIPS = ("Connect to the 'segment' input of a Hallo Sampler.",)
+    FUNCTION = "segment"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"frames": ("INT", {
+            "default": 400, "min": CLIP_LENGTH, "max": 1 << 24, "step": CLIP_LENGTH,
+            "tooltip": f"Frames to render, a multiple of {CLIP_LENGTH} (a clip); at 25 fps 400 frames are 16 s. "
+                       "Fewer remain at the end of the audio: the sampler stops there."})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames: int | None = None) -> bool | str:  # noqa: N802
+        return True if frames is None else frames_problem(int(frames)) or True
+
+    @node_messages("HalloSegment")
+    def segment(self, frames: int) -> tuple[SegmentLength]:
+        problem = frames_problem(int(frames))
+        if problem:
+            raise ValueError(problem)
+        return (SegmentLength(int(frames)),)
 
 
 @dataclass
@@ -108,8 +167,9 @@ def resolve_segment(features: AudioFeatures, start_frame: int, num_frames: int, 
         raise ValueError(f"{node}: start_frame must be a multiple of {CLIP_LENGTH} (clips are {CLIP_LENGTH} frames), "
                          f"got {start}")
     if start >= total:
-        raise ValueError(f"{node}: start_frame {start} is at or past the end of the audio ({total} frames, "
-                         f"{total / features.fps:.2f} s)")
+        where = "the incoming motion ends" if start_frame < 0 else "start_frame"
+        raise ValueError(f"{node}: the segment starts at frame {start} ({where}), at or past the end of the audio "
+                         f"({total} frames, {total / features.fps:.2f} s)")
     if num_frames and num_frames % CLIP_LENGTH:
         raise ValueError(f"{node}: num_frames must be a multiple of {CLIP_LENGTH} or 0 (to the end), got {num_frames}")
     end = total if not num_frames else min(total, start + int(num_frames))
@@ -119,41 +179,69 @@ def resolve_segment(features: AudioFeatures, start_frame: int, num_frames: int, 
     return Segment(start, end)
 
 
-def build_settings(node: str, steps: int, cfg: float, seed: int, pose_weight: Weight, face_weight: Weight,
-                   lip_weight: Weight, faithful: bool, motion_frame_drop: float, options: SamplerOptions | None = None,
-                   *, low_vram: bool = False, dtype: str = "auto") -> SamplerSettings:
-    """The widgets as ``SamplerSettings``; the recipe (preset, steps, solver, cfg_steps) from ``options``.
+def segment_frames(node: str, segment: Any, old: dict[str, Any]) -> int:
+    """Frames to render (0: to the end): the segment input's, else a saved prompt's ``num_frames``."""
+    if segment is None:
+        return int(old["num_frames"])
+    expect(segment, SegmentLength, node, "segment", HALLO_SEGMENT)
+    if old["num_frames"]:
+        raise HalloInputError(f"{node}: input 'segment' is connected and the old input 'num_frames' is set too; "
+                              "remove 'num_frames' from the prompt")
+    return int(segment.frames)
+
+
+def build_settings(node: str, steps: int, cfg: float, seed: int, weights: tuple[Weight, Weight, Weight],
+                   choices: SamplerChoices, recipe: SamplerOptions) -> SamplerSettings:
+    """``SamplerSettings`` of the widgets, the options (``choices``) and the recipe they select.
 
     The weights come checked from ``frame_weights`` (numbers or per-frame schedules).
     """
     from ..pipeline.sampling.sampler import SamplerSettings
 
-    check_finite(node, cfg=cfg, motion_frame_drop=motion_frame_drop)
+    check_finite(node, cfg=cfg, motion_frame_drop=choices.motion_frame_drop)
+    drop = choices.motion_frame_drop
+    if drop is not None and not 0.0 <= drop < 1.0:
+        raise ValueError(f"{node}: motion_frame_drop is {drop}; use a share from 0 to 0.95")
+    pose_weight, face_weight, lip_weight = weights
     base = SamplerSettings(
         guidance_scale=float(cfg), seed=int(seed) % (1 << 63), pose_weight=pose_weight,
-        face_weight=face_weight, lip_weight=lip_weight, faithful=bool(faithful),
-        motion_frame_drop=None if motion_frame_drop < 0 else float(motion_frame_drop), low_vram=bool(low_vram),
-        compute_dtype=str(dtype),
+        face_weight=face_weight, lip_weight=lip_weight, faithful=bool(choices.reference_quirks),
+        motion_frame_drop=drop, low_vram=bool(choices.low_vram), compute_dtype=str(choices.dtype),
     )
-    options = options or make_options("faithful", steps, "ddim", 0)
-    problem = validate_options(node, {**settings_inputs(), **option_inputs()},
-                               {"steps": int(steps), "preset": options.preset, "solver": options.solver,
-                                "cfg_steps": options.cfg_steps, "cache_interval": options.cache_interval,
-                                "dtype": str(dtype)})
-    if problem is not True:
+    problem = recipe_problem(node, recipe, str(choices.dtype))
+    if problem is not None:
         raise ValueError(problem)
-    return resolve_sampler(options, base)
+    return resolve_sampler(recipe, base)
 
 
-def widget_settings(node: str, fps: float, w: dict[str, Any]) -> tuple[SamplerOptions, SamplerSettings]:
-    """Both sampler nodes' widget values (``w``, by name) as the recipe options and ``SamplerSettings``."""
+def legacy_choices(old: dict[str, Any]) -> tuple[SamplerChoices, Callable[[int], SamplerOptions]]:
+    """The options of a prompt saved before the option nodes (old widget names), with their old meanings."""
+    drop = float(old["motion_frame_drop"])
+    choices = SamplerChoices(dtype=old["dtype"], low_vram=old["low_vram"], compile=old["compile"],
+                             motion_frame_drop=None if drop < 0 else drop, reference_quirks=old["faithful"])
+    return choices, lambda steps: make_options(old["preset"], steps, old["solver"], old["cfg_steps"],
+                                               old["cache_interval"])
+
+
+def sampler_settings(node: str, fps: float, w: dict[str, Any], options: Any, old: dict[str, Any]
+                     ) -> tuple[SamplerOptions, SamplerChoices, SamplerSettings]:
+    """Both sampler nodes: the widgets ``w`` (steps, cfg, seed, weights, still), the ``options`` input (or a saved
+    prompt's old widgets ``old``) as the recipe, the options and ``SamplerSettings``."""
+    if options is not None:
+        choices = expect(options, SamplerChoices, node, "options", HALLO_SAMPLER_OPTIONS)
+        changed = changed_options(old)
+        if changed:
+            raise HalloInputError(f"{node}: input 'options' is connected and the old input(s) {', '.join(changed)} "
+                                  "are set too; give the options in one place (the Hallo Sampler Options node)")
+        recipe = choices.recipe(int(w["steps"]))
+    else:
+        choices, old_recipe = legacy_choices(old)
+        recipe = old_recipe(int(w["steps"]))
     weights = frame_weights(node, fps, (w["pose_weight"], w["face_weight"], w["lip_weight"]),
-                            (w["pose_schedule"], w["face_schedule"], w["lip_schedule"]))
-    options = make_options(w["preset"], w["steps"], w["solver"], w["cfg_steps"], w["cache_interval"])
-    settings = build_settings(node, w["steps"], w["cfg"], w["seed"], *weights, w["faithful"], w["motion_frame_drop"],
-                              options, low_vram=w["low_vram"], dtype=w["dtype"])
+                            tuple(old[f"{b}_schedule"] for b in BRANCHES))
+    settings = build_settings(node, w["steps"], w["cfg"], w["seed"], weights, choices, recipe)
     settings.still = bool(w["still"])
-    return options, settings
+    return recipe, choices, settings
 
 
 def generate(model: HalloModel, reference: HalloReference, features: AudioFeatures, settings: SamplerSettings,
@@ -246,7 +334,8 @@ class HalloSampler:
         "Generates the talking video clip by clip (16 frames each): per clip one ReferenceNet pass on the "
         "portrait and the two motion frames, DDIM denoising with three audio cross-attentions weighted by pose, "
         "face and lip, then VAE decode. Outputs the frames, the audio of the rendered segment, the frame rate and "
-        "the motion frames for chaining a next sampler (long audio in segments, or resuming)."
+        "the motion frames for chaining a next sampler (long audio in segments, or resuming). Engineering "
+        "settings come from Hallo Sampler Options, a frame range from Hallo Segment."
     )
     CATEGORY = f"{CATEGORY}/sampling"
     RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT", HALLO_MOTION)
@@ -262,48 +351,44 @@ class HalloSampler:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         return {
-            "required": {**common_required(), **settings_inputs(), **segment_inputs(), **advanced_inputs()},
+            "required": {**common_required(), **settings_inputs()},
             "optional": {
+                **still_input(),
                 "audio": ("AUDIO", {"tooltip": "The voice track that went into HalloAudioEncode; passed through, "
                                                "trimmed to the rendered frames (silence if not connected)."}),
                 "motion": (HALLO_MOTION, {"tooltip": "Motion output of the sampler that rendered the previous "
-                                                     "segment; continues it seamlessly."}),
-                **option_inputs(),
-                **schedule_inputs(),
+                                                     "segment; this one continues where it ends, seamlessly."}),
+                **options_input(),
+                "segment": (HALLO_SEGMENT, {"tooltip": "From Hallo Segment: render only that many frames (from "
+                                                       "where 'motion' ends). Not connected: to the end of the "
+                                                       "audio."}),
             },
+            "hidden": legacy_inputs(segment=True),  # the old widgets, by name, from saved API prompts
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, steps: int | None = None, start_frame: int | None = None,
-                        num_frames: int | None = None, preset: str | None = None, solver: str | None = None,
-                        cfg_steps: int | None = None, dtype: str | None = None,
-                        compile: bool | None = None) -> bool | str:  # noqa: A002 (the widget's name)
-        """The widgets valid only in some combinations (FLOATs: ComfyUI's own check, see ``FiniteMin``)."""
-        spec = {**settings_inputs(), **segment_inputs(), **option_inputs()}
-        return validate_options("HalloSampler", spec, locals())
-
-    def sample(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, steps: int = 0,
+    @node_messages("HalloSampler")
+    def sample(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, steps: int = 40,
                cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0, face_weight: float = 1.0,
-               lip_weight: float = 1.0, start_frame: int = -1, num_frames: int = 0, faithful: bool = True,
-               motion_frame_drop: float = -1.0, audio: dict | None = None,
-               motion: MotionState | None = None, preset: str = "faithful", solver: str = "ddim",
-               cfg_steps: int = 0, low_vram: bool = False, dtype: str = "auto",
-               compile: bool = False, cache_interval: int = 0, pose_schedule: str = "",  # noqa: A002
-               face_schedule: str = "", lip_schedule: str = "", still: bool = False) -> dict:
+               lip_weight: float = 1.0, still: bool = False, audio: dict | None = None,
+               motion: MotionState | None = None, options: SamplerChoices | None = None,
+               segment: SegmentLength | None = None, **old_widgets: Any) -> dict:
         node = "HalloSampler"
         check_payloads(node, model, reference, audio_features, motion)
-        segment = resolve_segment(audio_features, start_frame, num_frames, motion, node)
-        options, settings = widget_settings(node, float(audio_features.fps), locals())
+        old = legacy_values(node, old_widgets, segment=True)
+        span = resolve_segment(audio_features, old["start_frame"], segment_frames(node, segment, old), motion, node)
+        widgets = {"steps": steps, "cfg": cfg, "seed": seed, "pose_weight": pose_weight, "face_weight": face_weight,
+                   "lip_weight": lip_weight, "still": still}
+        recipe, choices, settings = sampler_settings(node, float(audio_features.fps), widgets, options, old)
         started = time.perf_counter()
-        with collect_notices() as notes:
-            option_notes(node, options)
-            compiled = prepare_model(node, model, compile)
-            out_audio = trim_audio(audio, audio_features, segment, node)
+        with collect_notices(node) as notes:
+            option_notes(node, recipe)
+            compiled = prepare_model(node, model, choices.compile)
+            out_audio = trim_audio(audio, audio_features, span, node)
             if audio is not None:
                 silent_audio_notice(node, out_audio["waveform"])
-            result = generate(model, reference, audio_features, settings, segment, motion, collect=True)
-        info = render_summary(audio_features, segment, time.perf_counter() - started)
-        info.update(recipe_summary(settings, options.preset), compiled=compiled)
+            result = generate(model, reference, audio_features, settings, span, motion, collect=True)
+        info = render_summary(audio_features, span, time.perf_counter() - started)
+        info.update(recipe_summary(settings, recipe.preset), compiled=compiled)
         return {"ui": with_notes({"hallo_render": [info]}, notes),
                 "result": (result.frames, out_audio, float(audio_features.fps), result.motion)}
 
@@ -312,7 +397,8 @@ class HalloRenderToVideoFile:
     DESCRIPTION = (
         "Renders the whole talking video straight into an mp4 (H.264 + AAC) in ComfyUI's output folder, clip by "
         "clip, so long audio never needs all frames in memory (a minute of 512x512 frames is 4.4 GB as an "
-        "IMAGE batch). Optionally pastes every frame back into the original photo (HalloFaceCrop)."
+        "IMAGE batch). Optionally pastes every frame back into the original photo (HalloFaceCrop). Engineering "
+        "settings come from Hallo Sampler Options."
     )
     CATEGORY = f"{CATEGORY}/sampling"
     RETURN_TYPES = ("INT", "VIDEO")
@@ -331,49 +417,42 @@ class HalloRenderToVideoFile:
                 "audio": ("AUDIO", {"tooltip": "The voice track that went into HalloAudioEncode; muxed into the "
                                                "mp4."}),
                 **settings_inputs(),
-                **advanced_inputs(),
+            },
+            "optional": {
+                **still_input(),
                 "filename_prefix": ("STRING", {"default": "hallo/Hallo",
                                                "tooltip": "Name of the mp4 inside ComfyUI's output folder; a "
                                                           "counter is appended. 'a/b' = file b in folder a; "
                                                           "'a/' = file Hallo in folder a."}),
-            },
-            "optional": {
+                "feather": ("INT", {"default": 16, "min": 0, "max": 256,
+                                    "tooltip": "Seam width for the paste-back, in original-image pixels."}),
                 "original": ("IMAGE", {"tooltip": "The photo that went into HalloFaceCrop: every frame is pasted "
                                                   "back into it."}),
                 "crop": (HALLO_CROP, {"tooltip": "The crop output of HalloFaceCrop (needs 'original')."}),
-                "feather": ("INT", {"default": 16, "min": 0, "max": 256,
-                                    "tooltip": "Seam width for the paste-back, in original-image pixels."}),
-                **option_inputs(),
-                **schedule_inputs(),
+                **options_input(),
             },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},  # into the mp4, as core Save Video
+            # into the mp4, as core Save Video; and the old widgets, by name, from saved API prompts
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", **legacy_inputs(segment=False)},
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, steps: int | None = None, preset: str | None = None, solver: str | None = None,
-                        cfg_steps: int | None = None, dtype: str | None = None,
-                        compile: bool | None = None) -> bool | str:  # noqa: A002 (the widget's name)
-        """The widgets valid only in some combinations (FLOATs: ComfyUI's own check, see ``FiniteMin``)."""
-        spec = {**settings_inputs(), **option_inputs()}
-        return validate_options("HalloRenderToVideoFile", spec, locals())
-
+    @node_messages("HalloRenderToVideoFile")
     def render(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, audio: dict,
-               steps: int = 0, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
-               face_weight: float = 1.0, lip_weight: float = 1.0, faithful: bool = True,
-               motion_frame_drop: float = -1.0, filename_prefix: str = "hallo/Hallo",
-               original: torch.Tensor | None = None, crop: CropBox | None = None, feather: int = 16,
-               preset: str = "faithful", solver: str = "ddim", cfg_steps: int = 0, low_vram: bool = False,
-               dtype: str = "auto", compile: bool = False, cache_interval: int = 0,  # noqa: A002
-               pose_schedule: str = "", face_schedule: str = "", lip_schedule: str = "", still: bool = False,
-               prompt: dict | None = None, extra_pnginfo: dict | None = None) -> dict:
+               steps: int = 40, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
+               face_weight: float = 1.0, lip_weight: float = 1.0, still: bool = False,
+               filename_prefix: str = "hallo/Hallo", feather: int = 16, original: torch.Tensor | None = None,
+               crop: CropBox | None = None, options: SamplerChoices | None = None, prompt: dict | None = None,
+               extra_pnginfo: dict | None = None, **old_widgets: Any) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
         wave, rate = check_audio(audio, node)
-        options, settings = widget_settings(node, float(audio_features.fps), locals())
+        old = legacy_values(node, old_widgets, segment=False)
+        widgets = {"steps": steps, "cfg": cfg, "seed": seed, "pose_weight": pose_weight, "face_weight": face_weight,
+                   "lip_weight": lip_weight, "still": still}
+        recipe, choices, settings = sampler_settings(node, float(audio_features.fps), widgets, options, old)
         segment = Segment(0, int(audio_features.num_frames))
-        with collect_notices() as notes:
-            option_notes(node, options)
-            compiled = prepare_model(node, model, compile)
+        with collect_notices(node) as notes:
+            option_notes(node, recipe)
+            compiled = prepare_model(node, model, choices.compile)
             silent_audio_notice(node, wave)
             compositor = paste_compositor(node, original, crop, int(feather))
             height, width = reference.size if compositor is None else (compositor.height, compositor.width)
@@ -387,7 +466,7 @@ class HalloRenderToVideoFile:
 
                 generate(model, reference, audio_features, settings, segment, None, collect=False, on_clip=write)
         info = render_summary(audio_features, segment, time.perf_counter() - started)
-        info.update(recipe_summary(settings, options.preset), compiled=compiled)
+        info.update(recipe_summary(settings, recipe.preset), compiled=compiled)
         ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": [True],
               "hallo_render": [info]}
         return {"ui": with_notes(ui, notes), "result": (int(writer.frames_written), comfy.video_output(path))}

@@ -1,4 +1,8 @@
-"""``hallo-render``: a talking video from a portrait, a voice track and the released model folder."""
+"""``hallo-render``: a talking video from a portrait, a voice track and the released model folder.
+
+``--help``, argument errors and the cheap input checks answer before torch, diffusers, onnxruntime or MediaPipe
+load: this module and what it imports at the top stay light; the rest is imported after the arguments are parsed.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,30 @@ import math
 import signal
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
 from .errors import HalloInputError, raised_in_pipeline
-from .paths import HF_REPO, LANDMARKER_FILE, SEPARATOR_FILE, SEPARATOR_SUBDIR
-from .sampling.acceleration import COMPILE_MODES
+from .paths import (
+    HF_REPO,
+    LANDMARKER_FILE,
+    PRECISION_NAMES,
+    SEPARATOR_FILE,
+    SEPARATOR_SUBDIR,
+    SHIPPED_LANDMARKER_TASK,
+    ModelFolder,
+)
+from .sampling.compile_modes import COMPILE_MODES
+from .sampling.hooks import RenderCancelled
 from .sampling.options import SamplerOptions, check_options, preset_names, resolve_sampler
 from .sampling.presets import PRESETS
-from .sampling.sampler import RenderCancelled, SamplerSettings
 from .sampling.schedules import Weight, parse_weight
 from .sampling.scheduling import SOLVERS
+from .sampling.settings import VIDEO_FPS, SamplerSettings
+from .video.output_path import check_output_path
 
 logger = logging.getLogger("hallo_nodes")
 
@@ -39,8 +54,27 @@ def is_input_error(exc: BaseException) -> bool:
     return type(exc) is not ValueError or raised_in_pipeline(exc)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default (``(default: X)``) unless the help already says ``default X``;
+    options without a value (flags) or with ``None`` (nothing given) say what happens in their own words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        shown = default.name if isinstance(default, Path) else default
+        if f"default {shown}" in text or f"default: {shown}" in text:
+            return text
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage block): the line names the option and the fix."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(**kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -94,15 +128,25 @@ def seed_int(text: str) -> int:
     return value
 
 
+TINY_DEMO = (
+    "No weights yet? Try every stage on tiny random models (the video is noise): hallo-render --make-tiny-models "
+    "hallo-tiny --image portrait.jpg --audio speech.wav --size 64 --steps 2 --out tiny.mp4 --overwrite. "
+    "Run again, it reuses hallo-tiny."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=PROG,
         description="Render a talking-portrait mp4 with Hallo. Needs the released weights: download the Hugging "
         f"Face repo {HF_REPO} into a folder and pass it with --models.",
+        epilog=TINY_DEMO,
     )
-    p.add_argument("--image", type=Path, help="portrait image (square, face filling 50-70%% works best)")
-    p.add_argument("--audio", type=Path, help="driving audio (wav, mp3, flac, ...)")
-    p.add_argument("--models", type=Path, help=f"model folder laid out like {HF_REPO}")
+    p.add_argument("--image", type=Path,
+                   help="portrait image (square, face filling 50-70%% works best); required to render")
+    p.add_argument("--audio", type=Path, help="driving audio (wav, mp3, flac, ...); required to render")
+    p.add_argument("--models", type=Path,
+                   help=f"model folder laid out like {HF_REPO}; required to render, unless --make-tiny-models")
     p.add_argument("--out", type=Path, default=Path("hallo.mp4"),
                    help="output video: .mp4, .mov or .mkv (default: hallo.mp4); an existing file is refused "
                    "unless --overwrite")
@@ -110,22 +154,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=("hallo", "hallo2"), default="hallo", help="checkpoint: hallo/ or hallo2/")
     p.add_argument("--size", type=positive_int, default=512,
                    help="output width and height (multiple of 64; default 512)")
-    p.add_argument("--width", type=positive_int, default=None, help="output width, overrides --size (multiple of 64)")
-    p.add_argument("--height", type=positive_int, default=None, help="output height, overrides --size (multiple of 64)")
-    p.add_argument("--face-expand-ratio", type=positive_float, default=1.2)
-    p.add_argument("--face-index", type=index_int, default=None, help="face to animate in a group photo (0 = largest)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="output width, overrides --size (multiple of 64; default: --size)")
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="output height, overrides --size (multiple of 64; default: --size)")
+    p.add_argument("--face-expand-ratio", type=positive_float, default=1.2,
+                   help="the face region of the masks: the detected face box enlarged by this factor (default "
+                   "1.2, as the original)")
+    p.add_argument("--face-index", type=index_int, default=None,
+                   help="face to animate in a group photo (0 = largest; default: the largest)")
     p.add_argument("--allow-no-face", action="store_true", help="animate even when no face is detected")
     p.add_argument("--separate-vocals", nargs="?", const="on", default="auto", choices=SEPARATION_MODES,
-                   help="isolate the voice before wav2vec2 as the original does: auto (default: when the optional "
-                   f"audio-separator package and {SEPARATOR_SUBDIR}/{SEPARATOR_FILE} are there), on, off")
+                   help="isolate the voice before wav2vec2 as the original does: auto (when the optional "
+                   f"audio-separator package and {SEPARATOR_SUBDIR}/{SEPARATOR_FILE} are there), on (also "
+                   "--separate-vocals alone: fail when either is missing), off")
     _add_sampling_options(p.add_argument_group("sampling"))
     _add_device_options(p.add_argument_group("device, precision and speed"))
     p.add_argument("--make-tiny-models", type=Path, metavar="DIR",
-                   help="write a tiny random model folder to DIR (for trying the pipeline without the weights)")
+                   help="write tiny random models in the released layout to DIR (new or empty; a DIR it wrote "
+                   "before is reused) and, with --image and --audio, render with them: sets --models DIR. For "
+                   "trying the pipeline without the weights: the video is noise (default: off)")
     p.add_argument("--landmarker-task", type=Path, metavar="FILE",
-                   help=f"with --make-tiny-models: the MediaPipe {LANDMARKER_FILE} to copy in "
-                        "(a real model, needed for the face masks; it is part of the released download)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+                   help=f"with --make-tiny-models: the MediaPipe {LANDMARKER_FILE} to copy in (default: the "
+                        "copy shipped with hallo-nodes, identical to the released download's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no info messages")
     return p
 
 
@@ -156,16 +208,19 @@ def _add_sampling_options(p: argparse._ArgumentGroup) -> None:
 
 def _add_device_options(p: argparse._ArgumentGroup) -> None:
     """Device, precision, low VRAM and the opt-in speed switches."""
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    p.add_argument("--vae-dtype", default=None, choices=("fp32", "fp16", "bf16"),
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", choices=("auto", *PRECISION_NAMES),
+                   help="precision of the weights and the computation: auto (fp16 on CUDA, fp32 "
+                   "elsewhere; bf16 with --fp8)")
+    p.add_argument("--vae-dtype", default=None, choices=PRECISION_NAMES,
                    help="VAE precision (default: --dtype)")
     p.add_argument("--low-vram", action="store_true",
                    help="CFG halves one after the other; ReferenceNet, VAE and wav2vec2 on the GPU only while used")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (same output)")
     p.add_argument("--compile", nargs="?", const="default", default="off", choices=COMPILE_MODES,
-                   help="torch.compile the denoiser (slow first clip): default (alone: --compile), reduce-overhead "
-                   "(whole UNet replayed as CUDA graphs, CUDA only), max-autotune-no-cudagraphs")
+                   help="torch.compile the denoiser (slow first clip): off, default (what --compile alone means), "
+                   "reduce-overhead (whole UNet replayed as CUDA graphs, CUDA only), max-autotune-no-cudagraphs")
     p.add_argument("--fp8", action="store_true",
                    help="FP8 matmuls in the denoiser's Linear layers (GPU with compute capability >= 8.9, bf16: "
                    "--dtype auto becomes bf16, the optional torchao package); changes the output slightly")
@@ -229,13 +284,34 @@ def report_error(exc: BaseException) -> int:
 
 
 def _make_tiny_models(folder: Path, landmarker_task: Path | None) -> None:
-    from ..testing.tiny_models import write_tiny_model_folder
+    """Write the tiny folder, or reuse the one an earlier run wrote there (a folder holding anything else is
+    refused)."""
+    from ..testing.tiny_models import tiny_model_folder
 
-    if landmarker_task is not None and not landmarker_task.is_file():
+    if landmarker_task is None:
+        landmarker_task = SHIPPED_LANDMARKER_TASK
+    elif not landmarker_task.is_file():
         raise HalloInputError(f"--landmarker-task {landmarker_task} is not a file; give the path of "
                               f"{LANDMARKER_FILE}")
-    write_tiny_model_folder(folder, landmarker_task=landmarker_task)
-    logger.info("tiny model folder written to %s (random weights: the video will be noise)", folder)
+    elif not zipfile.is_zipfile(landmarker_task):
+        raise HalloInputError(f"--landmarker-task {landmarker_task} is not a complete MediaPipe model (a .task "
+                              f"is a zip archive); give the path of {LANDMARKER_FILE}")
+    _, reused = tiny_model_folder(folder, landmarker_task=landmarker_task)
+    if not reused:
+        logger.info("tiny model folder written to %s (random weights: the video will be noise)", folder)
+
+
+def _check_paths_early(args: argparse.Namespace) -> None:
+    """The path checks :func:`~.render.render_file` starts with, made before torch loads: an output that would
+    be refused or a missing input file is reported at once."""
+    check_output_path(args.out, inputs={"image": args.image, "audio": args.audio},
+                      models=args.models.expanduser(), overwrite=args.overwrite)
+    for name, path in (("image", args.image), ("audio", args.audio)):
+        path = path.expanduser()
+        if path.is_dir():
+            raise HalloInputError(f"{name} {path} is a directory; give the {name} file's name")
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} file not found: {path}")
 
 
 def _weights(args: argparse.Namespace, fps: float) -> dict[str, Weight]:
@@ -244,32 +320,43 @@ def _weights(args: argparse.Namespace, fps: float) -> dict[str, Weight]:
             for b in ("pose", "face", "lip")}
 
 
-def _options(args: argparse.Namespace):
-    from .render import RenderOptions
-
+def _sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+    """The sampling options checked and resolved (no torch needed: bad values are reported at once)."""
     opts = SamplerOptions(args.preset, args.steps or 0, args.solver or "ddim", args.cfg_steps or 0,
                           args.cache_interval or 0)
     check_options(opts, lambda name: "--" + name.replace("_", "-"))
-    settings = resolve_sampler(opts, SamplerSettings(
+    return resolve_sampler(opts, SamplerSettings(
         guidance_scale=args.cfg, seed=args.seed, low_vram=args.low_vram, still=args.still,
-        **_weights(args, RenderOptions.fps)))
+        **_weights(args, VIDEO_FPS)))
+
+
+def _options(args: argparse.Namespace):
+    from .render import RenderOptions
+
     return RenderOptions(variant=args.variant, width=args.width or args.size, height=args.height or args.size,
                          face_expand_ratio=args.face_expand_ratio, face_index=args.face_index,
                          allow_no_face=args.allow_no_face, separate_vocals=args.separate_vocals,
-                         device=args.device, dtype=args.dtype, sampler=settings, vae_dtype=args.vae_dtype,
-                         channels_last=args.channels_last, compile=args.compile, fp8=args.fp8,
-                         overwrite=args.overwrite)
+                         device=args.device, dtype=args.dtype, sampler=_sampler_settings(args),
+                         vae_dtype=args.vae_dtype, channels_last=args.channels_last, compile=args.compile,
+                         fp8=args.fp8, overwrite=args.overwrite)
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    if args.make_tiny_models:
-        _make_tiny_models(args.make_tiny_models, args.landmarker_task)
-        if not (args.image and args.audio):
-            return 0
-        args.models = args.models or args.make_tiny_models
+    tiny = args.make_tiny_models
+    if tiny is not None and args.image is None and args.audio is None:
+        _make_tiny_models(tiny, args.landmarker_task)
+        return 0
+    if tiny is not None:
+        args.models = args.models or tiny
     missing = [name for name in ("image", "audio", "models") if getattr(args, name) is None]
     if missing:
         parser.error("missing " + ", ".join(f"--{m}" for m in missing))
+    _sampler_settings(args)  # option errors first, then the paths, all before torch loads
+    if tiny is None:
+        ModelFolder.at(args.models)
+    _check_paths_early(args)
+    if tiny is not None:  # written (or reused) once the render's own inputs are known to be there
+        _make_tiny_models(tiny, args.landmarker_task)
     from .render import render_file
 
     timings = render_file(args.image, args.audio, args.models, args.out, _options(args),

@@ -36,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audio", action="store_true", help="skip the lip-sync measures (videos without sound)")
     p.add_argument("--models", type=Path, required=True, metavar="DIR",
                    help=f"model folder laid out like {HF_REPO} (uses {FACE_MODELS_SUBDIR}/: the face detector, "
-                   f"ArcFace and {LANDMARKER_FILE})")
-    p.add_argument("--plot", type=Path, metavar="PNG", help="write the curves over time to this image")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write the full report(s) with per-frame curves")
+                   f"ArcFace and {LANDMARKER_FILE}, else the copy shipped with hallo-nodes)")
+    p.add_argument("--plot", type=Path, metavar="PNG",
+                   help="write the curves over time to this image (default: no plot)")
+    p.add_argument("--json", type=Path, metavar="FILE",
+                   help="write the full report(s) with per-frame curves (default: the table only)")
     p.add_argument("--clip-length", type=positive_int, default=16, help="frames per generated clip (default 16)")
     p.add_argument("--clip-offset", type=int, default=0,
                    help="frame at which the first clip boundary pattern starts (default 0: boundaries at 16, 32, ...)")

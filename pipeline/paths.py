@@ -15,12 +15,18 @@ repo ``fudan-generative-ai/hallo`` downloaded as is::
 
 from __future__ import annotations
 
+import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import public_name
+
+if TYPE_CHECKING:  # torch is imported where a dtype is made: the CLI's parser needs only the names below
+    import torch
+
+logger = logging.getLogger(__name__)
 
 HF_REPO = "fudan-generative-ai/hallo"
 HF_REPOS = {"hallo": HF_REPO, "hallo2": "fudan-generative-ai/hallo2"}
@@ -42,18 +48,34 @@ SHIPPED_LANDMARKER_TASK = Path(__file__).resolve().parent / "face" / "assets" / 
 SEPARATOR_SUBDIR = "audio_separator"
 SEPARATOR_FILE = "Kim_Vocal_2.onnx"  # MDX-Net vocal separation model
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: The precisions a user can name (``auto`` aside); :data:`DTYPES` maps them to torch dtypes.
+PRECISION_NAMES = ("fp32", "fp16", "bf16")
+
+
+def _torch_dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def __getattr__(name: str) -> object:
+    """``DTYPES`` ({name: torch dtype}) is made on first use, so that importing this module loads no torch."""
+    if name == "DTYPES":
+        return _torch_dtypes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_dtype(dtype: str | torch.dtype, device: torch.device | str = "cpu") -> torch.dtype:
     """'fp32' | 'fp16' | 'bf16' | 'auto' | torch.dtype -> torch.dtype ('auto': fp16 on CUDA, fp32 elsewhere)."""
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
         return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
+    if dtype not in PRECISION_NAMES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, {', '.join(PRECISION_NAMES)}")
+    return _torch_dtypes()[dtype]
 
 
 @public_name
@@ -63,12 +85,25 @@ class ModelFileMissing(FileNotFoundError):
 
 def missing_file_error(path: Path, what: str, repo_path: str, repo: str = HF_REPO,
                        error: type[ModelFileMissing] = ModelFileMissing) -> ModelFileMissing:
-    """``error`` naming the missing ``path`` and the file or folder ``repo_path`` of ``repo`` to download."""
+    """``error`` naming the missing ``path`` and the command that downloads ``repo_path`` (a file, or a folder
+    ending in ``/``) of ``repo`` into the model folder that ``path`` belongs to."""
+    get = f"--include '{repo_path}*'" if repo_path.endswith("/") else repo_path
     return error(
-        f"{what} not found: expected {path}. Download '{repo_path}' from the Hugging Face repo '{repo}' "
-        f"(for example `huggingface-cli download {repo} --local-dir <models>/hallo-models`) and keep the "
-        "released folder layout (see README, 'Model folder')."
+        f"{what} not found: expected {path}. Download '{repo_path}' from the Hugging Face repo '{repo}' into the "
+        f"model folder: `hf download {repo} {get} --local-dir {_model_root(path, repo_path)}` (older "
+        "huggingface_hub: `huggingface-cli download`, same arguments); keep the released layout (see README, "
+        "'Model folder')."
     )
+
+
+def _model_root(path: Path, repo_path: str) -> str:
+    """The model folder in which ``path`` is ``repo_path`` (or a file inside it), quoted for a shell."""
+    want = Path(repo_path.rstrip("/")).parts
+    parts = Path(path).parts
+    for i in range(len(parts) - len(want), -1, -1):
+        if parts[i : i + len(want)] == want:
+            return shlex.quote(str(Path(*parts[:i]))) if i else "."
+    return "<model folder>"
 
 
 def face_model_file(model_dir: Path | str, filename: str,
@@ -78,6 +113,23 @@ def face_model_file(model_dir: Path | str, filename: str,
     if not path.is_file():
         raise missing_file_error(path, "face model file", f"{FACE_MODELS_SUBDIR}/{filename}", error=error)
     return path
+
+
+_SHIPPED_TASK_NOTED: set[str] = set()
+
+
+def landmarker_task_file(model_dir: Path | str) -> Path:
+    """The MediaPipe ``.task`` for ``model_dir``: its own ``face_analysis/models`` copy when there is one, else
+    the identical file shipped with the pack (said once per folder, at info level). Returns the folder's path,
+    which may not exist, when neither is there (the caller names what is missing)."""
+    own = Path(model_dir) / FACE_MODELS_SUBDIR / LANDMARKER_FILE
+    if own.is_file() or not SHIPPED_LANDMARKER_TASK.is_file():
+        return own
+    if str(own) not in _SHIPPED_TASK_NOTED:
+        _SHIPPED_TASK_NOTED.add(str(own))
+        logger.info("%s is not in the model folder: using the identical copy shipped with hallo-nodes (%s)",
+                    LANDMARKER_FILE, SHIPPED_LANDMARKER_TASK)
+    return SHIPPED_LANDMARKER_TASK
 
 
 def wav2vec_folder(model_dir: Path | str) -> Path:

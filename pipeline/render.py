@@ -23,6 +23,7 @@ from .reference import check_output_size, make_reference
 from .sampling.acceleration import compile_mode
 from .sampling.residency import VAE, WAV2VEC, low_vram_residency
 from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
+from .sampling.settings import VIDEO_FPS
 from .video.output_path import check_output_path
 from .video.writer import VideoWriter, load_audio_file
 
@@ -34,7 +35,7 @@ class RenderOptions:
     variant: str = "hallo"
     width: int = 512
     height: int = 512
-    fps: float = 25.0
+    fps: float = VIDEO_FPS
     face_expand_ratio: float = 1.2
     face_index: int | None = None
     allow_no_face: bool = False

@@ -20,8 +20,8 @@ input/output signatures, built with the ``onnx`` helper API:
   crop, so tests can recompute the embedding independently.
 
 The MediaPipe landmarker cannot be faked this way; :func:`write_face_models` copies the real
-``face_landmarker_v2_with_blendshapes.task`` in when given one (``landmarker_task``). Without it
-the folder works for detection and embedding, and the masks stop with an error naming the file.
+``face_landmarker_v2_with_blendshapes.task`` in when given one (``landmarker_task``). Without it the
+face stage uses the identical copy shipped with the pack (``pipeline/face/assets/``).
 """
 
 from __future__ import annotations

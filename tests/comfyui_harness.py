@@ -511,8 +511,8 @@ def fast_prompt(prompt: dict, steps: int = 1, size: int = 64, first_segment: int
             inputs["width"] = inputs["height"] = size
         if node["class_type"] == "HalloFaceCrop":
             inputs["size"] = size
-        if node["class_type"] == "HalloSampler" and inputs.get("num_frames"):
-            inputs["num_frames"] = first_segment
+        if node["class_type"] == "HalloSegment":
+            inputs["frames"] = first_segment
     return out
 
 

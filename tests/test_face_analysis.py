@@ -192,7 +192,23 @@ def test_detected_face_without_landmarks_uses_detector_box(tmp_path):
     assert box_iou(np.array(r.masks.face_box, float), np.array(r.bbox)) > 0.6
 
 
-def test_missing_task_file_is_named(tmp_path):
+def test_a_folder_without_the_task_uses_the_shipped_copy(tmp_path, caplog):
+    """The released download has the .task; a folder without it falls back to the identical shipped file,
+    and says so once."""
+    import logging
+
+    models = make_model_dir(tmp_path, landmarker=False)
+    with caplog.at_level(logging.INFO, logger="hallo_nodes"):
+        first = analyze_face(load_rgb("statue.jpg"), models)
+        again = analyze_face(load_rgb("statue.jpg"), models)
+    assert first.landmark_model == again.landmark_model == TASKS_BACKEND
+    assert caplog.text.count("using the identical copy shipped with hallo-nodes") == 1
+
+
+def test_missing_task_file_is_named(tmp_path, monkeypatch):
+    from hallo_nodes.pipeline import paths
+
+    monkeypatch.setattr(paths, "SHIPPED_LANDMARKER_TASK", tmp_path / "absent.task")  # an install without it
     models = make_model_dir(tmp_path, landmarker=False)
     task = models / "face_analysis" / "models" / "face_landmarker_v2_with_blendshapes.task"
     with pytest.raises(FaceModelMissingError) as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import cv2
@@ -93,13 +94,27 @@ def test_mask_preview_is_downscaled(model: HalloModel) -> None:
     assert out["result"][1].shape == (1, 3511, 3511)  # the MASK outputs keep the image's resolution
 
 
-def test_crop_size_is_validated(model: HalloModel) -> None:
+def test_sizes_are_checked_each_on_its_own_widget(model: HalloModel) -> None:
+    """ComfyUI attaches a VALIDATE_INPUTS error to every widget the method takes: each takes one size widget."""
     crop = NODE_CLASS_MAPPINGS["HalloFaceCrop"]
-    assert "'size' must be between 64 and 2048" in crop.VALIDATE_INPUTS(size=0, face_fraction=0.6)
-    assert "'face_fraction'" in crop.VALIDATE_INPUTS(size=512, face_fraction=0.0)
-    assert crop.VALIDATE_INPUTS(size=512, face_fraction=0.6) is True
-    with pytest.raises(ValueError, match="HalloFaceCrop: 'size' must be between 64 and 2048"):
+    assert list(inspect.signature(crop.VALIDATE_INPUTS).parameters) == ["size"]
+    assert crop.VALIDATE_INPUTS(size=500) == "HalloFaceCrop: widget 'size' is 500, not a multiple of 64: use 448 or 512"
+    assert crop.VALIDATE_INPUTS(size=0) == "HalloFaceCrop: widget 'size' is 0, not a multiple of 64: use 64"
+    assert crop.VALIDATE_INPUTS(size=512) is True
+    fraction = crop.INPUT_TYPES()["required"]["face_fraction"][1]
+    assert float("nan") < fraction["min"] and 0.05 < fraction["min"] and not 0.1 < fraction["min"]  # ComfyUI's check
+    with pytest.raises(ValueError, match="HalloFaceCrop: widget 'size' is 0, not a multiple of 64: use 64"):
         crop().crop(model, to_comfy(load_rgb("photo_woman.jpg")), size=0)
+    analysis = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]
+    assert list(inspect.signature(analysis.VALIDATE_INPUTS).parameters) == ["width"]
+    assert analysis.VALIDATE_INPUTS(width=700) == ("HalloFaceAnalysis: widget 'width' is 700, not a multiple of 64: "
+                                                   "use 640 or 704")
+    assert analysis.VALIDATE_INPUTS(width=768) is True
+    portrait = to_comfy(load_rgb("photo_woman.jpg"))
+    for name in ("width", "height"):  # height: when the node runs (one queue-time check per node, see above)
+        with pytest.raises(ValueError, match=f"HalloFaceAnalysis: widget '{name}' is 500, not a multiple of 64: "
+                                             "use 448 or 512"):
+            analysis().analyze(model, portrait, **{"width": 512, "height": 512, name: 500})
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])

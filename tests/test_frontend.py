@@ -179,9 +179,9 @@ def test_every_node_help_opens_from_its_info_button_without_a_failed_request(ser
 def test_ui_workflow_loads_and_converts_to_its_api_twin(server: ComfyServer, page: Chromium, name: str) -> None:
     load_workflow(page, name)
     types = page.evaluate("app.graph._nodes.map((n) => n.type)")
-    assert "HalloSampler" in types or "HalloRenderToVideoFile" in types
     assert all(t in page.evaluate("Object.keys(LiteGraph.registered_node_types)") for t in types)
     prompt = page.evaluate("app.graphToPrompt().then((p) => p.output)")
+    assert {"HalloSampler", "HalloRenderToVideoFile"} & {v["class_type"] for v in prompt.values()}
     expected = json.loads((API_DIR / f"{name}.json").read_text())
     info = server.get("/object_info")
 
@@ -260,12 +260,16 @@ def test_sampler_shows_frames_clips_and_duration(page: Chromium) -> None:
         f" return {find.format('HalloSampler')}.sort((a, b) => a.pos[1] - b.pos[1]).map((n) => n.hallo_info); }})()")
     assert infos[0] == "96 frames · 6 clips · 3.84 s @ 25 fps (frames 0-95 of 188)"
     assert infos[1] == "continues the previous segment: the rest of the audio of 188 @ 25 fps"
-    # changing the segment widget updates the text (set as the frontend's widgets do: value, callback, node hook)
+    # changing the segment node's frames updates the text; without a segment: the whole audio
     text = page.evaluate(
         f"(() => {{ const s = {find.format('HalloSampler')}.sort((a, b) => a.pos[1] - b.pos[1])[0];"
-        " const w = s.widgets.find((w) => w.name === 'num_frames'), old = w.value; w.value = 0; w.callback?.(0);"
-        " s.onWidgetChanged?.(w.name, 0, old, w); app.canvas.draw(true, true);"
-        " return s.hallo_info; })()")
+        f" const g = {find.format('HalloSegment')}[0], w = g.widgets.find((w) => w.name === 'frames'), old = w.value;"
+        " w.value = 32; w.callback?.(32); g.onWidgetChanged?.(w.name, 32, old, w);"  # as the frontend's widgets do
+        " app.canvas.draw(true, true); return s.hallo_info; })()")
+    assert text == "32 frames · 2 clips · 1.28 s @ 25 fps (frames 0-31 of 188)"
+    text = page.evaluate(
+        f"(() => {{ const s = {find.format('HalloSampler')}.sort((a, b) => a.pos[1] - b.pos[1])[0];"
+        " s.disconnectInput(s.findInputSlot('segment')); app.canvas.draw(true, true); return s.hallo_info; })()")
     assert text == "188 frames · 12 clips · 7.52 s @ 25 fps"
     face = page.evaluate(
         f"(() => {{ const f = {find.format('HalloFaceAnalysis')}[0];"
@@ -367,21 +371,6 @@ def test_rendered_mp4_plays_on_the_node_and_dropped_back_loads_its_workflow(serv
         return true; }})()""")
     wait_for(page, "app.graph._nodes.length > 0", "dropping the mp4 loaded no workflow", timeout=60)
     assert page.evaluate(GRAPH_SHAPE) == queued
-
-
-def test_a_workflow_saved_before_the_schedule_widgets_keeps_its_values(page: Chromium) -> None:
-    """Widget values are stored by position: the schedules and 'still' come last, so an older workflow (without
-    them) loads with every old value in place and the new widgets at their defaults (no schedule, not still)."""
-    workflow = json.loads((WORKFLOWS / "hallo_basic.json").read_text())
-    sampler = next(n for n in workflow["nodes"] if n["type"] == "HalloSampler")
-    sampler["widgets_values"] = sampler["widgets_values"][:-4]  # as saved before the four widgets existed
-    sampler["widgets_values"][4:7] = [0.8, 1.1, 1.4]  # pose, face, lip weights
-    page.evaluate(f"app.loadGraphData({json.dumps(workflow)}).then(() => true)")
-    prompt = page.evaluate("app.graphToPrompt().then((p) => p.output)")
-    expected = json.loads((API_DIR / "hallo_basic.json").read_text())[str(sampler["id"])]["inputs"]
-    expected.update(pose_weight=0.8, face_weight=1.1, lip_weight=1.4)
-    assert prompt[str(sampler["id"])]["inputs"] == expected
-    assert expected["still"] is False and expected["lip_schedule"] == ""
 
 
 #: The example workflow on the page made quick, as tests/comfyui_harness.py's fast_prompt makes its API twin: one

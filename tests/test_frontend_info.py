@@ -24,6 +24,8 @@ DRIVER = """
 import { app } from "./scripts/app.js";
 import "./extensions/hallo/hallo.js";
 const ext = app.extensions[0];
+const measure = { font: "", measureText: (t) => ({ width: t.length * 6 }) };
+globalThis.document = { createElement: () => ({ getContext: () => measure }) };
 function makeNode(name, widgets) {
   class NodeType {}
   ext.beforeRegisterNodeDef(NodeType, { name });
@@ -35,7 +37,7 @@ function makeNode(name, widgets) {
   return node;
 }
 const out = {};
-const sampler = makeNode("HalloSampler", [["start_frame", -1], ["num_frames", 0]]);
+const sampler = makeNode("HalloSampler", [["steps", 40]]);
 sampler.onNodeCreated?.();
 out.before = sampler.hallo_info;
 // the encoder was cached: only the sampler reports
@@ -69,7 +71,8 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (root / "scripts" / "app.js").write_text(APP_STUB)
     ext = root / "extensions" / "hallo"
     ext.mkdir(parents=True)
-    shutil.copy(REPO / "js" / "hallo.js", ext / "hallo.js")
+    for script in ("hallo.js", "hallo_migrate.js"):
+        shutil.copy(REPO / "js" / script, ext / script)
     (root / "package.json").write_text('{"type": "module"}')
     (root / "driver.js").write_text(DRIVER)
     proc = subprocess.run([NODE, "driver.js"], cwd=root, capture_output=True, text=True, timeout=60)

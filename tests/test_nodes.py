@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -38,7 +39,8 @@ pytest.importorskip("mediapipe")
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "VIDEO"}
-CUSTOM_TYPES = {"HALLO_MODEL", "HALLO_AUDIO", "HALLO_FACE", "HALLO_REFERENCE", "HALLO_MOTION", "HALLO_CROP"}
+CUSTOM_TYPES = {"HALLO_MODEL", "HALLO_AUDIO", "HALLO_FACE", "HALLO_REFERENCE", "HALLO_MOTION", "HALLO_CROP",
+                "HALLO_SAMPLER_OPTIONS", "HALLO_SEGMENT"}
 SIZE = 64
 FAST = {"steps": 1, "cfg": 3.5, "seed": 42}
 
@@ -300,12 +302,17 @@ def test_no_face_is_a_readable_error(model: HalloModel, portrait: torch.Tensor, 
 
     make_model_dir(tmp_path, faces=[])  # a detector that finds nothing, and the real MediaPipe .task
     no_face_model = dataclasses.replace(model, folder=ModelFolder(tmp_path))
-    with pytest.raises(NoFaceError, match="no face was found.*allow_no_face"):
+    with pytest.raises(NoFaceError, match="^HalloFaceAnalysis: .*no face was found.*allow_no_face"):
         NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(no_face_model, portrait, SIZE, SIZE)
     with pytest.raises(NoFaceError, match="HalloFaceCrop: no face"):
         NODE_CLASS_MAPPINGS["HalloFaceCrop"]().crop(no_face_model, portrait)
     out = NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(no_face_model, portrait, SIZE, SIZE, allow_no_face=True)
     assert out["ui"]["hallo_face"][0]["faces"] == 0
+    # MediaPipe's own "no face" (the detector sees one, the landmarker none): the node's name comes first too
+    make_model_dir(tmp_path / "m", faces=[(0.3, 0.3, 0.7, 0.7)])
+    blank = dataclasses.replace(model, folder=ModelFolder(tmp_path / "m"))
+    with pytest.raises(Exception, match="^HalloFaceAnalysis: MediaPipe found no face in the image"):
+        NODE_CLASS_MAPPINGS["HalloFaceAnalysis"]().analyze(blank, torch.full((1, 96, 96, 3), 0.5), SIZE, SIZE)
 
 
 def test_wrong_input_types_are_readable(model: HalloModel, portrait: torch.Tensor, encoded: dict) -> None:
@@ -342,16 +349,16 @@ def test_reference(reference, portrait: torch.Tensor, model: HalloModel, face_ou
 def test_sampler_chained_segments_equal_one_run(model: HalloModel, reference, encoded: dict, audio: dict) -> None:
     features = encoded["result"][0]
     node = NODE_CLASS_MAPPINGS["HalloSampler"]()
-    whole = node.sample(model, reference, features, **FAST, num_frames=32, audio=audio)["result"]
-    first = node.sample(model, reference, features, **FAST, num_frames=16, audio=audio)
+    segment = NODE_CLASS_MAPPINGS["HalloSegment"]().segment
+    whole = node.sample(model, reference, features, **FAST, segment=segment(32)[0], audio=audio)["result"]
+    first = node.sample(model, reference, features, **FAST, segment=segment(16)[0], audio=audio)
     images1, audio1, fps, motion = first["result"]
     assert images1.shape == (16, SIZE, SIZE, 3) and fps == 25.0
     assert isinstance(motion, MotionState) and motion.next_frame == 16
     rate = audio["sample_rate"]
     assert audio1["sample_rate"] == rate and audio1["waveform"].shape[-1] == round(16 / 25 * rate)
     assert torch.equal(audio1["waveform"], audio["waveform"][..., : audio1["waveform"].shape[-1]])
-    second = node.sample(model, reference, features, **FAST, start_frame=-1, num_frames=0, audio=audio,
-                         motion=motion)
+    second = node.sample(model, reference, features, **FAST, audio=audio, motion=motion)
     images2, audio2, _, motion2 = second["result"]
     assert images2.shape[0] == 33 - 16 and motion2.next_frame == 48
     assert second["ui"]["hallo_render"][0]["start_frame"] == 16
@@ -362,14 +369,21 @@ def test_sampler_chained_segments_equal_one_run(model: HalloModel, reference, en
 def test_sampler_segment_errors(model: HalloModel, reference, encoded: dict) -> None:
     features = encoded["result"][0]
     node = NODE_CLASS_MAPPINGS["HalloSampler"]()
-    with pytest.raises(ValueError, match="start_frame must be a multiple of 16"):
+    with pytest.raises(ValueError, match="HalloSampler: the segment starts at frame 48 .the incoming motion ends., "
+                                         "at or past the end of the audio"):
+        node.sample(model, reference, features, **FAST, motion=MotionState(torch.zeros(2, 3, SIZE, SIZE), 48, 42))
+    segment = NODE_CLASS_MAPPINGS["HalloSegment"]
+    assert list(inspect.signature(segment.VALIDATE_INPUTS).parameters) == ["frames"]
+    assert segment.VALIDATE_INPUTS(frames=32) is True
+    assert segment.VALIDATE_INPUTS(frames=40) == ("HalloSegment: widget 'frames' is 40, not a multiple of 16 (clips "
+                                                  "are 16 frames): use 32 or 48")
+    assert segment.VALIDATE_INPUTS(frames=10).endswith("use 16")
+    # the old widgets of a saved API prompt keep their checks
+    with pytest.raises(ValueError, match="input 'start_frame' is 8, not a multiple of 16"):
         node.sample(model, reference, features, **FAST, start_frame=8)
     with pytest.raises(ValueError, match="needs the motion output"):
         node.sample(model, reference, features, **FAST, start_frame=16)
-    with pytest.raises(ValueError, match="past the end of the audio"):
-        node.sample(model, reference, features, **FAST, start_frame=48, motion=MotionState(
-            torch.zeros(2, 3, SIZE, SIZE), 48, 42))
-    with pytest.raises(ValueError, match="num_frames must be a multiple of 16"):
+    with pytest.raises(ValueError, match="input 'num_frames' is 10, not a multiple of 16"):
         node.sample(model, reference, features, **FAST, num_frames=10)
 
 
@@ -483,8 +497,8 @@ def test_render_to_video_file_stores_the_workflow_like_core_save_video(model: Ha
     """The hidden PROMPT / EXTRA_PNGINFO go into the mp4 as JSON tags (what the frontend reads back from a dropped
     file); the ui is core Save Video's; the VIDEO output is empty outside ComfyUI."""
     monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
-    assert NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"].INPUT_TYPES()["hidden"] == {
-        "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    hidden = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"].INPUT_TYPES()["hidden"]
+    assert {k: hidden[k] for k in ("prompt", "extra_pnginfo")} == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
     prompt = {"7": {"class_type": "HalloRenderToVideoFile", "inputs": {"steps": 1, "note": "naïve"}}}
     workflow = {"nodes": [{"id": 7, "type": "HalloRenderToVideoFile"}], "links": [], "version": 0.4}
     out = NODE_CLASS_MAPPINGS["HalloRenderToVideoFile"]().render(
@@ -509,10 +523,10 @@ def test_non_finite_float_widgets_are_refused(node_id: str, model: HalloModel, r
                                               audio: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(adapter.ENV_OUTPUT_DIR, str(tmp_path))
     cls = NODE_CLASS_MAPPINGS[node_id]
-    floats = ("cfg", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop")
-    # ComfyUI marks every input VALIDATE_INPUTS takes, so it takes no FLOAT widget: ComfyUI's own per-widget
+    floats = ("cfg", "pose_weight", "face_weight", "lip_weight")
+    # ComfyUI marks every input VALIDATE_INPUTS takes, so the samplers have none: ComfyUI's own per-widget
     # check (value < min, value > max) refuses NaN and Inf and marks only the widget at fault
-    assert not set(floats) & set(inspect.getfullargspec(cls.VALIDATE_INPUTS).args)
+    assert not hasattr(cls, "VALIDATE_INPUTS")
     spec = all_inputs(cls)
     for name in floats:
         opts = spec[name][1]
@@ -668,11 +682,22 @@ def test_notices_reach_every_run_but_log_once_when_asked(caplog: pytest.LogCaptu
     assert with_notes({}, []) == {}
 
 
-def test_audio_node_shows_silence_and_skipped_separation(model: HalloModel) -> None:
+def test_audio_node_shows_silence_and_skipped_separation(model: HalloModel, caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hallo_nodes.pipeline import notices
+
+    monkeypatch.setattr(notices, "_LOGGED", set())
     silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
-    out = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, silent, 25.0, separate_vocals="auto")
+    with caplog.at_level(logging.WARNING):
+        out = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, silent, 25.0, separate_vocals="auto")
     texts = out["ui"]["text"]
+    assert all(t.startswith("HalloAudioEncode: ") for t in texts)
     assert any("audio is silent" in t for t in texts)
-    assert any("vocal separation skipped" in t for t in texts)  # the tiny folder has no Kim_Vocal_2.onnx
+    # the tiny folder has no Kim_Vocal_2.onnx: one short line on the node, no install path; the log has the detail
+    (separation,) = [t for t in texts if "separation" in t]
+    assert separation.startswith("HalloAudioEncode: Vocal separation is off: ") and len(separation) <= 100
+    assert separation.endswith("(see the node's help)") and "/" not in separation
+    assert "audio-separator is not installed" in separation or "Kim_Vocal_2.onnx is missing" in separation
+    assert "vocal separation skipped (separate_vocals='auto')" in caplog.text and str(model.folder.root) in caplog.text
     speech = NODE_CLASS_MAPPINGS["HalloAudioEncode"]().encode(model, comfy_audio(1.0), 25.0, separate_vocals="off")
     assert "text" not in speech["ui"]

@@ -1,4 +1,4 @@
-"""The sampler options on the nodes and the CLI: presets, the custom recipe, precision, low VRAM, compile.
+"""The sampler options on Hallo Sampler Options and the CLI: presets, the custom recipe, precision, low VRAM, compile.
 
 Option resolution (pipeline/sampling/options.py) is shared by HalloSampler, HalloRenderToVideoFile and
 hallo-render; the node runs use the tiny model with real speech and a real portrait.
@@ -14,7 +14,9 @@ import pytest
 import torch
 from hallo_nodes.nodes import NODE_CLASS_MAPPINGS
 from hallo_nodes.nodes import comfy_adapter as adapter
-from hallo_nodes.nodes.sampler import build_settings
+from hallo_nodes.nodes.legacy_widgets import legacy_values
+from hallo_nodes.nodes.sampler import sampler_settings
+from hallo_nodes.nodes.sampler_options import AS_TRAINED, SamplerChoices, option_widgets
 from hallo_nodes.pipeline import cli
 from hallo_nodes.pipeline.sampling.acceleration import ensure_compiled
 from hallo_nodes.pipeline.sampling.options import SamplerOptions, preset_names, resolve_sampler
@@ -26,111 +28,113 @@ from node_helpers import comfy_audio, comfy_image, load_tiny_model
 pytest.importorskip("mediapipe")
 
 SAMPLERS = ("HalloSampler", "HalloRenderToVideoFile")
-FLOATS = ("cfg", "pose_weight", "face_weight", "lip_weight", "motion_frame_drop")
-WIDGETS = {"cfg": 3.5, "seed": 42, "pose_weight": 1.0, "face_weight": 1.0, "lip_weight": 1.0, "faithful": True,
-           "motion_frame_drop": -1.0}
+OPTIONS = NODE_CLASS_MAPPINGS["HalloSamplerOptions"]
+FLOATS = ("cfg", "pose_weight", "face_weight", "lip_weight")
+WIDGETS = {"steps": 40, "cfg": 3.5, "seed": 42, "pose_weight": 1.0, "face_weight": 1.0, "lip_weight": 1.0,
+           "still": False}
 
 
-def node_settings(steps: int = 0, preset: str = "faithful", solver: str = "ddim", cfg_steps: int = 0,
-                  **kw: object) -> SamplerSettings:
-    from hallo_nodes.nodes.sampler_options import make_options
+def choices(**widgets: object) -> SamplerChoices:
+    return OPTIONS().options(**widgets)[0]
 
-    values = {**WIDGETS, **{k: v for k, v in kw.items() if k in WIDGETS}}
-    extra = {k: v for k, v in kw.items() if k not in WIDGETS}
-    return build_settings("HalloSampler", steps, values["cfg"], values["seed"], values["pose_weight"],
-                          values["face_weight"], values["lip_weight"], values["faithful"],
-                          values["motion_frame_drop"], make_options(preset, steps, solver, cfg_steps), **extra)
+
+def node_settings(steps: int = 40, options: SamplerChoices | None = None, **widgets: object) -> SamplerSettings:
+    """What a sampler with these widgets and (optionally) an options node runs."""
+    old = legacy_values("HalloSampler", {}, True)
+    return sampler_settings("HalloSampler", 25.0, {**WIDGETS, "steps": steps, **widgets}, options, old)[2]
 
 
 # ------------------------------------------------------------------------------------------------
 # resolution
 # ------------------------------------------------------------------------------------------------
 def test_the_preset_combo_is_every_preset_plus_custom_and_follows_presets(monkeypatch: pytest.MonkeyPatch) -> None:
-    for node_id in SAMPLERS:
-        combo = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["optional"]["preset"]
-        assert combo[0] == [*PRESETS, "custom"] and combo[1]["default"] == "faithful"
-    # a preset added to PRESETS (say, a cache preset) shows up without touching the nodes or the CLI
-    monkeypatch.setitem(PRESETS, "cache", replace(PRESETS["fast"], name="cache"))
-    assert preset_names() == ["faithful", "balanced", "fast", "cache", "custom"]
-    for node_id in SAMPLERS:
-        assert "cache" in NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["optional"]["preset"][0]
-    assert "cache" in cli.build_parser().parse_args(["--preset", "cache"]).preset
+    combo = OPTIONS.INPUT_TYPES()["required"]["preset"]
+    assert combo[0] == [*PRESETS, "custom"] and combo[1]["default"] == "faithful"
+    assert combo[1]["recipes"]["fast"] == {"steps": 20, "solver": "dpmpp", "cfg_steps": 10}
+    # a preset added to PRESETS shows up without touching the nodes or the CLI
+    monkeypatch.setitem(PRESETS, "turbo", replace(PRESETS["fast"], name="turbo"))
+    assert preset_names() == ["faithful", "balanced", "fast", "cache", "turbo", "custom"]
+    assert "turbo" in OPTIONS.INPUT_TYPES()["required"]["preset"][0]
+    assert "turbo" in cli.build_parser().parse_args(["--preset", "turbo"]).preset
 
 
-def test_faithful_default_is_the_original_and_old_steps_keep_their_meaning() -> None:
-    assert node_settings() == SamplerSettings()  # steps 0 under faithful: the original's 40 DDIM steps
-    assert node_settings(steps=40) == SamplerSettings()  # workflows saved before presets had steps 40
-    # a workflow saved before presets with steps 25: the settings the sampler got then (25 DDIM, CFG every step)
-    assert node_settings(steps=25) == SamplerSettings(steps=25)
-    assert node_settings(steps=25, preset="custom") == SamplerSettings(steps=25)
+def test_no_options_and_default_options_are_the_original() -> None:
+    assert node_settings() == SamplerSettings()
+    assert node_settings(options=choices()) == SamplerSettings()
+    assert node_settings(steps=25) == SamplerSettings(steps=25)  # steps runs as shown
 
 
 def test_presets_and_custom_resolve_to_their_recipe() -> None:
     for name, p in PRESETS.items():
-        s = node_settings(preset=name)
-        assert (s.solver, s.steps, s.cfg_steps) == (p.solver, p.steps, p.cfg_steps)
-    fast = node_settings(steps=25, preset="fast")  # steps replaces the preset's count, as hallo-render --steps
+        s = node_settings(steps=p.steps, options=choices(preset=name))
+        assert (s.solver, s.steps, s.cfg_steps, s.cache_interval) == (p.solver, p.steps, p.cfg_steps,
+                                                                       p.cache_interval)
+    fast = node_settings(steps=25, options=choices(preset="fast"))  # the sampler's steps, fast's recipe
     assert (fast.solver, fast.steps, fast.cfg_steps) == ("dpmpp", 25, PRESETS["fast"].cfg_steps)
-    custom = node_settings(steps=12, preset="custom", solver="dpmpp", cfg_steps=4, seed=7)
-    assert (custom.solver, custom.steps, custom.cfg_steps, custom.seed) == ("dpmpp", 12, 4, 7)
-    assert node_settings(preset="custom", solver="dpmpp").steps == 40  # steps 0: the original's count
-    s = node_settings(low_vram=True, dtype="bf16")
-    assert s.low_vram and s.compute_dtype == "bf16"
+    custom = node_settings(steps=12, seed=7, options=choices(preset="custom", solver="dpmpp", cfg_steps=4,
+                                                             cache_interval=2))
+    assert (custom.solver, custom.steps, custom.cfg_steps, custom.seed, custom.cache_interval) == (
+        "dpmpp", 12, 4, 7, 2)
+    every = node_settings(steps=12, options=choices(preset="custom", cfg_steps=40))  # N >= steps: every step
+    assert every.cfg_steps is None
+    # under a named preset the custom recipe's widgets (greyed out in the frontend) are not used
+    assert node_settings(options=choices(preset="faithful", solver="dpmpp", cfg_steps=3, cache_interval=4)) == \
+        SamplerSettings()
+    s = node_settings(options=choices(low_vram=True, dtype="bf16", reference_quirks=False, motion_frame_drop="0.3"))
+    assert s.low_vram and s.compute_dtype == "bf16" and s.faithful is False and s.motion_frame_drop == 0.3
     assert resolve_sampler(SamplerOptions("fast"), SamplerSettings(seed=3)).seed == 3
 
 
+def test_options_widgets_show_real_numbers_and_name_nothing_twice() -> None:
+    widgets = option_widgets()
+    assert list(widgets) == ["preset", "solver", "cfg_steps", "cache_interval", "dtype", "low_vram", "compile",
+                             "motion_frame_drop", "reference_quirks"]
+    assert widgets["cfg_steps"][1]["default"] == 40 and widgets["cfg_steps"][1]["min"] == 1
+    assert widgets["cache_interval"][1]["default"] == 1 and widgets["cache_interval"][1]["min"] == 1
+    assert widgets["motion_frame_drop"][1]["default"] == AS_TRAINED == "as trained (Hallo2 0.25, Hallo 0)"
+    assert widgets["motion_frame_drop"][0][1:] == [f"{i * 0.05:.2f}".rstrip("0").rstrip(".") for i in range(20)]
+    for node_id in SAMPLERS:
+        spec = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+        shown = {**spec["required"], **spec["optional"]}
+        assert "faithful" not in shown and "preset" not in shown
+        for name, (kind, opts) in shown.items():
+            if kind in ("INT", "FLOAT") and "default" in opts:
+                assert opts["default"] >= opts["min"] >= 0, name  # no -1 / 0 standing for a default
+        assert spec["required"]["steps"][1]["default"] == 40 and spec["required"]["steps"][1]["min"] == 1
+
+
 # ------------------------------------------------------------------------------------------------
-# VALIDATE_INPUTS
+# queue-time checks
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("node_id", SAMPLERS)
-def test_validation_names_the_widget_and_the_fix(node_id: str) -> None:
-    check = NODE_CLASS_MAPPINGS[node_id].VALIDATE_INPUTS
-    assert check(steps=40) is True  # a prompt saved before the option widgets
-    assert check(steps=0, preset="faithful", solver="ddim", cfg_steps=0, dtype="auto", compile=False) is True
-    assert check(steps=6, preset="custom", solver="dpmpp", cfg_steps=6) is True
-    cases = {
-        "widget 'solver' is 'dpmpp', but only preset 'custom' uses it": dict(preset="fast", solver="dpmpp"),
-        "widget 'cfg_steps' is 5, but only preset 'custom' uses it": dict(preset="balanced", cfg_steps=5),
-        "widget 'cfg_steps' is 30, more than the 25 steps: set it to 25 or less": dict(steps=25, preset="custom",
-                                                                                       cfg_steps=30),
-        "more than the 40 steps": dict(preset="custom", cfg_steps=41),
-        "widget 'preset' is 'turbo', not one of": dict(preset="turbo"),
-        "widget 'steps' is 201, outside 0..200": dict(steps=201),
-    }
-    for expected, values in cases.items():
-        msg = check(**{"steps": 0, **values})
-        assert isinstance(msg, str) and msg.startswith(f"{node_id}: ") and expected in msg, (values, msg)
-        assert "set" in msg or "use" in msg or "one of" in msg  # says what to do
-    # only the widgets valid in some combinations: ComfyUI marks every input VALIDATE_INPUTS takes
-    args = set(inspect.getfullargspec(check).args) - {"cls"}
-    assert not args & set(FLOATS) and "seed" not in args
+def test_steps_refuses_zero_from_the_frontend_but_takes_it_from_a_saved_prompt() -> None:
+    low = NODE_CLASS_MAPPINGS["HalloSampler"].INPUT_TYPES()["required"]["steps"][1]["min"]
+    # ComfyUI 0.3.64 (execution.validate_inputs): `if val < min` -> refused
+    assert int(low) == 1 and not 0 < low and -1 < low and not 1 < low
+    assert node_settings(steps=0) == SamplerSettings()  # an old prompt's steps 0: the preset's count
+    old = legacy_values("HalloSampler", {"preset": "fast"}, True)
+    widgets = {**WIDGETS, "steps": 0}
+    assert sampler_settings("HalloSampler", 25.0, widgets, None, old)[2].steps == 20
 
 
-def test_segment_widgets_are_multiples_of_16() -> None:
-    check = NODE_CLASS_MAPPINGS["HalloSampler"].VALIDATE_INPUTS
-    for ok in (-1, 0, 16, 32, 4096):
-        assert check(steps=0, start_frame=ok, num_frames=ok if ok >= 0 else 0) is True
-    msg = check(steps=0, start_frame=20)
-    assert "widget 'start_frame' is 20, not a multiple of 16" in msg and "use 16 or 32, or -1" in msg
-    msg = check(steps=0, num_frames=40)
-    assert "widget 'num_frames' is 40, not a multiple of 16" in msg and "use 32 or 48, or 0" in msg
-    spec = NODE_CLASS_MAPPINGS["HalloSampler"].INPUT_TYPES()["required"]
-    assert spec["start_frame"][1]["step"] == spec["num_frames"][1]["step"] == 16
-    assert spec["start_frame"][1]["min"] == -1  # workflows saved with the old default still load
-
-
-def test_dtype_and_compile_are_checked_against_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    check = NODE_CLASS_MAPPINGS["HalloSampler"].VALIDATE_INPUTS
-    assert check(steps=0, dtype="bf16") is True and check(steps=0, dtype="fp16") is True  # CPU autocast
+def test_the_options_node_checks_compile_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert list(inspect.signature(OPTIONS.VALIDATE_INPUTS).parameters) == ["compile"]
+    assert OPTIONS.VALIDATE_INPUTS(compile=False) is True
     if torch.cuda.is_available():
         pytest.skip("the failing device below is a CUDA device on a CPU-only torch")
-    # ComfyUI computing on a CUDA device this torch cannot drive: both are refused before the run
     monkeypatch.setattr(adapter, "torch_device", lambda: torch.device("cuda"))
-    msg = check(steps=0, dtype="bf16")
-    assert msg.startswith("HalloSampler: widget 'dtype' is bf16, but cuda cannot compute in bf16")
-    assert msg.endswith("use dtype auto")
-    msg = check(steps=0, compile=True)
-    assert "widget 'compile' is on, but torch.compile on CUDA needs Triton" in msg and "turn compile off" in msg
+    msg = OPTIONS.VALIDATE_INPUTS(compile=True)
+    assert msg.startswith("HalloSamplerOptions: widget 'compile' is on, but torch.compile on CUDA needs Triton")
+    assert msg.endswith("turn compile off")
+    # precisions the device cannot compute in are not offered; ComfyUI refuses them on the dtype widget itself
+    assert OPTIONS.INPUT_TYPES()["required"]["dtype"][0] == ["auto", "fp32"]
+    monkeypatch.setattr(adapter, "torch_device", lambda: torch.device("cpu"))
+    assert OPTIONS.INPUT_TYPES()["required"]["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
+
+
+def test_samplers_validate_no_widget_themselves() -> None:
+    """Their widgets are checked by ComfyUI's own per-widget range checks (steps, NaN through the mins)."""
+    for node_id in SAMPLERS:
+        assert not hasattr(NODE_CLASS_MAPPINGS[node_id], "VALIDATE_INPUTS")
 
 
 def test_float_widgets_refuse_nan_through_comfyuis_own_range_check() -> None:
@@ -167,22 +171,29 @@ def run_inputs(tiny_model_dir):
     return model, reference, features
 
 
-def sample(run_inputs, **kw) -> dict:
+def sample(run_inputs, options: dict | None = None, **kw) -> dict:
     model, reference, features = run_inputs
-    return NODE_CLASS_MAPPINGS["HalloSampler"]().sample(model, reference, features, num_frames=16, **kw)
+    opts = None if options is None else choices(**options)
+    segment = NODE_CLASS_MAPPINGS["HalloSegment"]().segment(16)[0]
+    return NODE_CLASS_MAPPINGS["HalloSampler"]().sample(model, reference, features, segment=segment, options=opts,
+                                                        **kw)
 
 
 def test_the_recipe_reaches_the_sampler(run_inputs) -> None:
-    out = sample(run_inputs, preset="custom", solver="dpmpp", steps=3, cfg_steps=1)
+    out = sample(run_inputs, {"preset": "custom", "solver": "dpmpp", "cfg_steps": 1}, steps=3)
     info = out["ui"]["hallo_render"][0]
     assert (info["preset"], info["solver"], info["steps"], info["cfg_steps"]) == ("custom", "dpmpp", 3, 1)
-    ddim = sample(run_inputs, preset="custom", solver="ddim", steps=3, cfg_steps=1)
+    ddim = sample(run_inputs, {"preset": "custom", "solver": "ddim", "cfg_steps": 1}, steps=3)
     assert not torch.equal(out["result"][0], ddim["result"][0])  # the solver changed the frames
-    fast = sample(run_inputs, preset="fast", steps=2)
+    fast = sample(run_inputs, {"preset": "fast"}, steps=2)
     assert fast["ui"]["hallo_render"][0]["solver"] == "dpmpp"
-    assert any("steps 2 replaces the 20 steps of preset 'fast'" in t for t in fast["ui"]["text"])
+    assert fast["ui"]["text"] == ["HalloSampler: steps 2 replaces the 20 steps of preset 'fast' (set steps to 20 "
+                                  "for the preset's own count)"]
+    # a saved API prompt: the old names, with their old checks
     with pytest.raises(ValueError, match="HalloSampler: widget 'solver' is 'dpmpp', but only preset 'custom'"):
         sample(run_inputs, preset="fast", solver="dpmpp")
+    with pytest.raises(ValueError, match="input 'options' is connected and the old input.s. low_vram are set too"):
+        sample(run_inputs, {"preset": "fast"}, low_vram=True)
 
 
 def test_low_vram_and_mixed_precision_give_the_same_video(run_inputs) -> None:
@@ -193,10 +204,10 @@ def test_low_vram_and_mixed_precision_give_the_same_video(run_inputs) -> None:
     # the random tiny network amplifies rounding (the batch of 16 instead of 32 changes the CPU kernels'
     # blocking); test_speed_same_output.py checks low VRAM exactly in float64
     base = sample(run_inputs, steps=2)["result"][0]
-    low = sample(run_inputs, steps=2, low_vram=True)
+    low = sample(run_inputs, {"low_vram": True}, steps=2)
     assert low["ui"]["hallo_render"][0]["low_vram"] is True
     assert psnr(low["result"][0], base) > 45.0  # 68 dB measured
-    mixed = sample(run_inputs, steps=2, dtype="bf16")
+    mixed = sample(run_inputs, {"dtype": "bf16"}, steps=2)
     frames = mixed["result"][0]
     assert mixed["ui"]["hallo_render"][0]["compute_dtype"] == "bf16"
     assert torch.isfinite(frames).all() and not torch.equal(frames, base)  # bf16 really ran
@@ -229,23 +240,21 @@ def test_cli_uses_the_same_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "--solver is 'dpmpp', but only preset 'custom' uses it" in err, err
 
 
-def test_cache_interval_widget_follows_the_preset_unless_set() -> None:
-    """0 = the preset's DeepCache interval (3 for cache, off elsewhere); any other value replaces it; the faithful
-    default stays the original (no cache)."""
-    from hallo_nodes.nodes.sampler_options import make_options, option_inputs
+def test_cache_interval_is_the_custom_recipes_and_old_prompts_keep_theirs() -> None:
+    """The cache preset runs DeepCache every 3rd step; custom takes the widget (1 = off); a saved prompt's
+    cache_interval (0 = the preset's) keeps its meaning."""
+    assert node_settings().cache_interval == 1 and node_settings(options=choices()) == SamplerSettings()
+    assert node_settings(25, choices(preset="cache")).cache_interval == PRESETS["cache"].cache_interval == 3
+    assert node_settings(25, choices(preset="custom", solver="dpmpp", cache_interval=4)).cache_interval == 4
 
-    assert option_inputs()["cache_interval"][1]["default"] == 0
-    assert node_settings().cache_interval == 1 and node_settings() == SamplerSettings()
-    assert node_settings(preset="cache").cache_interval == PRESETS["cache"].cache_interval == 3
+    def old(preset: str, interval: int) -> SamplerSettings:
+        values = legacy_values("HalloSampler", {"preset": preset, "cache_interval": interval}, True)
+        return sampler_settings("HalloSampler", 25.0, {**WIDGETS, "steps": 0}, None, values)[2]
 
-    def settings(preset: str, interval: int) -> SamplerSettings:
-        return build_settings("HalloSampler", 0, 3.5, 42, 1.0, 1.0, 1.0, True, -1.0,
-                              make_options(preset, 0, "ddim", 0, interval))
-
-    assert settings("cache", 1).cache_interval == 1  # the cache preset with DeepCache off
-    assert settings("fast", 2).cache_interval == 2
-    assert settings("custom", 0).cache_interval == 1 and settings("custom", 4).cache_interval == 4
-    assert settings("faithful", 2).steps == 40  # only the interval changes
+    assert old("cache", 1).cache_interval == 1  # the cache preset with DeepCache off
+    assert old("fast", 2).cache_interval == 2 and old("fast", 2).steps == 20
+    assert old("custom", 0).cache_interval == 1 and old("custom", 4).cache_interval == 4
+    assert old("faithful", 2).steps == 40  # only the interval changes
     with pytest.raises(ValueError, match="cache_interval.* is -1; use 0"):
         resolve_sampler(SamplerOptions("fast", cache_interval=-1))
     args = cli.build_parser().parse_args(["--preset", "fast", "--cache-interval", "2"])

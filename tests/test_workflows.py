@@ -54,8 +54,10 @@ def test_ui_workflow_is_valid(name: str, info: dict) -> None:
     workflow = load(WORKFLOWS[NAMES.index(name)])
     assert validate_ui(workflow, info) == []
     core = core_object_info()
-    for node in workflow["nodes"]:
-        assert node["type"].startswith(PACK_PREFIX) or node["type"] in core
+    subgraphs = workflow.get("definitions", {}).get("subgraphs", [])
+    for node in [n for g in [workflow, *subgraphs] for n in g["nodes"]]:
+        assert node["type"].startswith(PACK_PREFIX) or node["type"] in core or \
+            node["type"] in {sg["id"] for sg in subgraphs}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -92,7 +94,7 @@ def test_validators_catch_broken_workflows(info: dict) -> None:
     bad = copy.deepcopy(good)
     sampler = next(n for n in bad["nodes"] if n["type"] == "HalloSampler")
     sampler["widgets_values"][0] = -1  # steps below its minimum
-    assert any("steps: -1 is below the minimum 0" in e for e in validate_ui(bad, info))
+    assert any("steps: -1 is below the minimum 1" in e for e in validate_ui(bad, info))
     sampler["widgets_values"][3] = "sometimes"  # not a control_after_generate value
     assert any("control_after_generate" in e for e in validate_ui(bad, info))
 
@@ -122,8 +124,9 @@ def test_chained_workflow_hands_motion_over(info: dict) -> None:
     (second_id, second), = [(k, v) for k, v in samplers.items() if "motion" in v["inputs"]]
     first_id = second["inputs"]["motion"][0]
     assert first_id in samplers and second["inputs"]["motion"][1] == 3
-    assert samplers[first_id]["inputs"]["num_frames"] % 16 == 0 and samplers[first_id]["inputs"]["num_frames"] > 0
-    assert second["inputs"]["start_frame"] == -1
+    segment = api[samplers[first_id]["inputs"]["segment"][0]]
+    assert segment["class_type"] == "HalloSegment" and segment["inputs"]["frames"] % 16 == 0
+    assert "segment" not in second["inputs"]  # continues to the end of the audio
     saves = [v for v in api.values() if v["class_type"] == "CreateVideo"]
     assert {s["inputs"]["audio"][0] for s in saves} == set(samplers)  # each part gets its own audio
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from hallo_nodes.pipeline.sampling.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "example_workflows"
@@ -179,16 +182,50 @@ def ui_widget_values(node: dict, info: dict) -> tuple[dict[str, Any], list[str]]
     return out, errors
 
 
-def validate_ui(workflow: dict, info: dict[str, dict]) -> list[str]:
+SUBGRAPH_INPUT, SUBGRAPH_OUTPUT = -10, -20
+
+
+def as_link(link: list | dict) -> list:
+    """A link as [id, origin, origin_slot, target, target_slot, type] (schema 1 stores objects)."""
+    if isinstance(link, dict):
+        return [link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                link["type"]]
+    return list(link)
+
+
+def subgraph_info(definition: dict) -> dict:
+    """What a node running subgraph ``definition`` looks like, in /object_info's shape."""
+    return {"input": {"required": {i["name"]: (i["type"], {}) for i in definition["inputs"]}},
+            "input_order": {"required": [i["name"] for i in definition["inputs"]]},
+            "output": [o["type"] for o in definition["outputs"]],
+            "output_name": [o["name"] for o in definition["outputs"]], "name": definition["id"],
+            "display_name": definition["name"], "subgraph": True}
+
+
+def with_subgraphs(workflow: dict, info: dict[str, dict]) -> dict[str, dict]:
+    return {**info, **{d["id"]: subgraph_info(d) for d in workflow.get("definitions", {}).get("subgraphs", [])}}
+
+
+def validate_ui(workflow: dict, info: dict[str, dict], subgraph: dict | None = None) -> list[str]:
+    """Errors of a UI workflow (``subgraph``: the definition whose inner graph ``workflow`` is)."""
     errors: list[str] = []
+    info = with_subgraphs(workflow, info)
     nodes = {n["id"]: n for n in workflow["nodes"]}
-    for key in ("last_node_id", "last_link_id", "nodes", "links", "version"):
-        if key not in workflow:
-            errors.append(f"missing top-level key '{key}'")
+    if subgraph is None:
+        for key in ("last_node_id", "last_link_id", "nodes", "links", "version"):
+            if key not in workflow:
+                errors.append(f"missing top-level key '{key}'")
+        for definition in workflow.get("definitions", {}).get("subgraphs", []):
+            errors += [f"subgraph {definition['name']}: {e}" for e in validate_ui(definition, info, definition)]
     links = {}
-    for link in workflow["links"]:
+    for link in map(as_link, workflow["links"]):
         link_id, src, src_slot, dst, dst_slot, ltype = link
         links[link_id] = link
+        if subgraph is not None and (SUBGRAPH_INPUT == src or SUBGRAPH_OUTPUT == dst):
+            io = subgraph["inputs"][src_slot] if src == SUBGRAPH_INPUT else subgraph["outputs"][dst_slot]
+            if io["type"] != ltype or link_id not in io["linkIds"]:
+                errors.append(f"link {link_id}: subgraph {io['name']} ({io['type']}) does not list it as {ltype}")
+            continue
         if src not in nodes or dst not in nodes:
             errors.append(f"link {link_id}: unknown node {src if src not in nodes else dst}")
             continue
@@ -247,26 +284,61 @@ def validate_ui(workflow: dict, info: dict[str, dict]) -> list[str]:
     return errors
 
 
+class _Scope:
+    """A graph as the frontend flattens it: the root, or one subgraph node's inner graph (ids ``<node>:<id>``)."""
+
+    def __init__(self, graph: dict, prefix: str = "", outer: tuple[_Scope, dict] | None = None) -> None:
+        self.nodes = {n["id"]: n for n in graph["nodes"]}
+        self.links = {lk[0]: lk for lk in map(as_link, graph["links"])}
+        self.prefix, self.outer = prefix, outer
+
+
 def ui_to_api(workflow: dict, info: dict[str, dict]) -> dict:
-    nodes = {n["id"]: n for n in workflow["nodes"]}
-    links = {lk[0]: lk for lk in workflow["links"]}
-    prompt = {}
-    for node in sorted(workflow["nodes"], key=lambda n: n["id"]):
-        if node.get("mode", 0) in (2, 4):  # muted / bypassed
-            continue
-        ninfo = info[node["type"]]
-        values, _ = ui_widget_values(node, ninfo)
-        inputs: dict[str, Any] = {}
-        linked = {s["name"]: s["link"] for s in node.get("inputs", []) if s.get("link") is not None}
-        for name in ordered_inputs(ninfo):
-            if name in linked:
-                link = links[linked[name]]
-                inputs[name] = [str(link[1]), link[2]]
-            elif name in values:
-                inputs[name] = values[name]
-        title = node.get("title") or ninfo.get("display_name") or node["type"]
-        prompt[str(node["id"])] = {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title}}
-    del nodes
+    """The API prompt the frontend queues for ``workflow``: subgraph nodes are replaced by their inner nodes."""
+    info = with_subgraphs(workflow, info)
+    definitions = {d["id"]: d for d in workflow.get("definitions", {}).get("subgraphs", [])}
+    prompt: dict[str, dict] = {}
+
+    def output_ref(scope: _Scope, node_id: int, slot: int) -> list:
+        node = scope.nodes[node_id]
+        if node["type"] not in definitions:
+            return [f"{scope.prefix}{node_id}", slot]
+        inner = _Scope(definitions[node["type"]], f"{scope.prefix}{node_id}:", (scope, node))
+        link = next(lk for lk in inner.links.values() if (lk[3], lk[4]) == (SUBGRAPH_OUTPUT, slot))
+        return output_ref(inner, link[1], link[2])
+
+    def link_value(scope: _Scope, link_id: int) -> Any:
+        link = scope.links[link_id]
+        if link[1] != SUBGRAPH_INPUT:
+            return output_ref(scope, link[1], link[2])
+        outer, node = scope.outer
+        slot = node["inputs"][link[2]]
+        if slot.get("link") is not None:
+            return link_value(outer, slot["link"])
+        widgets = [i["name"] for i in node["inputs"] if "widget" in i]
+        return node["widgets_values"][widgets.index(slot["name"])]  # a promoted widget's value
+
+    def add(scope: _Scope) -> None:
+        for node in sorted(scope.nodes.values(), key=lambda n: n["id"]):
+            if node.get("mode", 0) in (2, 4):  # muted / bypassed
+                continue
+            if node["type"] in definitions:
+                add(_Scope(definitions[node["type"]], f"{scope.prefix}{node['id']}:", (scope, node)))
+                continue
+            ninfo = info[node["type"]]
+            values, _ = ui_widget_values(node, ninfo)
+            inputs: dict[str, Any] = {}
+            linked = {s["name"]: s["link"] for s in node.get("inputs", []) if s.get("link") is not None}
+            for name in ordered_inputs(ninfo):
+                if name in linked:
+                    inputs[name] = link_value(scope, linked[name])
+                elif name in values:
+                    inputs[name] = values[name]
+            title = node.get("title") or ninfo.get("display_name") or node["type"]
+            prompt[f"{scope.prefix}{node['id']}"] = {"inputs": inputs, "class_type": node["type"],
+                                                     "_meta": {"title": title}}
+
+    add(_Scope(workflow))
     return prompt
 
 
@@ -322,10 +394,18 @@ def validate_api(prompt: dict, info: dict[str, dict]) -> list[str]:
 class Graph:
     """A tiny builder producing the UI format (litegraph 0.4) from nodes and links."""
 
-    def __init__(self, info: dict[str, dict]) -> None:
+    def __init__(self, info: dict[str, dict], first_node: int = 1, first_link: int = 1) -> None:
         self.info = info
         self.nodes: list[dict] = []
         self.links: list[list] = []
+        self.first_node, self.first_link = first_node, first_link
+        self.subgraphs: list[Subgraph] = []
+
+    def node(self, node_id: int) -> dict:
+        return self.nodes[node_id - self.first_node]
+
+    def next_link(self) -> int:
+        return self.first_link + len(self.links)
 
     def add(self, node_type: str, pos: tuple[int, int], widgets: dict[str, Any] | None = None,
             title: str | None = None, size: tuple[int, int] = (320, 200)) -> int:
@@ -357,7 +437,7 @@ class Graph:
                 inputs.append({"name": name, "type": type_name(t), "link": None})
         outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
                    for i, (n, t) in enumerate(zip(ninfo["output_name"], ninfo["output"], strict=True))]
-        node_id = len(self.nodes) + 1
+        node_id = self.first_node + len(self.nodes)
         node = {"id": node_id, "type": node_type, "pos": list(pos), "size": list(size), "flags": {},
                 "order": node_id - 1, "mode": 0, "inputs": inputs, "outputs": outputs,
                 "properties": {"Node name for S&R": node_type}, "widgets_values": values}
@@ -367,7 +447,7 @@ class Graph:
         return node_id
 
     def connect(self, src: int, output: str, dst: int, input_name: str) -> None:
-        s, d = self.nodes[src - 1], self.nodes[dst - 1]
+        s, d = self.node(src), self.node(dst)
         s_info, d_info = self.info[s["type"]], self.info[d["type"]]
         slot = s_info["output_name"].index(output)
         out_type = s_info["output"][slot]
@@ -377,7 +457,7 @@ class Graph:
             d["inputs"].append({"name": input_name, "type": type_name(t), "widget": {"name": input_name},
                                 "link": None})
             in_slots.append(input_name)
-        link_id = len(self.links) + 1
+        link_id = self.next_link()
         d["inputs"][in_slots.index(input_name)]["link"] = link_id
         s["outputs"][slot]["links"].append(link_id)
         self.links.append([link_id, src, slot, dst, in_slots.index(input_name), out_type])
@@ -385,16 +465,122 @@ class Graph:
     def ui(self) -> dict:
         order = topological(self.nodes, self.links)
         for i, nid in enumerate(order):
-            self.nodes[nid - 1]["order"] = i
-        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": [], "config": {},
-                "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+            self.node(nid)["order"] = i
+        last_node = max([n["id"] for n in self.nodes] + [n["id"] for sg in self.subgraphs for n in sg.nodes])
+        last_link = max([lk[0] for lk in self.links] + [lk[0] for sg in self.subgraphs for lk in sg.all_links()])
+        ui = {"last_node_id": last_node, "last_link_id": last_link, "nodes": self.nodes, "links": self.links,
+              "groups": [], "config": {}, "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4}
+        if self.subgraphs:
+            ui["definitions"] = {"subgraphs": [sg.definition() for sg in self.subgraphs]}
+        return ui
+
+    def add_instance(self, sub: Subgraph, pos: tuple[int, int], title: str, widgets: dict[str, Any] | None = None,
+                     size: tuple[int, int] = (300, 160)) -> int:
+        """A node that runs subgraph ``sub``; ``widgets``: values of its promoted widgets (inputs that feed a
+        widget inside)."""
+        if sub not in self.subgraphs:
+            self.subgraphs.append(sub)
+        self.info[sub.id] = sub.node_info()
+        widgets = dict(widgets or {})
+        inputs = []
+        for name, kind in sub.inputs:
+            slot = {"name": name, "type": kind, "link": None}
+            if name in sub.promoted:
+                slot["widget"] = {"name": name}
+            inputs.append(slot)
+        node_id = self.first_node + len(self.nodes)
+        self.nodes.append({
+            "id": node_id, "type": sub.id, "pos": list(pos), "size": list(size), "flags": {}, "order": 0, "mode": 0,
+            "inputs": inputs, "outputs": [{"name": n, "type": t, "links": []} for n, t in sub.outputs],
+            "title": title, "properties": {}, "widgets_values": [widgets.pop(n) for n in sub.promoted]})
+        if widgets:
+            raise KeyError(f"{sub.name}: no promoted widgets {sorted(widgets)}")
+        return node_id
+
+
+class Subgraph(Graph):
+    """A subgraph definition (frontend workflow schema 1, as ``definitions.subgraphs`` of a 0.4 workflow): its
+    nodes, links (as objects) and the input / output nodes that connect it to the graph around it."""
+
+    INPUT, OUTPUT = -10, -20
+
+    def __init__(self, info: dict[str, dict], sub_id: str, name: str, inputs: list[tuple[str, str]],
+                 outputs: list[tuple[str, str]], first_node: int, first_link: int) -> None:
+        super().__init__(info, first_node, first_link)
+        self.id, self.name, self.inputs, self.outputs = sub_id, name, inputs, outputs
+        self.io_links: list[list] = []
+        self.promoted: list[str] = []  # inputs that feed a widget inside: a widget on the node outside
+
+    def all_links(self) -> list[list]:
+        return self.links + self.io_links
+
+    def next_link(self) -> int:
+        return self.first_link + len(self.links) + len(self.io_links)
+
+    def from_input(self, name: str, dst: int, input_name: str) -> None:
+        """Subgraph input ``name`` into input ``input_name`` of inner node ``dst`` (a widget input promotes it)."""
+        index = [n for n, _ in self.inputs].index(name)
+        d = self.node(dst)
+        in_slots = [i["name"] for i in d["inputs"]]
+        if input_name not in in_slots:  # a widget fed from outside: its value comes from the node outside
+            t, _, _ = input_spec(self.info[d["type"]], input_name)
+            d["inputs"].append({"name": input_name, "type": type_name(t), "widget": {"name": input_name},
+                                "link": None})
+            in_slots.append(input_name)
+            if name not in self.promoted:
+                self.promoted.append(name)
+        link_id = self.next_link()
+        d["inputs"][in_slots.index(input_name)]["link"] = link_id
+        self.io_links.append([link_id, self.INPUT, index, dst, in_slots.index(input_name), self.inputs[index][1]])
+
+    def to_output(self, src: int, output: str, name: str) -> None:
+        index = [n for n, _ in self.outputs].index(name)
+        s = self.node(src)
+        slot = self.info[s["type"]]["output_name"].index(output)
+        link_id = self.next_link()
+        s["outputs"][slot]["links"].append(link_id)
+        self.io_links.append([link_id, src, slot, self.OUTPUT, index, self.outputs[index][1]])
+
+    def node_info(self) -> dict:
+        """What the node outside looks like, in /object_info's shape."""
+        return {"input": {"required": {n: (t, {}) for n, t in self.inputs}},
+                "input_order": {"required": [n for n, _ in self.inputs]},
+                "output": [t for _, t in self.outputs], "output_name": [n for n, _ in self.outputs],
+                "name": self.id, "display_name": self.name, "subgraph": True}
+
+    def definition(self) -> dict:
+        order = topological(self.nodes, self.links)
+        for i, nid in enumerate(order):
+            self.node(nid)["order"] = i
+        xs = [n["pos"][0] for n in self.nodes]
+        ys = [n["pos"][1] for n in self.nodes]
+        right = max(n["pos"][0] + n["size"][0] for n in self.nodes)
+
+        def io(items: list[tuple[str, str]], outputs: bool) -> list[dict]:
+            out = []
+            for i, (n, t) in enumerate(items):
+                ends = [lk for lk in self.io_links if (lk[3], lk[4]) == (self.OUTPUT, i)] if outputs else \
+                    [lk for lk in self.io_links if (lk[1], lk[2]) == (self.INPUT, i)]
+                out.append({"id": str(uuid.uuid5(uuid.UUID(self.id), f"{'out' if outputs else 'in'}/{n}")),
+                            "name": n, "type": t, "localized_name": n, "linkIds": [lk[0] for lk in ends]})
+            return out
+
+        links = [{"id": lk[0], "origin_id": lk[1], "origin_slot": lk[2], "target_id": lk[3], "target_slot": lk[4],
+                  "type": lk[5]} for lk in sorted(self.all_links())]
+        return {"id": self.id, "version": 1, "revision": 0, "name": self.name, "config": {}, "extra": {},
+                "state": {"lastGroupId": 0, "lastNodeId": max(n["id"] for n in self.nodes),
+                          "lastLinkId": max(lk["id"] for lk in links), "lastRerouteId": 0},
+                "inputNode": {"id": self.INPUT, "bounding": [min(xs) - 220, min(ys), 140, 40 + 20 * len(self.inputs)]},
+                "outputNode": {"id": self.OUTPUT, "bounding": [right + 80, min(ys), 140, 40 + 20 * len(self.outputs)]},
+                "inputs": io(self.inputs, False), "outputs": io(self.outputs, True), "widgets": [], "groups": [],
+                "nodes": self.nodes, "links": links}
 
 
 def topological(nodes: list[dict], links: list[list]) -> list[int]:
     deps: dict[int, set[int]] = {n["id"]: set() for n in nodes}
     for _, src, _, dst, _, _ in links:
-        deps[dst].add(src)
+        if src in deps and dst in deps:
+            deps[dst].add(src)
     order: list[int] = []
     while deps:
         ready = sorted(n for n, d in deps.items() if not d - set(order))
@@ -433,12 +619,20 @@ def _front(g: Graph, image_input: int | None = None) -> dict[str, int]:
 
 def _sampler(g: Graph, ids: dict[str, int], pos: tuple[int, int], widgets: dict | None = None,
              title: str | None = None) -> int:
-    s = g.add("HalloSampler", pos, widgets, title=title, size=(400, 680))  # the frontend's own height: 664
+    s = g.add("HalloSampler", pos, widgets, title=title, size=(400, 420))  # the frontend's own height: 382
     g.connect(ids["model"], "model", s, "model")
     g.connect(ids["reference"], "reference", s, "reference")
     g.connect(ids["encode"], "audio_features", s, "audio_features")
     g.connect(ids["audio"], "AUDIO", s, "audio")
     return s
+
+
+def _options(g: Graph, pos: tuple[int, int], widgets: dict, *samplers: int) -> int:
+    """A Hallo Sampler Options node feeding ``samplers``."""
+    o = g.add("HalloSamplerOptions", pos, widgets, size=(330, 280))
+    for s in samplers:
+        g.connect(o, "options", s, "options")
+    return o
 
 
 def _save(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps: tuple[int, str], pos: tuple[int, int],
@@ -491,9 +685,11 @@ def build_crop_paste(info: dict) -> dict:
 def build_chained(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
-    a = _sampler(g, ids, (1080, 40), {"num_frames": 96}, title="Hallo Sampler: segment 1 (frames 0-95)")
-    b = _sampler(g, ids, (1080, 780), {"start_frame": -1, "num_frames": 0},
-                 title="Hallo Sampler: segment 2 (continues from segment 1)")
+    a = _sampler(g, ids, (1080, 40), title="Hallo Sampler: segment 1 (frames 0-95)")
+    segment = g.add("HalloSegment", (740, 480), {"frames": 96}, title="Hallo Segment: the first 96 frames",
+                    size=(300, 90))
+    g.connect(segment, "segment", a, "segment")
+    b = _sampler(g, ids, (1080, 780), title="Hallo Sampler: segment 2 (continues from segment 1)")
     g.connect(a, "motion", b, "motion")
     _save(g, (a, "images"), (a, "audio"), (a, "fps"), (1520, 40), "hallo/segment1")
     _save(g, (b, "images"), (b, "audio"), (b, "fps"), (1520, 780), "hallo/segment2")
@@ -513,7 +709,7 @@ def build_upscale(info: dict) -> dict:
 def build_render_to_file(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
-    r = g.add("HalloRenderToVideoFile", (1080, 40), {"filename_prefix": "hallo/long"}, size=(360, 500))
+    r = g.add("HalloRenderToVideoFile", (1080, 40), {"filename_prefix": "hallo/long"}, size=(360, 470))
     g.connect(ids["model"], "model", r, "model")
     g.connect(ids["reference"], "reference", r, "reference")
     g.connect(ids["encode"], "audio_features", r, "audio_features")
@@ -526,8 +722,9 @@ def build_compare_presets(info: dict) -> dict:
     HalloEvaluate: one report and one plot with the two videos side by side in colours."""
     g = Graph(info)
     ids = _front(g)
-    a = _sampler(g, ids, (1080, 40), {"preset": "faithful"}, title="Hallo Sampler: faithful preset")
-    b = _sampler(g, ids, (1080, 780), {"preset": "fast"}, title="Hallo Sampler: fast preset")
+    a = _sampler(g, ids, (1080, 40), title="Hallo Sampler: faithful (no options: the original)")
+    b = _sampler(g, ids, (1080, 780), {"steps": PRESETS["fast"].steps}, title="Hallo Sampler: fast preset")
+    _options(g, (740, 800), {"preset": "fast"}, b)
     ev = g.add("HalloEvaluate", (2280, 40), {"names": "faithful, fast"}, size=(360, 260))
     g.connect(ids["model"], "model", ev, "model")
     g.connect(a, "images", ev, "images")
@@ -607,14 +804,71 @@ def build_two_speakers(info: dict) -> dict:
     return g.ui()
 
 
+TALKING_HEAD = str(uuid.uuid5(uuid.NAMESPACE_URL, "hallo-nodes/subgraphs/talking-head"))
+
+
+def talking_head(info: dict, first_node: int, first_link: int) -> Subgraph:
+    """One face of a photo animated by a voice and pasted into a background: crop, audio encoding, face analysis,
+    reference, sampler and paste-back, as one subgraph."""
+    sub = Subgraph(info, TALKING_HEAD, "Hallo talking head",
+                   [("model", "HALLO_MODEL"), ("photo", "IMAGE"), ("voice", "AUDIO"), ("background", "IMAGE"),
+                    ("face_index", "INT")],
+                   [("images", "IMAGE"), ("fps", "FLOAT")], first_node, first_link)
+    crop = sub.add("HalloFaceCrop", (0, 0), size=(320, 230))
+    encode = sub.add("HalloAudioEncode", (0, 290), size=(320, 200))
+    face = sub.add("HalloFaceAnalysis", (360, 0), size=(320, 330))
+    reference = sub.add("HalloReference", (720, 0), size=(300, 100))
+    sampler = sub.add("HalloSampler", (1060, 0), size=(400, 420))
+    paste = sub.add("HalloPasteBack", (1500, 0), size=(300, 130))
+    for node in (crop, encode, face, reference, sampler):
+        sub.from_input("model", node, "model")
+    sub.from_input("photo", crop, "image")
+    sub.from_input("face_index", crop, "face_index")
+    sub.from_input("voice", encode, "audio")
+    sub.from_input("voice", sampler, "audio")
+    sub.from_input("background", paste, "original")
+    sub.connect(crop, "image", face, "image")
+    sub.connect(crop, "image", reference, "image")
+    sub.connect(face, "face", reference, "face")
+    sub.connect(reference, "reference", sampler, "reference")
+    sub.connect(encode, "audio_features", sampler, "audio_features")
+    sub.connect(sampler, "images", paste, "images")
+    sub.connect(crop, "crop", paste, "crop")
+    sub.to_output(paste, "images", "images")
+    sub.to_output(sampler, "fps", "fps")
+    return sub
+
+
+def build_two_speakers_subgraph(info: dict) -> dict:
+    """Two faces of one group photo take turns speaking: one 'talking head' subgraph used twice, the second
+    pasting its face into the first one's frames."""
+    g = Graph(info)
+    model = g.add("HalloModelLoader", (20, 40), {"checkpoint": "hallo/net.pth"}, size=(320, 110))
+    voice_a = g.add("LoadAudio", (20, 200), {"audio": SPEECH}, title="Voice of speaker A", size=(320, 140))
+    voice_b = g.add("LoadAudio", (20, 580), {"audio": SPEECH_B}, title="Voice of speaker B", size=(320, 140))
+    photo = g.add("LoadImage", (20, 760), {"image": GROUP_PHOTO}, title="Group photo", size=(320, 320))
+    track_a, track_b, sound = _turns(g, voice_a, voice_b)
+    head = talking_head(info, 100, 100)
+    a = g.add_instance(head, (740, 40), "Talking head: speaker A (face 0)", {"face_index": 0}, size=(320, 170))
+    b = g.add_instance(head, (740, 600), "Talking head: speaker B (face 1), into A's frames", {"face_index": 1},
+                       size=(320, 170))
+    for node, track, background in ((a, track_a, (photo, "IMAGE")), (b, track_b, (a, "images"))):
+        g.connect(model, "model", node, "model")
+        g.connect(photo, "IMAGE", node, "photo")
+        g.connect(track, "AUDIO", node, "voice")
+        g.connect(background[0], background[1], node, "background")
+    _save(g, (b, "images"), (sound, "AUDIO"), (a, "fps"), (1120, 300), "hallo/two_speakers")
+    return g.ui()
+
+
 def build_speed_presets(info: dict) -> dict:
     """The same portrait and voice with the fast preset and, for comparison, the faithful default."""
     g = Graph(info)
     ids = _front(g)
-    fast = _sampler(g, ids, (1080, 40), {"preset": "fast"},
+    fast = _sampler(g, ids, (1080, 40), {"steps": PRESETS["fast"].steps},
                     title="Hallo Sampler: fast (20 DPM-Solver++ steps)")
-    faithful = _sampler(g, ids, (1520, 40), {"preset": "faithful"},
-                        title="Hallo Sampler: faithful (the original)")
+    _options(g, (740, 480), {"preset": "fast"}, fast)
+    faithful = _sampler(g, ids, (1520, 40), title="Hallo Sampler: faithful (the original)")
     _save(g, (fast, "images"), (fast, "audio"), (fast, "fps"), (1960, 40), "hallo/fast")
     _save(g, (faithful, "images"), (faithful, "audio"), (faithful, "fps"), (1960, 480), "hallo/faithful")
     return g.ui()
@@ -623,9 +877,12 @@ def build_speed_presets(info: dict) -> dict:
 def build_per_frame_control(info: dict) -> dict:
     g = Graph(info)
     ids = _front(g)
-    s = _sampler(g, ids, (1080, 40), {"pose_schedule": "0:1.0, 3s:0.6, 6s:1.2",
-                                      "lip_schedule": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"},
-                 title="Hallo Sampler: pose and lip weights per frame")
+    s = _sampler(g, ids, (1080, 40), title="Hallo Sampler: pose and lip weights per frame")
+    for branch, keyframes, y in (("pose", "0:1.0, 3s:0.6, 6s:1.2", 480),
+                                 ("lip", "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0", 610)):
+        schedule = g.add("HalloWeightSchedule", (740, y), {"keyframes": keyframes},
+                         title=f"Hallo Weight Schedule: {branch}", size=(300, 80))
+        g.connect(schedule, "weight", s, f"{branch}_weight")
     still = _sampler(g, ids, (740, 760), {"still": True}, title="Hallo Sampler: still head (presenter)")
     _save(g, (s, "images"), (s, "audio"), (s, "fps"), (1520, 40), "hallo/per_frame")
     _save(g, (still, "images"), (still, "audio"), (still, "fps"), (1200, 800), "hallo/still")
@@ -639,7 +896,7 @@ BUILDERS = {
     "hallo_upscale": (build_upscale, "frames -> ImageScaleBy x2 -> video"),
     "hallo_render_to_file": (build_render_to_file, "long render streamed to an mp4"),
     "hallo_compare_presets": (build_compare_presets, "faithful vs fast, measured side by side"),
-    "hallo_two_speakers": (build_two_speakers, "two faces of one photo take turns speaking"),
+    "hallo_two_speakers": (build_two_speakers_subgraph, "two faces of one photo take turns speaking"),
     "hallo_speed_presets": (build_speed_presets, "fast preset next to the faithful default"),
     "hallo_per_frame_control": (build_per_frame_control, "per-frame weights; a still head"),
 }

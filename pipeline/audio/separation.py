@@ -16,14 +16,16 @@ import logging
 import struct
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import public_name
 from ..notices import notice
 from ..paths import HF_REPO, SEPARATOR_FILE, SEPARATOR_SUBDIR, separator_model_file
-from .decode import load_audio_file
+
+if TYPE_CHECKING:  # torch and the decoder load when separation runs: hallo-render's parser needs only the modes
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,16 @@ def resolve_separation(value: bool | str, model_path: Path | str | None) -> Path
     reason = "; ".join(problems)
     notice(logger, f"vocal separation skipped (separate_vocals='auto'): {reason}. The original Hallo isolates the "
                    "voice before wav2vec2, so music or noise in the track changes the lip motion; set 'off' to "
-                   "silence this message.", once=True)
+                   "silence this message.", once=True, short=_short_reason(problems))
     return None
+
+
+def _short_reason(problems: list[str]) -> str:
+    """The notice a node shows: the first thing missing, in one or two lines, without paths (the log and the
+    node's help page have the rest)."""
+    package = any("audio-separator" in p for p in problems)
+    missing = "audio-separator is not installed" if package else f"{SEPARATOR_FILE} is missing"
+    return f"Vocal separation is off: {missing} (see the node's help)"
 
 
 def _missing_pieces(model_path: Path | str | None) -> tuple[Path | None, list[str]]:
@@ -118,7 +128,10 @@ def separate_vocals(
 ) -> tuple[torch.Tensor, int]:
     """Return the vocals stem ``([C, T], rate)`` of a ``[C, T]`` waveform using Kim_Vocal_2 (MDX-Net)."""
     model_file = check_separator(model_path)
+    import torch
     from audio_separator.separator import Separator
+
+    from .decode import load_audio_file
 
     with tempfile.TemporaryDirectory(prefix="hallo_sep_") as tmp:
         tmp_dir = Path(tmp)

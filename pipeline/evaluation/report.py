@@ -241,11 +241,12 @@ def evaluate(frames: np.ndarray, reference: np.ndarray, fps: float, model_dir: P
     """Every built-in measure of ``frames`` ((N, H, W, 3) uint8 RGB) against the ``reference`` portrait.
 
     ``model_dir``: the ``hallo`` model folder (its ``face_analysis/models`` detector and ArcFace; also the
-    default place of the MediaPipe ``.task`` and of an optional ``syncnet_v2.model``). ``audio``: ``(wave,
-    rate)`` of the voice, for the lip-sync measures. ``clip_length`` / ``boundary_offset``: where clips start
-    (Hallo: every 16 frames from frame 0). Raises :class:`NoFaceError` when the reference shows no face."""
+    default place of the MediaPipe ``.task``, else the pack's own copy is used, and of an optional
+    ``syncnet_v2.model``). ``audio``: ``(wave, rate)`` of the voice, for the lip-sync measures. ``clip_length``
+    / ``boundary_offset``: where clips start (Hallo: every 16 frames from frame 0). Raises :class:`NoFaceError`
+    when the reference shows no face."""
     from ..face.detection import load_face_models
-    from ..paths import FACE_MODELS_SUBDIR, LANDMARKER_FILE
+    from ..paths import landmarker_task_file
     from .identity import reference_face
     from .syncnet import SYNCNET_FILE
 
@@ -257,7 +258,7 @@ def evaluate(frames: np.ndarray, reference: np.ndarray, fps: float, model_dir: P
                         boundaries=[])
     _identity(report, frames, embedding, models)
     _temporal(report, frames, reference, ref_box, boundary_offset)
-    task = landmarker_task or model_dir / FACE_MODELS_SUBDIR / LANDMARKER_FILE
+    task = landmarker_task or landmarker_task_file(model_dir)
     _lip_sync(report, frames, audio, Path(task))
     _syncnet(report, frames, audio, models, Path(syncnet_checkpoint or model_dir / SYNCNET_FILE), device)
     logger.info("evaluated %s: %d frames, %d measures", name, len(frames), len(report.measures))

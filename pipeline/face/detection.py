@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import public_name
 from ..lazy_import import cv2
+from ..native_logs import quiet_native_logs
 from ..paths import DETECTOR_FILE, RECOGNIZER_FILE, ModelFileMissing, face_model_file
 
 logger = logging.getLogger(__name__)
@@ -93,9 +94,11 @@ def _providers(device: str | object | None) -> list[str]:
 def _session(path: Path, device: str | object | None):
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # errors only, for the whole process (the session's own level below)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=_providers(device))
+    with quiet_native_logs(f"onnxruntime loading {path.name}"):
+        return ort.InferenceSession(str(path), sess_options=opts, providers=_providers(device))
 
 
 @dataclass

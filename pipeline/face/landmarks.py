@@ -14,7 +14,6 @@ points are mapped back (``used_crop`` in the result). Images larger than
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ import numpy as np
 
 from ..errors import HalloInputError, public_name
 from ..lazy_import import cv2
-from ..paths import FACE_MODELS_SUBDIR, HF_REPO
+from ..native_logs import quiet_native_env, quiet_native_logs
+from ..paths import FACE_MODELS_SUBDIR, HF_REPO, landmarker_task_file
 from ..paths import LANDMARKER_FILE as TASK_FILE
 from .detection import require_model_file
 
@@ -61,12 +61,13 @@ class LandmarkResult:
 
 
 def _import_mediapipe():
-    # MediaPipe's C++ side logs through glog/absl to stderr; keep it to warnings and above.
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # MediaPipe's C++ side logs through glog/absl straight to descriptor 2: lowered here, captured around each
+    # native call (quiet_native_logs), so that a clear error stays the only line on stderr.
+    quiet_native_env()
     try:
-        import mediapipe as mp
-        from mediapipe.tasks.python import vision  # noqa: F401  (the Tasks API must be present)
+        with quiet_native_logs("import mediapipe"):
+            import mediapipe as mp
+            from mediapipe.tasks.python import vision  # noqa: F401  (the Tasks API must be present)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise LandmarkError(
             f"the 'mediapipe' package with its Tasks API is needed for the face masks ({exc}): "
@@ -76,11 +77,13 @@ def _import_mediapipe():
 
 
 def landmarker_task_path(model_dir: Path | str) -> Path:
-    """``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task``, or
-    :class:`~.detection.FaceModelMissingError` naming that path and where to download it, or
-    :class:`HalloInputError` when the file is not a complete bundle (a ``.task`` is a zip archive: a truncated
-    download fails here with its name, not deep in MediaPipe)."""
-    task = require_model_file(model_dir, TASK_FILE)
+    """``<model_dir>/face_analysis/models/face_landmarker_v2_with_blendshapes.task``, else the identical file
+    shipped with the pack; :class:`~.detection.FaceModelMissingError` naming the folder's path and where to
+    download it when neither is there, or :class:`HalloInputError` when the file is not a complete bundle (a
+    ``.task`` is a zip archive: a truncated download fails here with its name, not deep in MediaPipe)."""
+    task = landmarker_task_file(model_dir)
+    if not task.is_file():
+        task = require_model_file(model_dir, TASK_FILE)
     if not zipfile.is_zipfile(task):
         raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
                               f"{FACE_MODELS_SUBDIR}/{TASK_FILE} again from '{HF_REPO}'")
@@ -109,10 +112,17 @@ def _landmarker(task: Path, max_faces: int):
             running_mode=vision.RunningMode.IMAGE,
             num_faces=max_faces,
         )
-        for _, old in _LANDMARKERS.values():
-            old.close()
-        _LANDMARKERS.clear()
-        _LANDMARKERS[key] = (mp, vision.FaceLandmarker.create_from_options(options))
+        with quiet_native_logs(f"MediaPipe loading {task.name}"):
+            for _, old in _LANDMARKERS.values():
+                old.close()
+            _LANDMARKERS.clear()
+            try:
+                landmarker = vision.FaceLandmarker.create_from_options(options)
+            except (RuntimeError, ValueError) as exc:  # a bundle whose models MediaPipe cannot read
+                raise HalloInputError(
+                    f"{task} is not a usable MediaPipe model ({' '.join(str(exc).split())}); download "
+                    f"{FACE_MODELS_SUBDIR}/{TASK_FILE} again from '{HF_REPO}'") from exc
+            _LANDMARKERS[key] = (mp, landmarker)
     return _LANDMARKERS[key]
 
 
@@ -121,7 +131,8 @@ def _run_tasks(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarray]:
     with _LANDMARKER_LOCK:
         mp, landmarker = _landmarker(task, max_faces)
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        result = landmarker.detect(image)
+        with quiet_native_logs("MediaPipe face landmarker"):
+            result = landmarker.detect(image)
     return [np.array([[p.x * w, p.y * h] for p in face], np.float64) for face in result.face_landmarks]
 
 
@@ -135,7 +146,7 @@ def face_landmarks(rgb: np.ndarray, task: Path, max_faces: int) -> list[np.ndarr
         logger.info("landmarks: %dx%d image analysed at %dx%d", w, h, rgb.shape[1], rgb.shape[0])
     try:
         faces = _run_tasks(rgb, task, max_faces)
-    except LandmarkError:
+    except (LandmarkError, HalloInputError):
         raise
     except Exception as exc:
         raise LandmarkError(f"MediaPipe ({TASKS_BACKEND}, {task.name}) failed on the image: {exc}") from exc

@@ -26,15 +26,12 @@ from torch import nn
 from ..errors import HalloInputError
 from ..models.reference_bank import ReferenceBank
 from ..models.unet_inputs import UNetConditions
+from .compile_modes import COMPILE_MODES, WHOLE_UNET_MODES
 
 logger = logging.getLogger(__name__)
 
 _COMPILED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # nets whose denoiser is compiled already
 CXX_COMPILERS = ("g++", "c++", "clang++", "cl")
-#: ``off`` and the three ways to compile; ``default`` is what ``--compile`` alone means.
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
-#: The modes that compile the whole denoising UNet forward (torch.compile's mode of the same name).
-WHOLE_UNET_MODES = ("reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 def use_channels_last(*modules: nn.Module) -> None:

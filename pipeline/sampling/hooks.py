@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import public_name
+
+if TYPE_CHECKING:  # hallo-render imports RenderCancelled before it loads torch
+    import torch
 
 __all__ = ["LatentCallback", "RenderCancelled", "StepHooks", "preview_latent"]
 
 # ``on_latent(done, total, latent)``: ``latent`` is (1, 4, h, w), scaled like the UNet's latents (x 0.18215)
-LatentCallback = Callable[[int, int, torch.Tensor], None]
+LatentCallback = Callable[[int, int, "torch.Tensor"], None]
 
 
 @public_name

@@ -113,8 +113,9 @@ def steps_override_note(opts: SamplerOptions) -> str | None:
     steps 40, switched to fast). Under faithful, steps keeps the meaning it had before presets: no note."""
     if opts.preset in (CUSTOM, DEFAULT_PRESET) or not opts.steps or opts.steps == PRESETS[opts.preset].steps:
         return None
-    return (f"steps {opts.steps} replaces the {PRESETS[opts.preset].steps} steps of preset '{opts.preset}' "
-            "(set steps to 0 for the preset's own count)")
+    count = PRESETS[opts.preset].steps
+    return f"steps {opts.steps} replaces the {count} steps of preset '{opts.preset}' (set steps to {count} for the " \
+           "preset's own count)"
 
 
 def recipe_summary(settings: SamplerSettings, preset: str) -> dict:

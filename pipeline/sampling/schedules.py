@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import HalloInputError
 
-__all__ = ["Weight", "WeightSchedule", "clip_weight", "parse_weight"]
+__all__ = ["Keyframes", "Weight", "WeightSchedule", "clip_weight", "parse_weight"]
 
 EXAMPLE = "'0:1.0, 50:1.6, 120:0.8' (frame:value) or '0s:1.0, 2.5s:1.2' (seconds)"
 _KEYFRAME = re.compile(r"^(?P<pos>[^:]*):(?P<value>.*)$")
@@ -46,6 +46,16 @@ class WeightSchedule:
 
 
 Weight = float | WeightSchedule
+
+
+@dataclass(frozen=True)
+class Keyframes:
+    """Keyframe text kept as typed (``0:1.0, 2s:1.5``): seconds become frames where the frame rate is known."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def clip_weight(weight: Weight, start: int, count: int) -> float | tuple[float, ...]:
@@ -156,6 +166,8 @@ def parse_weight(value: Any, name: str, fps: float, bounds: tuple[float, float] 
 
     ``name`` starts every error message (the widget or option at fault); ``bounds`` = (min, max) if any.
     """
+    if isinstance(value, Keyframes):
+        return parse_keyframes(value.text, name, fps, bounds)
     if isinstance(value, bool):
         raise HalloInputError(f"{name}: got a boolean; give a number or a schedule such as {EXAMPLE}")
     if isinstance(value, (int, float)):

@@ -9,16 +9,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from .schedules import Weight, WeightSchedule, clip_weight
+
+if TYPE_CHECKING:  # imported where a tensor is made: hallo-render's parser reads these settings without torch
+    import torch
 
 logger = logging.getLogger(__name__)
 
 CLIP_LENGTH = 16  # frames per clip: what the released motion modules were trained on
 MOTION_FRAMES = 2  # frames of the previous clip that condition the next one
 LATENT_SCALE = 0.18215  # Stable Diffusion VAE latent scaling
+VIDEO_FPS = 25.0  # the frame rate Hallo renders at (the audio features are made per frame of it)
 
 
 @dataclass
@@ -87,6 +90,8 @@ class SamplerSettings:
         A number where the weight is the same for all those frames (the computation is then exactly that of a
         constant weight), else a float32 tensor (count,) on ``device``, one weight per frame.
         """
+        import torch
+
         weights = (clip_weight(w, start, count) for w in (self.pose_weight, self.face_weight, self.lip_weight))
         return tuple(w if isinstance(w, float) else torch.tensor(w, dtype=torch.float32, device=device)
                      for w in weights)
