@@ -482,13 +482,20 @@ def test_example_workflow_runs_from_the_page_and_its_nodes_show_the_results(serv
 
 
 SCREENSHOTS = REPO / "docs" / "images"
-#: The example workflows the README shows.
-README_SHOTS = ["hallo_basic", *sorted(p.stem for p in WORKFLOWS.glob("hallo_two_speakers*.json"))]
-#: The graph's bounds [x, y, width, height]: its nodes, title bars included, and groups
+#: The README's screenshots: (file name, workflow, inside its first subgraph)
+README_SHOTS = [("hallo_basic", "hallo_basic", False),
+                *((p.stem, p.stem, False) for p in sorted(WORKFLOWS.glob("hallo_two_speakers*.json"))),
+                *((f"{p.stem}_subgraph", p.stem, True) for p in sorted(WORKFLOWS.glob("hallo_two_speakers*.json")))]
+#: Opens the first subgraph node's subgraph on the canvas, as double-clicking its title's icon does
+OPEN_SUBGRAPH = """() => { const n = app.graph._nodes.find((n) => n.isSubgraphNode?.());
+    if (!n) return false; app.canvas.openSubgraph(n.subgraph, n); return true; }"""
+#: The bounds [x, y, width, height] of the graph on the canvas: its nodes, title bars included, groups, and (in a
+#: subgraph) its input and output nodes
 FRAME_GRAPH = """async () => {
-    const t = LiteGraph.NODE_TITLE_HEIGHT;
-    const boxes = app.graph._nodes.map((n) => [n.pos[0], n.pos[1] - t, n.size[0], n.size[1] + t])
-        .concat((app.graph._groups ?? []).map((g) => [...g.pos, ...g.size]));
+    const g = app.canvas.graph ?? app.graph, t = LiteGraph.NODE_TITLE_HEIGHT;
+    const boxes = g._nodes.map((n) => [n.pos[0], n.pos[1] - t, n.size[0], n.size[1] + t])
+        .concat((g._groups ?? []).map((x) => [...x.pos, ...x.size]))
+        .concat([g.inputNode, g.outputNode].filter(Boolean).map((io) => [...io.boundingRect]));
     const x0 = Math.min(...boxes.map((b) => b[0])), y0 = Math.min(...boxes.map((b) => b[1]));
     const x1 = Math.max(...boxes.map((b) => b[0] + b[2])), y1 = Math.max(...boxes.map((b) => b[1] + b[3]));
     return [x0, y0, x1 - x0, y1 - y0]; }"""
@@ -513,13 +520,16 @@ def newest_canvas_page(servers: Callable[[str], ComfyServer],
 
 def test_readme_screenshots_are_taken_on_the_newest_frontend(newest_canvas_page: Chromium) -> None:
     """PNGs of the example workflows the README shows, as the newest frontend draws them on load (classic canvas,
-    scale 0.8). The committed ones are of today's layout (same size); HALLO_UPDATE_SCREENSHOTS=1 rewrites them."""
+    scale 0.8), and of the two-speaker workflow's subgraph opened. The committed ones are of today's layout (same
+    size); HALLO_UPDATE_SCREENSHOTS=1 rewrites them."""
     from PIL import Image
 
     page, update = newest_canvas_page, os.environ.get("HALLO_UPDATE_SCREENSHOTS") == "1"
     readme = (REPO / "README.md").read_text()
-    for name in README_SHOTS:
-        load_workflow(page, name)
+    for name, workflow, inside in README_SHOTS:
+        load_workflow(page, workflow)
+        if inside:
+            assert page.evaluate(call(OPEN_SUBGRAPH)), f"{workflow} has no subgraph"
         bounds = page.evaluate(call(FRAME_GRAPH))
         scale, margin = 0.8, 280  # the margin keeps the frontend's side bar, tabs, minimap and zoom buttons clear
         width, height = (int(bounds[2] * scale + 2 * margin + 100), int(bounds[3] * scale + 2 * margin + 100))
