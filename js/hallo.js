@@ -330,9 +330,8 @@ function greyCustomOnly(node) {
 function presetChosen(node, preset) {
   const steps = preset === "custom" ? null : DEFS.recipes?.[preset]?.steps;
   if (!steps) return;
-  for (const linkId of node.outputs?.[0]?.links ?? []) {
-    const link = getLink(node.graph ?? app.graph, linkId);
-    const target = link ? (node.graph ?? app.graph).getNodeById(link.target_id) : null;
+  // through getOutputNodes: newer frontends warn on every read of output.links
+  for (const target of (node.graph && node.getOutputNodes?.(0)) ?? []) {
     const w = target?.widgets?.find((x) => x.name === "steps");
     if (!w || !SAMPLERS.has(target.comfyClass ?? target.type)) continue;
     w.value = steps;
