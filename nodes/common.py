@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..pipeline.errors import public_name
+from ..pipeline.audio.decode import check_waveform
+from ..pipeline.errors import HalloInputError
 from ..pipeline.notices import notice
 from ..pipeline.paths import ModelFolder
 from ..pipeline.sampling.residency import Residency
@@ -27,11 +28,6 @@ HALLO_FACE = "HALLO_FACE"
 HALLO_REFERENCE = "HALLO_REFERENCE"
 HALLO_MOTION = "HALLO_MOTION"
 HALLO_CROP = "HALLO_CROP"
-
-
-@public_name
-class HalloInputError(TypeError):
-    """An input has the wrong type or layout; the message names the node, the input and what it needs."""
 
 
 @dataclass
@@ -90,7 +86,7 @@ def check_mask(mask: Any, node: str, name: str) -> torch.Tensor:
 
 
 def check_audio(audio: Any, node: str, name: str = "audio") -> tuple[torch.Tensor, int]:
-    """A ComfyUI AUDIO dict -> (waveform [B,C,T], sample_rate)."""
+    """A ComfyUI AUDIO dict -> (waveform [B,C,T], sample_rate), within the audio budget and finite."""
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise HalloInputError(f"{node}: input '{name}' must be an AUDIO "
                               "({'waveform': [batch, channels, samples], 'sample_rate': int}), e.g. from LoadAudio; "
@@ -103,7 +99,8 @@ def check_audio(audio: Any, node: str, name: str = "audio") -> tuple[torch.Tenso
     if wave.ndim != 3:
         raise HalloInputError(f"{node}: input '{name}': waveform must be [batch, channels, samples], "
                               f"got shape {tuple(wave.shape)}")
-    return wave, int(audio["sample_rate"])
+    # the same budget as an audio file's (rate, channels, length) and no NaN / inf, on every node taking AUDIO
+    return wave, check_waveform(wave, audio["sample_rate"], f"{node}: input '{name}'")
 
 
 def with_notes(ui: dict[str, Any], notes: list[str]) -> dict[str, Any]:

@@ -87,6 +87,7 @@ class HalloModelLoader:
         device = comfy.torch_device()
         torch_dtype = parse_dtype(dtype, device)
         folder = ModelFolder.at(entry.root)
+        folder.check_files(entry.variant, face=False)  # at the door: every file this loads, readable and regular
         store = comfy.offload_device() if comfy.inside_comfyui() else device
         net = load_net(folder, entry.variant, checkpoint=entry.path, device=store, dtype=torch_dtype)
         vae = load_vae(folder, device=store, dtype=torch_dtype)

@@ -17,6 +17,7 @@ from ..pipeline.face.crop import CropBox
 from ..pipeline.notices import collect_notices, notice
 from ..pipeline.sampling.options import SamplerOptions, recipe_summary, resolve_sampler
 from ..pipeline.sampling.settings import CLIP_LENGTH
+from ..pipeline.video.output_path import filename_prefix_problem
 from ..pipeline.video.writer import VideoWriter
 from . import comfy_adapter as comfy
 from .common import (
@@ -286,6 +287,12 @@ def generate(model: HalloModel, reference: HalloReference, features: AudioFeatur
     return result
 
 
+def prefix_problem(node: str, prefix: str | None) -> str | None:
+    """The error for an unusable ``filename_prefix`` widget (None when usable or connected)."""
+    problem = None if prefix is None else filename_prefix_problem(prefix)
+    return None if problem is None else f"{node}: widget 'filename_prefix' {problem}"
+
+
 def trim_audio(audio: dict | None, features: AudioFeatures, segment: Segment, node: str) -> dict:
     """The AUDIO of frames [start, end) (silence at 16 kHz when no audio is connected)."""
     fps = float(features.fps)
@@ -435,6 +442,11 @@ class HalloRenderToVideoFile:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", **legacy_inputs(segment=False)},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix: str | None = None) -> bool | str:  # noqa: N802
+        """The file name at queue time: its length, NUL and other control characters, a way out of the folder."""
+        return prefix_problem("HalloRenderToVideoFile", filename_prefix) or True
+
     @node_messages("HalloRenderToVideoFile")
     def render(self, model: HalloModel, reference: HalloReference, audio_features: AudioFeatures, audio: dict,
                steps: int = 40, cfg: float = 3.5, seed: int = 42, pose_weight: float = 1.0,
@@ -444,6 +456,9 @@ class HalloRenderToVideoFile:
                extra_pnginfo: dict | None = None, **old_widgets: Any) -> dict:
         node = "HalloRenderToVideoFile"
         check_payloads(node, model, reference, audio_features, None)
+        problem = prefix_problem(node, filename_prefix)  # a connected prefix is known only now
+        if problem:
+            raise HalloInputError(problem)
         wave, rate = check_audio(audio, node)
         old = legacy_values(node, old_widgets, segment=False)
         widgets = {"steps": steps, "cfg": cfg, "seed": seed, "pose_weight": pose_weight, "face_weight": face_weight,

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .audio.separation import SEPARATION_MODES, VocalSeparationUnavailable
+from .budgets import size_problem, steps_problem
+from .door import check_render_inputs
 from .errors import HalloInputError, raised_in_pipeline
 from .paths import (
     HF_REPO,
@@ -108,6 +110,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def steps_int(text: str) -> int:
+    """Denoising steps: 1 .. the budget's limit (the nodes' too)."""
+    value = positive_int(text)
+    problem = steps_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def side_int(text: str) -> int:
+    """An output side: a multiple of 64 within the budget."""
+    value = positive_int(text)
+    problem = size_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def index_int(text: str) -> int:
     try:
         value = int(text)
@@ -152,11 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file (as ffmpeg's -y)")
     p.add_argument("--variant", choices=("hallo", "hallo2"), default="hallo", help="checkpoint: hallo/ or hallo2/")
-    p.add_argument("--size", type=positive_int, default=512,
+    p.add_argument("--size", type=side_int, default=512,
                    help="output width and height (multiple of 64; default 512)")
-    p.add_argument("--width", type=positive_int, default=None,
+    p.add_argument("--width", type=side_int, default=None,
                    help="output width, overrides --size (multiple of 64; default: --size)")
-    p.add_argument("--height", type=positive_int, default=None,
+    p.add_argument("--height", type=side_int, default=None,
                    help="output height, overrides --size (multiple of 64; default: --size)")
     p.add_argument("--face-expand-ratio", type=positive_float, default=1.2,
                    help="the face region of the masks: the detected face box enlarged by this factor (default "
@@ -186,11 +206,11 @@ def _add_sampling_options(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--preset", choices=preset_names(), default="faithful",
                    help="sampling recipe: " + "; ".join(f"{k} ({v.description})" for k, v in PRESETS.items())
                    + "; custom (--solver, --steps, --cfg-steps)")
-    p.add_argument("--steps", type=positive_int, default=None,
+    p.add_argument("--steps", type=steps_int, default=None,
                    help="denoising steps (default: the preset's, 40 for faithful and custom); replaces the "
                    "preset's count")
     p.add_argument("--solver", choices=SOLVERS, default=None, help="with --preset custom: the solver (default ddim)")
-    p.add_argument("--cfg-steps", type=positive_int, default=None,
+    p.add_argument("--cfg-steps", type=steps_int, default=None,
                    help="with --preset custom: CFG on the first N steps only (default: every step)")
     p.add_argument("--cache-interval", type=positive_int, default=None,
                    help="DeepCache: run the whole UNet every N-th step and only its outer blocks in between, "
@@ -306,12 +326,7 @@ def _check_paths_early(args: argparse.Namespace) -> None:
     be refused or a missing input file is reported at once."""
     check_output_path(args.out, inputs={"image": args.image, "audio": args.audio},
                       models=args.models.expanduser(), overwrite=args.overwrite)
-    for name, path in (("image", args.image), ("audio", args.audio)):
-        path = path.expanduser()
-        if path.is_dir():
-            raise HalloInputError(f"{name} {path} is a directory; give the {name} file's name")
-        if not path.is_file():
-            raise FileNotFoundError(f"{name} file not found: {path}")
+    check_render_inputs(args.image, args.audio)  # at the door: readable regular files within the budget
 
 
 def _weights(args: argparse.Namespace, fps: float) -> dict[str, Weight]:

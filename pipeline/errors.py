@@ -35,8 +35,11 @@ def public_name(cls: E) -> E:
 
 
 @public_name
-class HalloInputError(ValueError):
-    """An input (file, folder, option) cannot be used; the message says which and what to do about it."""
+class HalloInputError(ValueError, TypeError):
+    """An input (file, folder, option, a node's socket) cannot be used; the message says which and what to do.
+
+    The pack's one input error: a ``ValueError`` (a bad value) and a ``TypeError`` (a node input of the wrong
+    type), so either ``except`` clause catches it."""
 
 
 def raised_in_pipeline(exc: BaseException) -> bool:

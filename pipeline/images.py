@@ -8,12 +8,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
+from .budgets import MIN_IMAGE_SIDE, image_problem
+from .door import PIL_DATA_ERRORS, image_open_error, probe_image
 from .errors import HalloInputError
 
 logger = logging.getLogger(__name__)
@@ -57,54 +60,30 @@ def image_to_rgb(img) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def _looks_like_jpeg_png_webp(path: Path) -> bool:
-    """The file starts as a JPEG, PNG or WebP does: PIL before 13 calls a truncated one unidentified."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
-    return head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (head[:4], head[8:]) == (b"RIFF", b"WEBP")
-
-
-def _open_error(path: Path, exc: BaseException) -> HalloInputError:
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(exc, Image.DecompressionBombError):
-        return HalloInputError(
-            f"image {path} is too large for a portrait ({exc}); resize it to at most a few thousand pixels a side")
-    if isinstance(exc, PermissionError):
-        return HalloInputError(f"image {path} cannot be read (permission denied); check the file's permissions")
-    if isinstance(exc, UnidentifiedImageError) and not _looks_like_jpeg_png_webp(path):
-        return HalloInputError(f"image {path} is not an image PIL can read; give a JPEG, PNG or WebP file")
-    return HalloInputError(
-        f"image {path} cannot be decoded (truncated or corrupt file? {type(exc).__name__}: {exc}); "
-        "export it again or use another copy")
-
-
 def load_image_rgb(path: str | Path) -> np.ndarray:
-    """Read a portrait as (H, W, 3) uint8 RGB, upright as a photo viewer shows it (EXIF orientation)."""
+    """Read a portrait as (H, W, 3) uint8 RGB, upright as a photo viewer shows it (EXIF orientation).
+
+    The file is checked at the door first (a regular, readable file whose header is within the image budget),
+    so no pixel is decoded for an image that is too large, too small or too narrow.
+    """
     from PIL import Image, ImageOps
 
     path = Path(path).expanduser()
-    if path.is_dir():
-        raise HalloInputError(f"image {path} is a directory; give the portrait's file name")
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    probe_image(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            upright = ImageOps.exif_transpose(img)
-            rgb = image_to_rgb(upright)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise _open_error(path, exc) from exc
+        with warnings.catch_warnings():  # "Corrupt EXIF data" and the like: the image still loads
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+                rgb = image_to_rgb(upright)
+    except PIL_DATA_ERRORS + (Image.DecompressionBombError,) as exc:
+        raise image_open_error(path, exc) from exc
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise HalloInputError(f"image {path} has no pixels; give a real portrait")
     return np.ascontiguousarray(rgb)
 
 
-#: Smallest accepted image side. Below this neither the face detector nor MediaPipe find faces.
-MIN_IMAGE_SIDE = 64
 
 AlphaMode = Literal["drop", "white", "black"]
 
@@ -124,7 +103,8 @@ def comfy_image_to_rgb(
       original; ``"white"``/``"black"`` composite over that colour.
     * Values are clamped to 0..1 (NaN -> 0) and rounded to the nearest of 256 levels, which
       inverts the ``uint8 / 255`` of ComfyUI's image loader exactly.
-    * Images with a side below ``min_side`` pixels raise ``ValueError`` (upscale them first).
+    * Images with a side below ``min_side`` pixels raise ``ValueError`` (upscale them first); images beyond
+      the budget (pixels, sides, aspect: :mod:`.budgets`) raise :class:`HalloInputError`.
     """
     arr = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.ndim == 4:
@@ -148,6 +128,9 @@ def comfy_image_to_rgb(
             f"each side (512x512 is what Hallo was trained on). Upscale the image first, e.g. with an "
             f"upscale node, or use a larger source."
         )
+    problem = image_problem(w, h)
+    if problem:
+        raise HalloInputError(f"{name} {problem}")
     if arr.dtype == np.uint8:
         u8 = arr
     else:

@@ -16,12 +16,14 @@ repo ``fudan-generative-ai/hallo`` downloaded as is::
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import public_name
+from .errors import HalloInputError, public_name
+from .file_checks import DENIED, MISSING, PERMISSION_FIX, file_problem
 
 if TYPE_CHECKING:  # torch is imported where a dtype is made: the CLI's parser needs only the names below
     import torch
@@ -96,6 +98,30 @@ def missing_file_error(path: Path, what: str, repo_path: str, repo: str = HF_REP
     )
 
 
+def check_model_file(path: Path, what: str, repo_path: str, repo: str = HF_REPO,
+                     error: type[ModelFileMissing] = ModelFileMissing) -> Path:
+    """``path`` if it is a non-empty regular file this user can read. Otherwise the true reason: ``error``
+    (missing, with the download that provides it), or :class:`HalloInputError` for a folder, a FIFO or device, a
+    file or folder this user may not read, or an empty file."""
+    problem = file_problem(path)
+    if problem is None:
+        return path
+    kind, text = problem
+    if kind == MISSING:
+        if os.path.islink(path):  # a dangling link: say where it points
+            raise error(f"{what} {path} {text}; fix the link or download '{repo_path}' from the Hugging Face repo "
+                        f"'{repo}'")
+        raise missing_file_error(path, what, repo_path, repo, error)
+    if kind == DENIED:
+        raise HalloInputError(f"{what} {path} {text}; {PERMISSION_FIX}")
+    raise HalloInputError(f"{what} {path} {text}; download '{repo_path}' again from the Hugging Face repo '{repo}'")
+
+
+def _lexists(path: Path) -> bool:
+    """Whether a name exists (a dangling link too); False where a folder above it cannot be searched."""
+    return os.path.lexists(path)
+
+
 def _model_root(path: Path, repo_path: str) -> str:
     """The model folder in which ``path`` is ``repo_path`` (or a file inside it), quoted for a shell."""
     want = Path(repo_path.rstrip("/")).parts
@@ -108,11 +134,10 @@ def _model_root(path: Path, repo_path: str) -> str:
 
 def face_model_file(model_dir: Path | str, filename: str,
                     error: type[ModelFileMissing] = ModelFileMissing) -> Path:
-    """``<model_dir>/face_analysis/models/<filename>``, or ``error`` naming it and where to download it."""
+    """``<model_dir>/face_analysis/models/<filename>``, or ``error`` naming it and where to download it (or
+    :class:`HalloInputError` when it is there but not a readable file)."""
     path = Path(model_dir) / FACE_MODELS_SUBDIR / filename
-    if not path.is_file():
-        raise missing_file_error(path, "face model file", f"{FACE_MODELS_SUBDIR}/{filename}", error=error)
-    return path
+    return check_model_file(path, "face model file", f"{FACE_MODELS_SUBDIR}/{filename}", error=error)
 
 
 _SHIPPED_TASK_NOTED: set[str] = set()
@@ -123,7 +148,7 @@ def landmarker_task_file(model_dir: Path | str) -> Path:
     the identical file shipped with the pack (said once per folder, at info level). Returns the folder's path,
     which may not exist, when neither is there (the caller names what is missing)."""
     own = Path(model_dir) / FACE_MODELS_SUBDIR / LANDMARKER_FILE
-    if own.is_file() or not SHIPPED_LANDMARKER_TASK.is_file():
+    if _lexists(own) or not SHIPPED_LANDMARKER_TASK.is_file():  # present, even if damaged: its true reason is told
         return own
     if str(own) not in _SHIPPED_TASK_NOTED:
         _SHIPPED_TASK_NOTED.add(str(own))
@@ -135,7 +160,7 @@ def landmarker_task_file(model_dir: Path | str) -> Path:
 def wav2vec_folder(model_dir: Path | str) -> Path:
     """The wav2vec2 folder of a model root; the wav2vec2 folder itself (holding config.json) is accepted too."""
     model_dir = Path(model_dir)
-    if (model_dir / "config.json").is_file() and not (model_dir / WAV2VEC_SUBDIR).exists():
+    if _lexists(model_dir / "config.json") and not _lexists(model_dir / WAV2VEC_SUBDIR):
         return model_dir
     return model_dir / WAV2VEC_SUBDIR
 
@@ -160,6 +185,13 @@ class ModelFolder:
     @classmethod
     def at(cls, root: str | Path) -> ModelFolder:
         root = Path(root).expanduser()
+        try:
+            os.stat(root)
+        except PermissionError:
+            raise HalloInputError(f"model folder {root} cannot be reached: permission denied for this user; "
+                                  f"{PERMISSION_FIX}") from None
+        except OSError:
+            pass
         if not root.is_dir():
             raise ModelFileMissing(
                 f"model folder not found: {root}. Point it at the folder that holds hallo/{CHECKPOINT_FILE}, "
@@ -174,32 +206,50 @@ class ModelFolder:
             raise ValueError(f"unknown checkpoint variant {variant!r}; use one of {VARIANTS}")
         pth = self.root / variant / CHECKPOINT_FILE
         st = pth.with_suffix(".safetensors")
-        if st.is_file():
-            return st
-        if not pth.is_file():
-            raise missing_file_error(pth, f"{variant} checkpoint", f"{variant}/{CHECKPOINT_FILE}", HF_REPOS[variant])
-        return pth
+        what, repo_path = f"{variant} checkpoint", f"{variant}/{CHECKPOINT_FILE}"
+        return check_model_file(st if _lexists(st) else pth, what, repo_path, HF_REPOS[variant])
 
     @property
     def unet_config(self) -> Path:
-        path = self.root / UNET_CONFIG
-        if not path.is_file():
-            raise missing_file_error(path, "UNet architecture config", UNET_CONFIG)
-        return path
+        return check_model_file(self.root / UNET_CONFIG, "UNet architecture config", UNET_CONFIG)
 
     @property
     def vae_dir(self) -> Path:
         path = self.root / VAE_SUBDIR
-        if not (path / "config.json").is_file():
-            raise missing_file_error(path / "config.json", f"VAE ({VAE_SUBDIR})", f"{VAE_SUBDIR}/")
+        check_model_file(path / "config.json", f"VAE ({VAE_SUBDIR}) config", f"{VAE_SUBDIR}/")
         return path
+
+    @property
+    def vae_weights(self) -> Path:
+        """``diffusion_pytorch_model.safetensors`` (or the older ``.bin``) of the VAE folder."""
+        weights = self.vae_dir / VAE_WEIGHTS
+        bin_weights = weights.with_suffix(".bin")
+        path = bin_weights if not _lexists(weights) and _lexists(bin_weights) else weights
+        return check_model_file(path, "VAE weights", f"{VAE_SUBDIR}/{VAE_WEIGHTS}")
 
     @property
     def wav2vec_dir(self) -> Path:
         path = self.root / WAV2VEC_SUBDIR
-        if not (path / "config.json").is_file():
-            raise missing_file_error(path / "config.json", "wav2vec2 audio encoder", f"{WAV2VEC_SUBDIR}/")
+        check_model_file(path / "config.json", "wav2vec2 audio encoder config", f"{WAV2VEC_SUBDIR}/")
         return path
+
+    @property
+    def wav2vec_weights(self) -> Path:
+        return check_model_file(self.wav2vec_dir / WAV2VEC_WEIGHTS, "wav2vec2 weights",
+                                f"{WAV2VEC_SUBDIR}/{WAV2VEC_WEIGHTS}")
+
+    def check_files(self, variant: str = "hallo", *, face: bool = True) -> None:
+        """At the door: every file a render opens is a readable regular file (``face``: the face models too).
+        Whether their contents load is checked when they load (truncated, corrupt, NaN weights)."""
+        self.checkpoint(variant)
+        self.unet_config  # noqa: B018 - the properties check
+        self.vae_weights  # noqa: B018
+        self.wav2vec_weights  # noqa: B018
+        if face:
+            for name in (DETECTOR_FILE, RECOGNIZER_FILE):
+                face_model_file(self.root, name)
+            task = landmarker_task_file(self.root)  # the folder's own, else the copy shipped with the pack
+            check_model_file(task, "face model file", f"{FACE_MODELS_SUBDIR}/{LANDMARKER_FILE}")
 
     @property
     def face_models_dir(self) -> Path:
@@ -214,5 +264,5 @@ class ModelFolder:
         return self.root / FACE_MODELS_SUBDIR / LANDMARKER_FILE
 
     def available_variants(self) -> list[str]:
-        return [v for v in VARIANTS if (self.root / v / CHECKPOINT_FILE).is_file()
-                or (self.root / v / "net.safetensors").is_file()]
+        return [v for v in VARIANTS if _lexists(self.root / v / CHECKPOINT_FILE)
+                or _lexists(self.root / v / "net.safetensors")]

@@ -10,15 +10,19 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .budgets import size_problem
+from .errors import HalloInputError
 from .face.analysis import FaceAnalysisResult
 from .sampling.sampler import LATENT_SCALE, HalloReference
 
 
 def check_output_size(height: int, width: int) -> None:
-    """The UNet downsamples by 64 (VAE 8 x three UNet stages): both sides must be multiples of 64."""
+    """The UNet downsamples by 64 (VAE 8 x three UNet stages): both sides must be multiples of 64, within the
+    budget (:mod:`.budgets`)."""
     for name, value in (("height", height), ("width", width)):
-        if value < 64 or value % 64:
-            raise ValueError(f"output {name} must be a positive multiple of 64 (e.g. 512), got {value}")
+        problem = size_problem(int(value))
+        if problem:
+            raise HalloInputError(f"output {name} {problem}")
 
 
 @torch.no_grad()

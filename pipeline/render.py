@@ -8,24 +8,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .audio.features import AudioFeatures, encode_audio
 from .audio.separation import resolve_separation
 from .audio.wav2vec import load_wav2vec
+from .door import check_render_inputs
 from .errors import HalloInputError, raised_in_pipeline
 from .face.analysis import FaceAnalysisResult, analyze_face
 from .face.landmarks import LandmarkError
 from .images import load_image_rgb
 from .models.loading import load_net, load_vae, parse_dtype
-from .paths import FACE_MODELS_SUBDIR, HF_REPO, WAV2VEC_SUBDIR, ModelFileMissing, ModelFolder
+from .paths import ModelFolder
 from .reference import check_output_size, make_reference
 from .sampling.acceleration import compile_mode
 from .sampling.residency import VAE, WAV2VEC, low_vram_residency
 from .sampling.sampler import ClipOutput, HalloSampler, SamplerSettings
 from .sampling.settings import VIDEO_FPS
 from .video.output_path import check_output_path
-from .video.writer import VideoWriter, load_audio_file
+from .video.writer import VideoWriter, load_audio_file, to_uint8_frames
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class RenderOptions:
     overwrite: bool = False
 
 
-__all__ = ["RenderOptions", "load_image_rgb", "pick_device", "render_file"]
+__all__ = ["LoadKey", "RenderOptions", "Renderer", "load_image_rgb", "pick_device", "render_file"]
 
 
 def _device_available(dev: torch.device) -> bool:
@@ -88,25 +90,6 @@ def pick_device(device: str) -> torch.device:
     return dev
 
 
-def _face_model_errors() -> tuple[type[BaseException], ...]:
-    """Errors the face models raise on a truncated or corrupt model file."""
-    errors: list[type[BaseException]] = []
-    try:
-        from google.protobuf.message import DecodeError
-
-        errors.append(DecodeError)
-    except ImportError:  # pragma: no cover - protobuf comes with onnx and mediapipe
-        pass
-    try:
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort
-
-        errors += [getattr(ort, n) for n in ("InvalidProtobuf", "Fail", "InvalidGraph", "NoSuchFile")
-                   if hasattr(ort, n)]
-    except ImportError:  # pragma: no cover - onnxruntime is a dependency
-        pass
-    return tuple(errors)
-
-
 def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, device: torch.device
              ) -> FaceAnalysisResult:
     """The face stage, first of all (cheap next to the network loads): no face -> one clear error."""
@@ -120,24 +103,10 @@ def _analyze(rgb, image: Path, folder: ModelFolder, options: RenderOptions, devi
         if isinstance(exc, ValueError) and not raised_in_pipeline(exc):
             raise  # a library's ValueError is a bug, not bad input: keep its traceback
         raise HalloInputError(f"image {image}: {exc}") from exc
-    except _face_model_errors() as exc:
-        raise HalloInputError(
-            f"the face models in {folder.root / FACE_MODELS_SUBDIR} cannot be used ({type(exc).__name__}: "
-            f"{exc}); download {FACE_MODELS_SUBDIR}/ again from the Hugging Face repo '{HF_REPO}'"
-        ) from exc
 
 
 def _load_encoder(folder: ModelFolder, device: torch.device):
-    from safetensors import SafetensorError
-
-    try:
-        return load_wav2vec(folder.root, device=device)
-    except ModelFileMissing:
-        raise
-    except (SafetensorError, OSError) as exc:
-        raise HalloInputError(
-            f"the wav2vec2 model in {folder.root / WAV2VEC_SUBDIR} cannot be read (truncated or "
-            f"corrupt download? {exc}); download {WAV2VEC_SUBDIR}/ again from '{HF_REPO}'") from exc
+    return load_wav2vec(folder.root, device=device)  # names a missing, unreadable or damaged file itself
 
 
 def _load_networks(folder: ModelFolder, options: RenderOptions, device: torch.device, dtype: torch.dtype):
@@ -186,6 +155,54 @@ def _decode_audio(audio: Path, separator: Path | None) -> tuple[torch.Tensor, in
     return load_audio_file(audio, sample_rate=16000, mono=True)
 
 
+@dataclass(frozen=True)
+class LoadKey:
+    """What loaded networks depend on: renders with the same key share them."""
+
+    variant: str
+    device: torch.device
+    dtype: torch.dtype
+    vae_dtype: torch.dtype
+    channels_last: bool
+    compile: str | bool
+    fp8: bool
+
+
+class Renderer:
+    """The networks of one model folder, loaded once and used for any number of renders.
+
+    :meth:`render` is :func:`render_file` with the same checks in the same order (cheap checks, the face, then
+    the networks). The first render loads the networks; later renders with the same variant, device, precision
+    and speed switches reuse them, and one that needs others replaces them (one set is kept). The networks
+    carry no state from one render to the next, so a job's frames are the frames it gets rendered alone.
+    """
+
+    def __init__(self, models: str | Path) -> None:
+        self.folder = ModelFolder.at(models)
+        self._key: LoadKey | None = None
+        self._networks: tuple | None = None
+        self.loads = 0  # how many times networks were loaded
+
+    def render(self, image: str | Path, audio: str | Path, out: str | Path, options: RenderOptions | None = None,
+               *, on_step: Callable[[int, int], None] | None = None, should_cancel: Callable[[], bool] | None = None,
+               on_frames: Callable[[np.ndarray], None] | None = None,
+               metadata: dict[str, str] | None = None) -> dict[str, float]:
+        """Render ``out``; per-stage timings in seconds (``load`` is 0 when the networks were kept)."""
+        return render_file(image, audio, self.folder.root, out, options, on_step=on_step,
+                           should_cancel=should_cancel, on_frames=on_frames, metadata=metadata, renderer=self)
+
+    def networks(self, options: RenderOptions, device: torch.device, dtype: torch.dtype) -> tuple:
+        """The denoising network, the VAE and wav2vec2 for ``options``: kept from before, or loaded now."""
+        key = LoadKey(options.variant, device, dtype, parse_dtype(options.vae_dtype or dtype, device),
+                      options.channels_last, options.compile, options.fp8)
+        if key != self._key:
+            self._networks = self._key = None  # the old set goes before the new one loads
+            self._networks = _load_networks(self.folder, options, device, dtype)
+            self._key = key
+            self.loads += 1
+        return self._networks
+
+
 def render_file(
     image: str | Path,
     audio: str | Path,
@@ -195,8 +212,15 @@ def render_file(
     *,
     on_step: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_frames: Callable[[np.ndarray], None] | None = None,
+    metadata: dict[str, str] | None = None,
+    renderer: Renderer | None = None,
 ) -> dict[str, float]:
-    """Render ``out`` (mp4, mov or mkv). Returns per-stage timings in seconds.
+    """Render ``out`` (mp4, mov or mkv). Returns per-stage timings in seconds, the video's seconds and frames.
+
+    ``on_frames``: called with each clip's frames as written, (N, H, W, 3) uint8.
+    ``metadata``: container tags to store in the video (``VideoWriter``'s ``metadata``).
+    ``renderer``: networks kept from earlier renders of the same model folder (default: loaded for this call).
 
     Cheap checks come first (options, paths, device, the image, the output's temporary file and the
     soundtrack, the face), the network loads after them, so bad input fails in seconds, not minutes.
@@ -204,24 +228,28 @@ def render_file(
     options = options or RenderOptions()
     image, audio = Path(image).expanduser(), Path(audio).expanduser()
     check_output_size(options.height, options.width)
-    folder = ModelFolder.at(models)
+    check_render_inputs(image, audio)  # regular, readable files within the budget; headers only
+    renderer = renderer if renderer is not None else Renderer(models)
+    folder = renderer.folder
+    folder.check_files(options.variant)  # every model file the render opens: a readable regular file
     out = check_output_path(out, inputs={"image": image, "audio": audio}, models=folder.root,
                             overwrite=options.overwrite)
     device = pick_device(options.device)
     # FP8 matmuls return bf16: with fp8, dtype auto means bf16
     dtype = parse_dtype("bf16" if options.fp8 and options.dtype == "auto" else options.dtype, device)
     check_speedups(options, device, dtype)
-    if audio.is_dir():
-        raise HalloInputError(f"audio {audio} is a directory; give the voice recording's file name")
     rgb = load_image_rgb(image)
     with VideoWriter(out, options.fps, options.width, options.height, audio=audio,
-                     overwrite=options.overwrite) as writer:
-        return _render(writer, rgb, image, audio, folder, options, device, dtype,
-                       on_step=on_step, should_cancel=should_cancel)
+                     overwrite=options.overwrite, metadata=metadata) as writer:
+        timings = _render(writer, rgb, image, audio, renderer, options, device, dtype,
+                          on_step=on_step, should_cancel=should_cancel, on_frames=on_frames)
+        timings["frames"] = float(writer.frames_written)
+        return timings
 
 
-def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFolder, options: RenderOptions,
-            device: torch.device, dtype: torch.dtype, *, on_step, should_cancel) -> dict[str, float]:
+def _render(writer: VideoWriter, rgb, image: Path, audio: Path, renderer: Renderer, options: RenderOptions,
+            device: torch.device, dtype: torch.dtype, *, on_step, should_cancel, on_frames=None) -> dict[str, float]:
+    folder = renderer.folder
     timings: dict[str, float] = {}
     started = time.perf_counter()
     face = _analyze(rgb, image, folder, options, device)
@@ -230,7 +258,9 @@ def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFol
     started = time.perf_counter()
     separator = resolve_separation(options.separate_vocals, folder.root)
     waveform, sample_rate = _decode_audio(audio, separator)
-    net, vae, encoder = _load_networks(folder, options, device, dtype)
+    decoding = time.perf_counter() - started
+    started = time.perf_counter()
+    net, vae, encoder = renderer.networks(options, device, dtype)
     # low-VRAM on CUDA: all but the denoising UNet visit the GPU only while they run
     residency = low_vram_residency(net, vae, device, options.sampler.low_vram, wav2vec=encoder.model)
     timings["load"] = time.perf_counter() - started
@@ -239,7 +269,7 @@ def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFol
     with residency.use(WAV2VEC):
         features = _encode(encoder, options, separator, device, waveform, sample_rate)
     del waveform
-    timings["audio"] = time.perf_counter() - started
+    timings["audio"] = decoding + time.perf_counter() - started
 
     started = time.perf_counter()
     with residency.use(VAE):
@@ -252,7 +282,10 @@ def _render(writer: VideoWriter, rgb, image: Path, audio: Path, folder: ModelFol
     started = time.perf_counter()
 
     def write(clip: ClipOutput) -> None:
-        writer.write(clip.frames)
+        frames = to_uint8_frames(clip.frames)
+        if on_frames is not None:
+            on_frames(frames)
+        writer.write(frames)
 
     result = sampler.generate(reference, features.features, features.num_frames, options.sampler,
                               on_clip=write, on_step=on_step, should_cancel=should_cancel, collect=False)

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -206,6 +207,7 @@ def write_tiny_model_folder(root: str | Path, *, variants: tuple[str, ...] = ("h
     try:
         _write_tiny_files(root, variants, seed, with_face_models, with_wav2vec, landmarker_task)
         _write_manifest(root, request)
+        as_downloaded(root)
     except BaseException:
         if not replace_contents and root.is_dir():  # it was new or empty: nothing of anyone else's is in it
             if existed:
@@ -234,3 +236,14 @@ def _write_tiny_files(root: Path, variants: tuple[str, ...], seed: int, with_fac
         from .tiny_face_models import write_face_models
 
         write_face_models(root / FACE_MODELS_SUBDIR, seed=seed, landmarker_task=landmarker_task)
+
+
+def as_downloaded(root: Path) -> None:
+    """Give the files written 0600 under ``root`` (safetensors writes its files so, and another user of a shared
+    model folder could not read them) the permissions a download gets: 0644 under the usual umask 022."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in root.rglob("*"):
+        st = path.lstat()
+        if path.is_file() and not path.is_symlink() and st.st_mode & 0o777 == 0o600 and st.st_uid == os.geteuid():
+            path.chmod(0o666 & ~umask)

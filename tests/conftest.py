@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 # The tiny models are made of many small ops: one thread avoids oversubscription and is faster on CI's
 # two cores (a 16-frame clip takes ~0.4 s instead of several seconds when other processes compete).
@@ -18,6 +20,15 @@ REPO = TESTS.parent
 # Test helper modules (face_helpers, audio_helpers, asset_paths) live beside this file.
 sys.path.insert(0, str(TESTS))
 from asset_paths import ASSETS, LANDMARKER_TASK, require_assets  # noqa: E402
+
+# Hypothesis (tests/test_door_properties.py): CI's profile is short and the same on every run (derandomized, no
+# example database); HYPOTHESIS_PROFILE=long draws thousands of new examples and keeps the failures it finds in
+# .hypothesis/ (git-ignored) to replay them first next time.
+settings.register_profile("ci", max_examples=30, derandomize=True, database=None, deadline=None,
+                          print_blob=True)
+settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True,
+                          database=DirectoryBasedExampleDatabase(str(REPO / ".hypothesis" / "examples")))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Names and shapes of the 2656 tensors in the released ``hallo/net.pth`` (a fact about that file).
 KEY_LIST = TESTS / "fixtures" / "net_pth_keys.tsv"

@@ -50,11 +50,11 @@ def test_transparent_background_becomes_white(statue: Image.Image, tmp_path: Pat
 
 
 def test_palette_with_transparency_becomes_white(tmp_path: Path) -> None:
-    img = Image.new("P", (32, 32), 0)
+    img = Image.new("P", (64, 64), 0)  # 64 px: the smallest side the image budget allows
     img.putpalette([0, 0, 0, 200, 30, 40] + [0] * 762)
-    img.paste(1, (16, 0, 32, 32))
+    img.paste(1, (32, 0, 64, 64))
     path = tmp_path / "logo.png"
     img.save(path, transparency=0)
     rgb = load_image_rgb(path)
-    assert (rgb[:, :16] == 255).all()
-    assert (rgb[:, 16:] == (200, 30, 40)).all()
+    assert (rgb[:, :32] == 255).all()
+    assert (rgb[:, 32:] == (200, 30, 40)).all()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hallo_nodes.pipeline.errors import HalloInputError
 from hallo_nodes.pipeline.models.checkpoint import CheckpointError, convert_to_safetensors, read_state_dict
 from hallo_nodes.pipeline.models.loading import load_net, load_vae, parse_dtype
 from hallo_nodes.pipeline.paths import ModelFileMissing, ModelFolder
@@ -111,7 +112,7 @@ def test_non_checkpoint_file(model_copy: Path) -> None:
 
 def test_empty_checkpoint(model_copy: Path) -> None:
     (model_copy / "hallo" / "net.pth").write_bytes(b"")
-    with pytest.raises(CheckpointError, match="is empty"):
+    with pytest.raises(HalloInputError, match="is empty"):  # at the door, before torch.load
         load_net(model_copy)
 
 

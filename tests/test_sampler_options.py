@@ -132,9 +132,14 @@ def test_the_options_node_checks_compile_alone(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_samplers_validate_no_widget_themselves() -> None:
-    """Their widgets are checked by ComfyUI's own per-widget range checks (steps, NaN through the mins)."""
+    """Their widgets are checked by ComfyUI's own per-widget range checks (steps, NaN through the mins); the one
+    input a sampler checks itself is the file name (HalloRenderToVideoFile's filename_prefix), which has none."""
+    import inspect
+
     for node_id in SAMPLERS:
-        assert not hasattr(NODE_CLASS_MAPPINGS[node_id], "VALIDATE_INPUTS")
+        cls = NODE_CLASS_MAPPINGS[node_id]
+        taken = inspect.getfullargspec(cls.VALIDATE_INPUTS).args[1:] if hasattr(cls, "VALIDATE_INPUTS") else []
+        assert taken == (["filename_prefix"] if node_id == "HalloRenderToVideoFile" else []), (node_id, taken)
 
 
 def test_float_widgets_refuse_nan_through_comfyuis_own_range_check() -> None:

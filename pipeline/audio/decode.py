@@ -19,13 +19,48 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..budgets import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, check_audio_budget, rate_problem, samples_limit
+from ..errors import HalloInputError
+
 logger = logging.getLogger(__name__)
 
 TARGET_SAMPLE_RATE = 16000
-MIN_SAMPLE_RATE = 4000
-MAX_SAMPLE_RATE = 768000
 CHUNK_SAMPLES = 1 << 16  # samples per channel handed to libswresample at a time
 _SECONDS_PER_KB = 1.0  # no real codec packs more than ~1 s of audio into 1 KB (8 kbit/s)
+
+
+def non_finite_samples(waveform: torch.Tensor) -> int:
+    """How many samples of ``waveform`` are NaN or infinite (0 for integer PCM). One float64 sum first (NaN
+    and inf survive it, float32 samples cannot overflow it), so a clean waveform costs no extra memory."""
+    if not waveform.is_floating_point() or not waveform.numel():
+        return 0
+    if bool(torch.isfinite(waveform.sum(dtype=torch.float64))):
+        return 0
+    flat = waveform.reshape(-1)
+    return sum(int((~torch.isfinite(flat[i:i + CHUNK_SAMPLES * 16])).sum())
+               for i in range(0, flat.numel(), CHUNK_SAMPLES * 16))
+
+
+def check_waveform(waveform: torch.Tensor, sample_rate: object, name: str) -> int:
+    """An in-memory ``[..., C, T]`` waveform at the door: rate, channels and duration within the budget, every
+    sample finite. Returns the rate as ``int``; ``name`` says which input (a node's ``audio``)."""
+    try:
+        rate_f = float(sample_rate)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HalloInputError(f"{name} reports a sample rate of {sample_rate!r}, not a number of Hz: connect an "
+                              "AUDIO from LoadAudio") from None
+    problem = rate_problem(rate_f)
+    if problem:
+        raise HalloInputError(f"{name} {problem}")
+    rate = int(rate_f)
+    channels = int(waveform.shape[-2]) if waveform.ndim >= 2 else 1
+    check_audio_budget(name, waveform.shape[-1] / rate, rate, max(channels, 1))
+    bad = non_finite_samples(waveform)
+    if bad:
+        raise HalloInputError(
+            f"{name} holds {bad} NaN or infinite samples (of {waveform.numel()}): the waveform is corrupt, and would "
+            "be encoded as silence; check the node that made it (a division by zero?) or load the file again")
+    return rate
 
 
 def check_sample_rate(sample_rate: int | float) -> int:
@@ -71,9 +106,9 @@ def open_audio(path: str | Path, what: str = "audio file"):
     """Open ``path`` with PyAV; clear errors for a missing, unreadable or audio-less file."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+    from ..door import check_input_file
+
+    path = check_input_file(Path(path), what, "give the voice recording's file name")
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:
@@ -87,8 +122,15 @@ def open_audio(path: str | Path, what: str = "audio file"):
 def decoded_chunks(container) -> Iterator[np.ndarray]:
     """The first audio stream of an open container as float32 ``[C, n]`` chunks."""
     stream = container.streams.audio[0]
+    rate, channels = int(stream.codec_context.sample_rate or 1), int(stream.codec_context.channels or 1)
+    limit, decoded = samples_limit(rate, channels), 0
     for frame in container.decode(stream):
         if frame.samples:
+            decoded += frame.samples
+            if decoded > limit:  # a header that hid the length: stop at the budget, not at the end of the file
+                check_audio_budget(f"audio file {container.name}", decoded / rate, rate, channels)
+                raise HalloInputError(f"audio file {container.name} decodes to more than {limit} samples per "
+                                      "channel; trim it (e.g. ffmpeg -i in -t 3600 out.wav)")  # pragma: no cover
             yield frame_to_float(frame)
 
 
@@ -112,25 +154,36 @@ class ChunkResampler:
         self.channels, self.rate, self.out_rate = int(channels), int(rate), int(out_rate)
         self._layout = f"{self.channels} channels"
         self._swr = None
-        if self.rate != self.out_rate:
-            self._swr = av.AudioResampler(format="fltp", layout=self._layout, rate=self.out_rate)
+        if self.rate != self.out_rate:  # packed samples: PyAV miscounts the planes of planar frames from 8 channels
+            self._swr = av.AudioResampler(format="flt", layout=self._layout, rate=self.out_rate)
 
     def push(self, chunk: np.ndarray) -> list[np.ndarray]:
         """Resample one ``[C, n]`` float32 chunk; returns the output chunks that are ready."""
         if self._swr is None:
             return [chunk]
-        import av
-
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk, dtype=np.float32), format="fltp",
-                                           layout=self._layout)
+        frame = packed_frame(chunk, self._layout)
         frame.sample_rate = self.rate
-        return [out.to_ndarray() for out in self._swr.resample(frame)]
+        return [unpack(out, self.channels) for out in self._swr.resample(frame)]
 
     def flush(self) -> list[np.ndarray]:
         """The last output samples held in the resampler's filter."""
         if self._swr is None:
             return []
-        return [out.to_ndarray() for out in self._swr.resample(None)]
+        return [unpack(out, self.channels) for out in self._swr.resample(None)]
+
+
+def packed_frame(chunk: np.ndarray, layout: str):
+    """A ``[C, n]`` float32 chunk as a packed (interleaved) ``flt`` frame. Planar frames cannot be used: PyAV
+    (18) counts more planes than a planar frame of 8 or more channels has, and fails on them."""
+    import av
+
+    packed = np.ascontiguousarray(np.asarray(chunk, dtype=np.float32).T).reshape(1, -1)
+    return av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
+
+
+def unpack(frame, channels: int) -> np.ndarray:
+    """A packed ``flt`` frame as float32 ``[C, n]``."""
+    return np.ascontiguousarray(frame.to_ndarray().reshape(-1, channels).T)
 
 
 def mean_channels(chunk: np.ndarray) -> np.ndarray:
@@ -201,7 +254,10 @@ def load_audio_file(path: str | Path, *, sample_rate: int | None = None, mono: b
     """
     import av
 
+    from ..door import probe_audio
+
     path = Path(path)
+    probe_audio(path)  # a regular, readable audio file whose header is within the budget
     with open_audio(path) as container:
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate or 0)

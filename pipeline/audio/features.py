@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..budgets import frames_problem
+from ..errors import HalloInputError
 from ..notices import notice
 from ..sampling.settings import CLIP_LENGTH
 from .decode import TARGET_SAMPLE_RATE, check_sample_rate, pcm_to_float, to_mono_16k
@@ -255,6 +257,9 @@ def _checked_rate(sample_rate: int) -> int:
 def _checked_duration(wav: torch.Tensor, rate: int, fps: float) -> float:
     """The duration in seconds; audio shorter than one video frame is refused."""
     duration = wav.shape[1] / rate
+    problem = frames_problem(math.ceil(duration * fps), fps)  # the frame budget: an hour at 60 fps
+    if problem:
+        raise HalloInputError(f"the video {problem}")
     if duration < 1.0 / fps:
         raise ValueError(
             f"audio is {duration * 1000:.1f} ms long, shorter than one video frame: provide at least "

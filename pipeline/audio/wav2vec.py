@@ -14,13 +14,25 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..paths import HF_REPO, WAV2VEC_SUBDIR, WAV2VEC_WEIGHTS, ModelFileMissing, missing_file_error, wav2vec_folder
+from ..errors import HalloInputError
+from ..file_checks import PERMISSION_FIX
+from ..models.checkpoint import check_finite
+from ..paths import (
+    HF_REPO,
+    WAV2VEC_SUBDIR,
+    WAV2VEC_WEIGHTS,
+    ModelFileMissing,
+    check_model_file,
+    missing_file_error,
+    wav2vec_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,31 +154,42 @@ def _build_model(config_dict: dict[str, Any]) -> torch.nn.Module:
 def _folder_files(model_dir: Path | str) -> tuple[Path, Path, Path]:
     """``(folder, config.json, weights)`` of the wav2vec2 folder, or :class:`ModelFileMissing` naming the gap."""
     folder = wav2vec_folder(model_dir)
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         raise _missing(folder, "folder")
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise _missing(cfg_path, "config.json")
-    weights = folder / WAV2VEC_WEIGHTS
-    if not weights.is_file():
-        raise _missing(weights, "weights file")
+    cfg_path = check_model_file(folder / "config.json", "wav2vec2 config", f"{WAV2VEC_SUBDIR}/config.json")
+    weights = check_model_file(folder / WAV2VEC_WEIGHTS, "wav2vec2 weights", f"{WAV2VEC_SUBDIR}/{WAV2VEC_WEIGHTS}")
     return folder, cfg_path, weights
 
 
 def _read_config(cfg_path: Path) -> dict[str, Any]:
     try:
-        return json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"wav2vec2 config {cfg_path} is not valid JSON ({exc}); re-download it from "
-                         f"'{HF_REPO}'") from exc
+        text = cfg_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HalloInputError(f"wav2vec2 config {cfg_path} cannot be read ({exc.strerror or exc}); "
+                              f"{PERMISSION_FIX}") from exc
+    try:
+        config = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HalloInputError(f"wav2vec2 config {cfg_path} is not valid JSON ({exc}); download it again from "
+                              f"'{HF_REPO}'") from exc
+    if not isinstance(config, dict):
+        raise HalloInputError(f"wav2vec2 config {cfg_path} is not a JSON object; download it again from '{HF_REPO}'")
+    return config
 
 
 def _checked_state(model: torch.nn.Module, weights: Path, cfg_path: Path, device: torch.device | str
                    ) -> dict[str, torch.Tensor]:
     """The checkpoint under the model's key names, every key and shape checked against the config."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = _remap_state_dict(load_file(str(weights), device=str(torch.device(device))), model)
+    try:
+        raw = load_file(str(weights), device=str(torch.device(device)))
+    except (SafetensorError, OSError) as exc:
+        raise HalloInputError(
+            f"wav2vec2 weights {weights} cannot be read (truncated or corrupt download? {exc}); download "
+            f"{WAV2VEC_SUBDIR}/ again from '{HF_REPO}'") from exc
+    state = _remap_state_dict(raw, model)
     own = model.state_dict()
     missing = sorted(set(own) - set(state) - {"masked_spec_embed"})
     unexpected = sorted(set(state) - set(own))
@@ -207,6 +230,7 @@ def load_wav2vec(
     state = _checked_state(model, weights, cfg_path, device)
     model.load_state_dict(state, strict=True)
     del state
+    check_finite(model.state_dict(), weights)  # the same check as the other networks' weights
     model.to(dtype=dtype)
     model.eval()
     model.requires_grad_(False)

@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 #: Rows blended at a time by the paste-back (bounds its float32 temporaries).
 BLEND_ROWS = 128
+#: Largest crop window cut at full resolution; a larger one is scaled down before it is padded (its pixels end
+#: up resized to at most 2048 anyway), so a crop never costs more than this squared times 3 bytes.
+MAX_CROP_WINDOW = 4096
 
 PadMode = Literal["edge", "reflect", "constant"]
 
@@ -42,6 +45,33 @@ class CropBox:
     def scale(self) -> float:
         """Output pixels per source pixel."""
         return self.size / self.side
+
+
+def square_window(rgb: np.ndarray, x0: int, y0: int, side: int, max_side: int,
+                  border: int = cv2.BORDER_CONSTANT) -> tuple[np.ndarray, float]:
+    """The ``side`` x ``side`` square of ``rgb`` at (x0, y0), filled with ``border`` (black, or the edge
+    repeated) where it leaves the image, at most ``max_side`` pixels a side: returns (window, scale) with window
+    pixels = image pixels x scale.
+
+    Only the window is allocated (never the padded whole image), and a window larger than ``max_side`` is
+    scaled down from the part inside the image before it is padded, so memory stays below ``max_side``^2 x 3
+    bytes whatever the face box claims.
+    """
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / side)
+    out = max(1, int(round(side * scale)))
+    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+    if ix1 <= ix0 or iy1 <= iy0:
+        return np.zeros((out, out, 3), np.uint8), out / side
+    ox0, oy0 = int(round((ix0 - x0) * scale)), int(round((iy0 - y0) * scale))
+    ow = min(out - ox0, max(1, int(round((ix1 - ix0) * scale))))
+    oh = min(out - oy0, max(1, int(round((iy1 - iy0) * scale))))
+    inside = rgb[iy0:iy1, ix0:ix1]
+    if (ow, oh) != (ix1 - ix0, iy1 - iy0):
+        inside = cv2.resize(inside, (ow, oh), interpolation=cv2.INTER_AREA)
+    pads = (oy0, out - oy0 - oh, ox0, out - ox0 - ow)
+    window = cv2.copyMakeBorder(np.ascontiguousarray(inside), *pads, border, value=(0, 0, 0)) if any(pads) else inside
+    return np.ascontiguousarray(window), out / side
 
 
 def face_crop(
@@ -68,6 +98,11 @@ def face_crop(
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
     x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
     box = CropBox(x0, y0, side, int(size), h, w, pad_mode)
+    if side > MAX_CROP_WINDOW:  # a face box far larger than a portrait: scale first, never pad the whole image
+        border = cv2.BORDER_CONSTANT if pad_mode == "constant" else cv2.BORDER_REPLICATE
+        window, _ = square_window(rgb, x0, y0, side, MAX_CROP_WINDOW, border)
+        crop = np.asarray(Image.fromarray(window).resize((size, size), Image.BICUBIC))
+        return np.ascontiguousarray(crop), box
     pad_l, pad_t = max(0, -x0), max(0, -y0)
     pad_r, pad_b = max(0, x0 + side - w), max(0, y0 + side - h)
     src = rgb

@@ -325,6 +325,16 @@ def _file_key(path: Path) -> tuple:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+def _load(cls: type, path: Path, device: str | object | None):
+    """``cls(path, device)``; a file onnx or onnxruntime cannot read is reported by name."""
+    from .model_files import damaged_face_model, face_model_errors
+
+    try:
+        return cls(path, device)
+    except face_model_errors() as exc:
+        raise damaged_face_model(path, exc) from exc
+
+
 def load_face_models(model_dir: Path | str, device: str | object | None = "cpu") -> FaceModels:
     """Load (and keep) the detector and recogniser from ``<model_dir>/face_analysis/models``."""
     det_path = require_model_file(model_dir, DETECTOR_FILE)
@@ -334,7 +344,8 @@ def load_face_models(model_dir: Path | str, device: str | object | None = "cpu")
         models = _MODELS.get(key)
         if models is None:
             logger.info("loading face detector %s and recogniser %s", det_path, rec_path)
-            models = FaceModels(FaceDetector(det_path, device), ArcFaceRecognizer(rec_path, device), key)
+            models = FaceModels(_load(FaceDetector, det_path, device), _load(ArcFaceRecognizer, rec_path, device),
+                                key)
             _MODELS.clear()
             _MODELS[key] = models
     return models

@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HalloInputError, public_name
+from ..file_checks import file_problem
 from ..lazy_import import cv2
 from ..native_logs import quiet_native_env, quiet_native_logs
 from ..paths import FACE_MODELS_SUBDIR, HF_REPO, landmarker_task_file
 from ..paths import LANDMARKER_FILE as TASK_FILE
+from .crop import square_window
 from .detection import require_model_file
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def landmarker_task_path(model_dir: Path | str) -> Path:
     download it when neither is there, or :class:`HalloInputError` when the file is not a complete bundle (a
     ``.task`` is a zip archive: a truncated download fails here with its name, not deep in MediaPipe)."""
     task = landmarker_task_file(model_dir)
-    if not task.is_file():
+    if file_problem(task) is not None:  # missing, or there but unreadable: the true reason, naming the file
         task = require_model_file(model_dir, TASK_FILE)
     if not zipfile.is_zipfile(task):
         raise HalloInputError(f"{task} is not a complete MediaPipe model (truncated download?); download "
@@ -176,13 +178,11 @@ def _landmarks_in_crop(rgb: np.ndarray, bbox: np.ndarray, task: Path) -> np.ndar
     cx, cy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
     side0 = max(bbox[2] - bbox[0], bbox[3] - bbox[1])
     for factor in (2.0, 3.0):
-        side = int(round(side0 * factor))
+        side = max(1, int(round(side0 * factor)))
         x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-        pad = (max(0, -y0), max(0, y0 + side - h), max(0, -x0), max(0, x0 + side - w))
-        src = cv2.copyMakeBorder(rgb, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) if any(pad) else rgb
-        crop = src[y0 + pad[0] : y0 + pad[0] + side, x0 + pad[2] : x0 + pad[2] + side]
+        crop, scale = square_window(rgb, x0, y0, side, MAX_LANDMARK_SIDE)
         faces = face_landmarks(crop, task, MAX_FACES)
-        faces = [f + np.array([x0, y0], np.float64) for f in faces]
+        faces = [f / scale + np.array([x0, y0], np.float64) for f in faces]
         scored = [(box_iou(_box(f), bbox), f) for f in faces]
         scored = [s for s in scored if s[0] >= MATCH_IOU]
         if scored:

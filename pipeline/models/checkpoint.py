@@ -11,14 +11,15 @@ from pathlib import Path
 
 import torch
 
-from ..errors import public_name
+from ..errors import HalloInputError, public_name
+from ..file_checks import DENIED, MISSING, PERMISSION_FIX, file_problem
 from ..paths import HF_REPOS
 
 logger = logging.getLogger(__name__)
 
 
 @public_name
-class CheckpointError(ValueError):
+class CheckpointError(HalloInputError):
     """The checkpoint file cannot be used; the message says why and what to do."""
 
 
@@ -34,10 +35,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     never runs arbitrary pickled code.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes). {_redownload_hint(path)}")
+    problem = file_problem(path)
+    if problem is not None:
+        kind, text = problem
+        if kind == MISSING:
+            raise CheckpointError(f"checkpoint not found: {path} {text}")
+        fix = PERMISSION_FIX if kind == DENIED else _redownload_hint(path)
+        raise CheckpointError(f"checkpoint {path} {text}; {fix}")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

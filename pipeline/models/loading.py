@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..paths import HF_REPO, VAE_SUBDIR, VAE_WEIGHTS, ModelFolder, missing_file_error, parse_dtype
+from ..paths import HF_REPO, VAE_SUBDIR, ModelFolder, parse_dtype
 from .architecture import HalloArchitecture, read_unet_config
 from .checkpoint import CheckpointError, check_finite, check_float_dtypes, compare_keys, read_state_dict
 from .net import HalloNet, build_net
@@ -95,9 +95,7 @@ def load_vae(folder: ModelFolder | str | Path, *, device: torch.device | str = "
 
     folder = folder if isinstance(folder, ModelFolder) else ModelFolder.at(folder)
     vae_dir = folder.vae_dir
-    weights = [vae_dir / VAE_WEIGHTS, vae_dir / Path(VAE_WEIGHTS).with_suffix(".bin")]
-    if not any(p.is_file() for p in weights):
-        raise missing_file_error(weights[0], "VAE weights", f"{VAE_SUBDIR}/{VAE_WEIGHTS}")
+    folder.vae_weights  # noqa: B018 - a readable regular file, or the true reason
     try:
         vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=parse_dtype(dtype, device),
                                             low_cpu_mem_usage=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..budgets import steps_problem
 from .presets import PRESETS, preset_settings
 from .scheduling import SOLVERS
 from .settings import SamplerSettings
@@ -62,6 +63,10 @@ def options_problem(opts: SamplerOptions, name: Callable[[str], str] = _same) ->
         return f"{name('solver')} {opts.solver!r} is not a solver; use one of {', '.join(SOLVERS)}"
     if opts.steps < 0:
         return f"{name('steps')} is {opts.steps}; use 0 (the preset's count) or a positive number of steps"
+    for option in ("steps", "cfg_steps"):
+        problem = steps_problem(getattr(opts, option))
+        if problem:
+            return f"{name(option)} {problem}"
     if opts.cache_interval < 0:
         return (f"{name('cache_interval')} is {opts.cache_interval}; use 0 (the preset's), 1 (no cache) or N "
                 "(the whole UNet every N-th step)")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio.decode import decoded_chunks, open_audio, waveform_chunks
+from ..audio.decode import decoded_chunks, open_audio, packed_frame, waveform_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ class Soundtrack:
 def _source(audio: SoundtrackSource, label: str) -> tuple[Iterator[np.ndarray], int, int, str | None, object]:
     """(chunks, rate, channels, layout, container or None) of a file or a waveform."""
     if isinstance(audio, str | Path):
+        from ..door import probe_audio
+
+        probe_audio(audio, label)  # rate, channels and length within the budget before any sample is decoded
         container = open_audio(audio, label)
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate or 0)
@@ -116,8 +119,7 @@ def _frames(chunks: Iterator[np.ndarray], rate: int, layout: str | None, out_rat
     for chunk in chunks:
         if layout is None:  # no standard layout to downmix from: average the channels
             chunk = chunk.astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk, dtype=np.float32), format="fltp",
-                                           layout=layout or "mono")
+        frame = packed_frame(chunk, layout or "mono")  # packed: PyAV fails on planar frames of 8+ channels
         frame.sample_rate = rate
         yield from resampler.resample(frame)
     yield from resampler.resample(None)
@@ -152,7 +154,9 @@ def encode_soundtrack(audio: SoundtrackSource, label: str = "soundtrack") -> Sou
         if container is not None:
             container.close()
     if written == 0:
-        raise ValueError(f"the {label} has no audio samples")
+        if container is not None:
+            raise ValueError(f"audio file {audio} contains no audio samples; give a recording of the voice")
+        raise ValueError(f"the {label} waveform contains no audio samples")
     logger.debug("%s: %d AAC packets, %.1f s at %d Hz %s", label, len(track.packets), written / out_rate,
                  out_rate, out_layout)
     return track

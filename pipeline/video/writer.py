@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from fractions import Fraction
 from pathlib import Path
@@ -11,6 +12,11 @@ from types import TracebackType
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, the pid check alone decides
+    fcntl = None  # type: ignore[assignment]
 
 from ..audio.decode import load_audio_file
 from ..errors import HalloInputError
@@ -26,10 +32,79 @@ def to_uint8_frames(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def reserve_partial_path(path: Path) -> Path:
-    """Create and return an empty temporary file beside ``path``, unique to this call (O_EXCL)."""
+_PARTIAL_ID = re.compile(r"(\d+)-[0-9a-f]{8}")
+
+
+def partial_name(path: Path, pid: int, token: str) -> Path:
+    """The temporary file of a render to ``path``: ``.<stem>.<pid>-<8 hex>.partial<suffix>`` beside it."""
+    return path.with_name(f".{path.stem}.{pid}-{token}.partial{path.suffix}")
+
+
+def _lock(fd: int, blocking: bool = True) -> bool:
+    """An exclusive advisory lock on ``fd`` (held until it is closed, released by the kernel when the process
+    dies, SIGKILL included); False when another process holds it. Always True where there is no flock."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: the pid check alone decides
+        return True
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's (EPERM), or this platform cannot tell: keep its file
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the temporary files that killed renders to ``path`` left behind (SIGKILL, a power cut): those
+    named as :func:`partial_name` names them whose process is gone and whose lock nobody holds. Nothing else
+    is touched: another name's files, a running render's, a file of the user's that merely looks similar."""
+    prefix, suffix = f".{path.stem}.", f".partial{path.suffix}"
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(suffix)) or len(name) <= len(prefix) + len(suffix):
+            continue
+        found = _PARTIAL_ID.fullmatch(name[len(prefix):-len(suffix)])
+        try:
+            if not found or not entry.is_file(follow_symlinks=False) or _pid_alive(int(found.group(1))):
+                continue
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, blocking=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+                logger.info("removed %s, left behind by a render that was killed", entry.path)
+        except OSError:
+            logger.debug("could not remove the stale temporary file %s", entry.path, exc_info=True)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def reserve_partial_path(path: Path) -> tuple[Path, int]:
+    """Create an empty temporary file beside ``path``, unique to this call (O_EXCL), and lock it: returns its
+    name and the locked descriptor (close it when the file is published or removed)."""
+    remove_stale_partials(path)
     for _ in range(100):
-        name = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
+        name = partial_name(path, os.getpid(), secrets.token_hex(4))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
@@ -38,8 +113,8 @@ def reserve_partial_path(path: Path) -> Path:
         except OSError as exc:  # permission denied, read-only file system, a file where a folder should be
             raise HalloInputError(f"output {path}: cannot create a file in {path.parent} ({exc.strerror or exc}); "
                                   "choose a folder you can write to") from exc
-        os.close(fd)
-        return name
+        _lock(fd)
+        return name, fd
     raise FileExistsError(f"could not create a temporary file beside {path}")  # pragma: no cover
 
 
@@ -49,7 +124,8 @@ class VideoWriter:
     Frames go to a hidden temporary file unique to this writer (``.<stem>.<pid>-<random>.partial.mp4`` beside
     the output) that is renamed on success, so a crash, a cancel or a concurrent render to the same name never
     leaves a half-written video under the requested name. With ``overwrite=False`` an output that appeared
-    meanwhile is never replaced: the finished video stays under its temporary name and an error says where.
+    meanwhile is never replaced: the finished video is kept under a visible name and an error says where. A
+    later render to the same name removes what killed renders left behind (:func:`remove_stale_partials`).
 
     ``metadata``: container tags (e.g. ComfyUI's ``prompt`` and ``workflow`` as JSON), written as mp4 ``keys``
     tags like ComfyUI's Save Video. The index (``moov``) goes to the front of the file ("faststart"), so a
@@ -63,7 +139,7 @@ class VideoWriter:
         self.path = Path(path)
         self.overwrite = overwrite
         self._closed = True  # until the container is open: close() then has nothing to finish
-        self.partial = reserve_partial_path(self.path)
+        self.partial, self._lock_fd = reserve_partial_path(self.path)
         try:
             self._open(fps, width, height, crf=crf, metadata=metadata or {})
         except BaseException:
@@ -116,11 +192,16 @@ class VideoWriter:
             self._container.close()
         except BaseException:
             self.partial.unlink(missing_ok=True)
+            self._unlock()
             raise
         if not success or self.frames_written == 0:
             self.partial.unlink(missing_ok=True)
+            self._unlock()
             return None
-        self._publish()
+        try:
+            self._publish()
+        finally:
+            self._unlock()
         logger.info("wrote %s (%d frames at %s fps)", self.path, self.frames_written, self.fps)
         return self.path
 
@@ -133,6 +214,13 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - the original error is the one to report
                 logger.debug("closing the half-opened container of %s failed", self.partial, exc_info=True)
         self.partial.unlink(missing_ok=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        """Close the locked descriptor of the temporary file (a later run may then clean up after us)."""
+        fd, self._lock_fd = getattr(self, "_lock_fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
 
     def _publish(self) -> None:
         """Move the finished file to its name: atomic, and never over a file that appeared meanwhile."""
@@ -144,14 +232,26 @@ class VideoWriter:
         except FileExistsError:
             raise HalloInputError(
                 f"output {self.path} was created by another program while rendering and was left alone; this "
-                f"render is kept as {self.partial}: rename it or render again with --overwrite") from None
+                f"render is kept as {self._keep()}: rename it or render again with --overwrite") from None
         except OSError:  # a file system without hard links: check, then rename
             if self.path.exists():
                 raise HalloInputError(f"output {self.path} appeared while rendering and was left alone; this "
-                                      f"render is kept as {self.partial}") from None
+                                      f"render is kept as {self._keep()}") from None
             os.replace(self.partial, self.path)
             return
         self.partial.unlink()
+
+    def _keep(self) -> Path:
+        """Give a finished render that could not be published a visible name that no cleanup removes
+        (``<stem>.<pid>-<hex><suffix>``); the hidden temporary name if that name is taken."""
+        kept = self.path.with_name(f"{self.path.stem}.{self.partial.name.split('.')[-3]}{self.path.suffix}")
+        try:
+            os.link(self.partial, kept)
+        except OSError:
+            return self.partial
+        self.partial.unlink()
+        self.partial = kept
+        return kept
 
     def __enter__(self) -> VideoWriter:
         return self
