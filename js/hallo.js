@@ -6,7 +6,8 @@
 // * Every Hallo node shows the notices of its last run (its "text" ui output: silent audio, a stretched
 //   portrait, an odd photo size, skipped vocal separation, ...). The text grows its node only into free
 //   space: where a neighbour sits below, it is cut short (the whole text is the widget's tooltip).
-// * HalloRenderToVideoFile plays its mp4 on the node once written (its live previews would hide it).
+// * HalloRenderToVideoFile: the frontend plays its mp4 on the node; this drops the node's live previews once the
+//   mp4 is written, which core does not do (they would hide the video).
 // * Hallo Sampler Options greys out solver / cfg_steps / cache_interval unless the preset is custom, and choosing
 //   a preset sets the steps of the samplers it feeds to the preset's count.
 // * Workflows saved with the samplers' old widgets are rewritten when they load (hallo_migrate.js).
@@ -26,17 +27,11 @@ const CUSTOM_ONLY = ["solver", "cfg_steps", "cache_interval"];
 const DEFS = { recipes: null, optionNames: [], optionDefaults: {}, dropChoices: [], inputOrder: {},
   samplerHeight: { HalloSampler: 420, HalloRenderToVideoFile: 480 }, segmentDefault: 400 };
 
-function getLink(graph, id) {
-  if (id == null || !graph) return null;
-  const links = graph.links;
-  if (!links) return null;
-  return typeof links.get === "function" ? links.get(id) : links[id];
-}
-
+// Through getInputNode: newer frontends warn on every read of input.link.
 function inputNode(node, name) {
-  const input = (node.inputs || []).find((i) => i.name === name);
-  const link = input ? getLink(node.graph ?? app.graph, input.link) : null;
-  return link ? (node.graph ?? app.graph).getNodeById(link.origin_id) : null;
+  const slot = (node.inputs || []).findIndex((i) => i.name === name);
+  if (slot < 0 || !node.graph || typeof node.getInputNode !== "function") return null;
+  return node.getInputNode(slot) ?? null;
 }
 
 function widgetValue(node, name, fallback) {
@@ -199,6 +194,13 @@ function infoWidget(node) {
       return [width, Math.max(1, this.rows) * LINE + 4];
     },
   });
+  // Nodes 2.0 sizes the widget's own canvas by the height the canvas layout last computed, which goes stale when
+  // the text changes: the widget's height is always its rows'
+  Object.defineProperty(widget, "computedHeight", {
+    get() { return Math.max(1, this.rows) * LINE + 4; },
+    set() {},
+    configurable: true,
+  });
   return widget;
 }
 
@@ -219,6 +221,8 @@ function show(node, info, notes) {
   if (info !== undefined) node.hallo_info = info;
   if (notes !== undefined) node.hallo_notes = notes;
   relayout(node);
+  // Nodes 2.0 (Vue nodes) draws a canvas widget into a canvas of its own only when asked (triggerDraw)
+  infoWidget(node)?.triggerDraw?.();
   node.setDirtyCanvas?.(true, true);
 }
 
@@ -245,10 +249,24 @@ function projected() {
   show(this, samplerInfo(this));
 }
 
-// The frontend shows a node's last live preview instead of its output, and a preview image that finishes loading
-// after the run would be drawn beside the video: once the mp4 is written, drop the render's previews and their
-// image widgets (now and on every draw until the next run) so the node plays the video, as Save Video's does.
+// The video itself is drawn by the frontend, as for core Save Video: the render node returns the same ui
+// ("images" with the mp4, "animated"). What core does not do is drop a node's live previews when its output
+// arrives: the frontend keeps a node's last live preview in front of its output, so a node that previews its
+// frames while it renders and then outputs a video would go on showing (or, on newer frontends, trying to play)
+// the last preview. Once the mp4 is written, drop the node's previews from the frontend's output store (and
+// from the legacy app.nodePreviewImages, which older frontends read directly), and the preview images already
+// loaded on the node, so the frontend shows the video.
 const PREVIEW_WIDGETS = new Set(["$$canvas-image-preview", "$$comfy_animation_preview"]);
+
+function locatorId(node) {
+  return node.graph && !node.graph.isRootGraph ? `${node.graph.id}:${node.id}` : String(node.id);
+}
+
+function outputStore() {
+  const stores = app.extensionManager?._p?._s; // the frontend's Pinia stores
+  const store = typeof stores?.get === "function" ? stores.get("nodeOutput") : null;
+  return typeof store?.revokePreviewsByLocatorId === "function" ? store : null;
+}
 
 function dropPreviewImages(node) {
   if (!node.imgs?.length && !node.widgets?.some((w) => PREVIEW_WIDGETS.has(w.name))) return;
@@ -264,9 +282,13 @@ function dropPreviewImages(node) {
 function showVideoOutput(message) {
   this.hallo_video = !!message?.images?.some((f) => String(f.filename).endsWith(".mp4"));
   if (!this.hallo_video) return;
-  const id = this.graph && !this.graph.isRootGraph ? `${this.graph.id}:${this.id}` : String(this.id);
-  for (const url of app.nodePreviewImages?.[id] ?? []) URL.revokeObjectURL(url);
-  if (app.nodePreviewImages) delete app.nodePreviewImages[id];
+  const id = locatorId(this);
+  outputStore()?.revokePreviewsByLocatorId(id);
+  const legacy = app.nodePreviewImages;
+  if (legacy?.[id]) {
+    for (const url of legacy[id]) URL.revokeObjectURL(url);
+    delete legacy[id];
+  }
   dropPreviewImages(this);
 }
 
@@ -308,9 +330,8 @@ function greyCustomOnly(node) {
 function presetChosen(node, preset) {
   const steps = preset === "custom" ? null : DEFS.recipes?.[preset]?.steps;
   if (!steps) return;
-  for (const linkId of node.outputs?.[0]?.links ?? []) {
-    const link = getLink(node.graph ?? app.graph, linkId);
-    const target = link ? (node.graph ?? app.graph).getNodeById(link.target_id) : null;
+  // through getOutputNodes: newer frontends warn on every read of output.links
+  for (const target of (node.graph && node.getOutputNodes?.(0)) ?? []) {
     const w = target?.widgets?.find((x) => x.name === "steps");
     if (!w || !SAMPLERS.has(target.comfyClass ?? target.type)) continue;
     w.value = steps;
@@ -376,6 +397,9 @@ app.registerExtension({
         chain(nodeType.prototype, "onExecutionStart", function () { this.hallo_video = false; });
         chain(nodeType.prototype, "onDrawForeground", function () { if (this.hallo_video) dropPreviewImages(this); });
       }
+    } else if (name === "HalloSegment") {
+      // the canvas redraws the samplers' text on every frame; Nodes 2.0 only when told
+      chain(nodeType.prototype, "onWidgetChanged", refreshSamplers);
     } else if (name === "HalloSamplerOptions") {
       chain(nodeType.prototype, "onNodeCreated", optionsNode);
       chain(nodeType.prototype, "onConfigure", function () { greyCustomOnly(this); });

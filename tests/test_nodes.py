@@ -77,8 +77,18 @@ def test_node_schema(node_id: str) -> None:
     assert set(inputs) <= set(params), f"{node_id}: inputs without parameters {set(inputs) - set(params)}"
     for name in cls.INPUT_TYPES().get("optional", {}):
         assert params[name].default is not inspect.Parameter.empty, f"{node_id}.{name} needs a default"
-    doc = REPO / "js" / "docs" / f"{node_id}.md"
+    # where the frontend looks first (docs/<node>/<locale>.md), so the help panel makes no 404
+    doc = REPO / "js" / "docs" / node_id / "en.md"
     assert doc.is_file() and doc.read_text().startswith("# "), f"missing help page {doc}"
+
+
+def test_help_pages_are_one_folder_per_node() -> None:
+    """js/docs holds docs/<node>/en.md for the pack's nodes and nothing else (a flat docs/<node>.md would be
+    fetched only after a 404 on the first URL the frontend tries)."""
+    docs = REPO / "js" / "docs"
+    assert sorted(p.name for p in docs.iterdir()) == sorted(NODE_CLASS_MAPPINGS)
+    assert sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*") if p.is_file()) == sorted(
+        f"{n}/en.md" for n in NODE_CLASS_MAPPINGS)
 
 
 def test_no_path_sockets_and_custom_types_are_produced_somewhere() -> None:

@@ -879,7 +879,7 @@ def build_per_frame_control(info: dict) -> dict:
     ids = _front(g)
     s = _sampler(g, ids, (1080, 40), title="Hallo Sampler: pose and lip weights per frame")
     for branch, keyframes, y in (("pose", "0:1.0, 3s:0.6, 6s:1.2", 480),
-                                 ("lip", "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0", 600)):
+                                 ("lip", "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0", 610)):
         schedule = g.add("HalloWeightSchedule", (740, y), {"keyframes": keyframes},
                          title=f"Hallo Weight Schedule: {branch}", size=(300, 80))
         g.connect(schedule, "weight", s, f"{branch}_weight")
