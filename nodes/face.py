@@ -77,17 +77,16 @@ def replace_masks(result: FaceAnalysisResult, lip: torch.Tensor | None, face: to
                   full: torch.Tensor | None) -> FaceAnalysisResult:
     """A copy of ``result`` whose masks are replaced by the given [H,W] masks (any resolution)."""
     masks = result.masks
-    h_img, w_img = result.image_size
     changes: dict = {}
+    sources = dict(masks.sources)
     for name, m in (("lip", lip), ("face", face), ("full", full)):
         if m is None:
             continue
         changes[name] = resample_levels(m, masks.level_shapes)
-        preview = F.interpolate(m[None, None], size=(h_img, w_img), mode="bilinear", align_corners=False)
-        changes[f"{name}_image"] = preview[0, 0].clamp(0, 1).numpy().astype(np.float32)
+        sources[name] = m.detach().cpu().float().clamp(0, 1).numpy()
     if not changes:
         return result
-    new_masks: HalloMasks = dataclasses.replace(masks, **changes)
+    new_masks: HalloMasks = dataclasses.replace(masks, **changes, sources=sources)
     return dataclasses.replace(result, masks=new_masks)
 
 
@@ -105,9 +104,7 @@ def mask_overlay(rgb: np.ndarray, masks: HalloMasks, max_side: int = PREVIEW_MAX
     small = rgb if (h, w) == rgb.shape[:2] else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     img = small.astype(np.float32) / 255.0
     for name in ("full", "face", "lip"):
-        m = getattr(masks, f"{name}_image")
-        if m.shape != (h, w):
-            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+        m = masks.preview(name, (h, w))
         a = 0.45 * m[:, :, None]
         img = img * (1 - a) + np.asarray(OVERLAY[name], np.float32)[None, None] * a
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)

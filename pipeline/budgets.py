@@ -6,10 +6,11 @@ Standard library only, so ``hallo-render`` checks its inputs before it imports t
 The limits are generous but finite. The peak host memory each one allows (measured on the tiny models, the
 face stage's share computed for the released ones; README, "Hostile input") is:
 
-* image: decode plus the face stage (RGB copy, float previews of the three masks at image size, the detector's
-  and landmarker's scaled copies, bounded by their own sizes): measured 0.47 GB at 1 megapixel, 0.87 GB at 16
-  and 1.86 GB at 64 (:data:`MAX_IMAGE_PIXELS`), so about 0.45 GB + 22 bytes a pixel; the tests hold the worst
-  allowed image under 2.2 GB. The side and aspect limits keep the face crops bounded too: a landmark or face
+* image: decode (PIL's 4-byte pixels and the RGB array) plus the face stage (the hard masks and the face
+  locator at image size, the detector's and landmarker's scaled copies, bounded by their own sizes; the
+  image-size mask previews are drawn only when a node shows them): measured 0.43 GB at 1 megapixel, 0.65 GB at
+  16 and 1.05 GB at 64 (:data:`MAX_IMAGE_PIXELS`), so about 0.4 GB + 10 bytes a pixel; the tests hold the worst
+  allowed image under 1.5 GB. The side and aspect limits keep the face crops bounded too: a landmark or face
   crop is cut at most 4096 pixels a side (``pipeline/face/crop.py``), whatever box the detector claims.
 * audio: the soundtrack (AAC, ~1 MB a minute), the 16 kHz mono waveform (64 KB a second) and the wav2vec2
   features of every frame (12 x 768 floats, 37 KB a frame, 0.9 MB a second at 25 fps). With the full-size

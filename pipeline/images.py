@@ -57,7 +57,7 @@ def image_to_rgb(img) -> np.ndarray:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
         return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(img if mode == "RGB" else img.convert("RGB"))
 
 
 def load_image_rgb(path: str | Path) -> np.ndarray:
@@ -75,8 +75,9 @@ def load_image_rgb(path: str | Path) -> np.ndarray:
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 img.load()
-                upright = ImageOps.exif_transpose(img)
-                rgb = image_to_rgb(upright)
+                # in place: a 64-megapixel photo is not copied once more to turn it upright
+                ImageOps.exif_transpose(img, in_place=True)
+                rgb = image_to_rgb(img)
     except PIL_DATA_ERRORS + (Image.DecompressionBombError,) as exc:
         raise image_open_error(path, exc) from exc
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:

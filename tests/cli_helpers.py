@@ -51,3 +51,23 @@ def assert_one_line_error(err: str, *names: str) -> str:
     for name in names:
         assert name in lines[0], (name, lines[0])
     return lines[0]
+
+
+#: Python that a child process runs last (an ``atexit`` hook registered first) to write its own peak RSS in MB to
+#: the file named by ``HALLO_TEST_PEAK_FILE``. ``getrusage``'s ``ru_maxrss`` would not do: Linux carries the
+#: parent's peak over ``fork``/``exec`` into the child's figure, so a child of a 4 GB pytest reports 4 GB.
+#: VmHWM in ``/proc/self/status`` is the high-water mark of the process's own memory since ``exec``.
+RECORD_OWN_PEAK = (
+    "import atexit, os\n"
+    "def _record_peak():\n"
+    "    hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')][0].split()[1]\n"
+    "    open(os.environ['HALLO_TEST_PEAK_FILE'], 'w').write(str(int(hwm) // 1024))\n"
+    "atexit.register(_record_peak)\n"
+)
+
+
+def own_peak_mb(peak_file: Path) -> int:
+    """The peak RSS (MB) a child that ran :data:`RECORD_OWN_PEAK` wrote; fails the test when it wrote none."""
+    if not peak_file.is_file():
+        pytest.fail(f"the child process recorded no peak memory in {peak_file} (it did not exit through atexit)")
+    return int(peak_file.read_text())

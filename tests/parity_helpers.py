@@ -197,16 +197,14 @@ def make_parity_reference(vae: torch.nn.Module, inputs: ParityInputs, *, swap_fa
     face, lip = inputs.face_masks, inputs.lip_masks
     if swap_face_lip:
         face, lip = lip, face
-    preview = np.zeros((h, w), np.float32)
     masks = HalloMasks(
         full=[torch.from_numpy(m.copy()) for m in inputs.full_masks],
         face=[torch.from_numpy(m.copy()) for m in face],
         lip=[torch.from_numpy(m.copy()) for m in lip],
         level_shapes=shapes,
         face_locator=torch.from_numpy(inputs.face_locator.copy()),
-        full_image=preview,
-        face_image=preview,
-        lip_image=preview,
+        image_size=(h, w),
+        sources={name: np.zeros((64, 64), np.uint8) for name in ("full", "face", "lip")},
     )
     face_result = FaceAnalysisResult(
         embedding=inputs.face_embedding.copy(),

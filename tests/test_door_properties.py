@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import add_face_task, run_main, short_speech
+from cli_helpers import RECORD_OWN_PEAK, add_face_task, own_peak_mb, run_main, short_speech
 from hallo_nodes.pipeline.audio.decode import load_audio_file
 from hallo_nodes.pipeline.cli import is_input_error
 from hallo_nodes.pipeline.errors import HalloInputError
@@ -299,12 +299,14 @@ def _limit_address_space() -> None:
 
 def run_bounded(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
     """hallo-render in its own process under an address-space limit: (status, stderr, seconds, peak RSS MB)."""
-    cmd = [sys.executable, "-c", "import sys; from hallo_nodes.pipeline.entry import render; sys.exit(render())",
-           *args]
+    code = RECORD_OWN_PEAK + "import sys\nfrom hallo_nodes.pipeline.entry import render\nsys.exit(render())\n"
+    cmd = [sys.executable, "-c", code, *args]
+    peak_file = cwd / "peak-mb"
+    peak_file.unlink(missing_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd, preexec_fn=_limit_address_space,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "HALLO_TEST_PEAK_FILE": str(peak_file)})
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -316,7 +318,9 @@ def run_bounded(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
             time.sleep(0.05)
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        return proc.returncode, err.read(), time.monotonic() - started, usage.ru_maxrss / 1024
+        # the process's own peak (ru_maxrss would carry this pytest process's over fork and exec)
+        peak = own_peak_mb(peak_file) if peak_file.is_file() else usage.ru_maxrss / 1024
+        return proc.returncode, err.read(), time.monotonic() - started, peak
 
 
 @st.composite

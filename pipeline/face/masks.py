@@ -52,18 +52,41 @@ CENTRE_FACE_FRACTION = 0.6
 
 @dataclass
 class HalloMasks:
-    """The masks Hallo's denoiser and FaceLocator consume, plus image-size previews."""
+    """The masks Hallo's denoiser and FaceLocator consume, plus image-size previews.
+
+    The previews (``full_image``, ``face_image``, ``lip_image``: (H_img, W_img) float32 0..1) are drawn from
+    ``sources`` when asked for: at 64 megapixels each is 256 MB, which a render that never shows them should not
+    hold.
+    """
 
     full: list[torch.Tensor]  # 4 levels, each (h_l * w_l,) float32 0..1
     face: list[torch.Tensor]
     lip: list[torch.Tensor]
     level_shapes: list[tuple[int, int]]
     face_locator: torch.Tensor  # (3, H_out, W_out) float32 0..1, hard face box
-    full_image: np.ndarray  # (H_img, W_img) float32 0..1
-    face_image: np.ndarray
-    lip_image: np.ndarray
+    image_size: tuple[int, int]  # (H_img, W_img) of the previews
+    # "full" / "face" / "lip" -> the mask the preview is resized from: the blurred BLUR_SIZE square (uint8 0..255)
+    # or a mask connected in its place (float32 0..1, any resolution)
+    sources: dict[str, np.ndarray]
     face_box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x1, y1, x2, y2 of the hard face mask
     lip_box: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def preview(self, which: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The ``"full"``, ``"face"`` or ``"lip"`` mask at ``size`` (H, W; default the image's), float32 0..1."""
+        image_h, image_w = size or self.image_size
+        return _preview(self.sources[which], image_h, image_w)
+
+    @property
+    def full_image(self) -> np.ndarray:
+        return self.preview("full")
+
+    @property
+    def face_image(self) -> np.ndarray:
+        return self.preview("face")
+
+    @property
+    def lip_image(self) -> np.ndarray:
+        return self.preview("lip")
 
 
 def level_shapes(output_size: tuple[int, int] = (512, 512)) -> list[tuple[int, int]]:
@@ -134,8 +157,14 @@ def _to_levels(mask64: np.ndarray, shapes: list[tuple[int, int]]) -> list[torch.
     return out
 
 
-def _preview(mask64: np.ndarray, image_h: int, image_w: int) -> np.ndarray:
-    return cv2.resize(mask64, (image_w, image_h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+def _preview(mask: np.ndarray, image_h: int, image_w: int) -> np.ndarray:
+    """Bilinear resize to (image_h, image_w), float32 0..1 (uint8 masks are divided by 255 in place)."""
+    out = cv2.resize(mask, (image_w, image_h), interpolation=cv2.INTER_LINEAR).astype(np.float32, copy=False)
+    if mask.dtype == np.uint8:
+        out /= np.float32(255.0)  # in place: one image-size float array, not two
+    else:
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def build_masks(
@@ -219,9 +248,8 @@ def masks_from_boxes(
         lip=_to_levels(lip64, shapes),
         level_shapes=shapes,
         face_locator=face_locator.contiguous(),
-        full_image=_preview(full64, img_h, img_w),
-        face_image=_preview(face64, img_h, img_w),
-        lip_image=_preview(lip64, img_h, img_w),
+        image_size=(img_h, img_w),
+        sources={"full": full64, "face": face64, "lip": lip64},
         face_box=tuple(int(v) for v in face_box),
         lip_box=tuple(int(v) for v in lip_box),
     )
