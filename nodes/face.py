@@ -323,7 +323,7 @@ class HalloPasteBack:
                 f"{node}: input 'original' has {original.shape[0]} frames but 'images' has {images.shape[0]}; "
                 "connect one photo, or frames of it as many as were rendered. When a second face of the photo "
                 "speaks, give both voice tracks the same length (each speaker's track holds the other's turn "
-                "muted, as in the hallo_two_speakers example)"
+                "muted, as in the hallo_two_speakers_video_from_group_photo_and_audio example)"
             )
         out = paste_back(images, original, crop, feather=int(feather), even=True)
         notes = odd_size_notes(node, crop.image_height, crop.image_width)

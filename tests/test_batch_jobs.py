@@ -19,6 +19,7 @@ from hallo_nodes.pipeline.batch.workflow import WorkflowError, workflow_settings
 from hallo_nodes.pipeline.sampling.schedules import WeightSchedule
 
 WORKFLOWS = REPO / "tests" / "fixtures" / "workflows_api"
+BASIC = "hallo_talking_video_from_portrait_and_audio"
 LEGACY = REPO / "tests" / "fixtures" / "workflows_before_option_nodes" / "api"  # saved before the option nodes
 
 
@@ -109,7 +110,7 @@ def test_jsonl_values_relative_paths_and_defaults(work: Path, tiny_model_dir: Pa
 
 def test_workflow_settings_sit_under_the_command_line_and_the_rows(work: Path, tiny_model_dir: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    workflow = WORKFLOWS / "hallo_per_frame_control.json"
+    workflow = WORKFLOWS / "hallo_video_with_per_frame_pose_and_lip_control.json"
     with pytest.raises(WorkflowError, match=r"2 sampler nodes \(7 \(HalloSampler\), 10 \(HalloSampler\)\): pick one"):
         workflow_settings(workflow)
     cells = workflow_settings(workflow, "7")  # its weights come from two Hallo Weight Schedule nodes
@@ -140,8 +141,8 @@ def test_workflow_settings_sit_under_the_command_line_and_the_rows(work: Path, t
 
 
 @pytest.mark.parametrize(("name", "node", "expected"), [
-    ("hallo_speed_presets.json", "7", {"preset": "fast", "steps": 20}),  # a Hallo Sampler Options node
-    ("hallo_speed_presets.json", "9", {"steps": 40}),
+    ("hallo_fast_video_draft_speed_presets.json", "7", {"preset": "fast", "steps": 20}),  # a Hallo Sampler Options node
+    ("hallo_fast_video_draft_speed_presets.json", "9", {"steps": 40}),
     (LEGACY / "hallo_speed_presets.json", "7", {"preset": "fast"}),  # the first releases' sampler widgets
     (LEGACY / "hallo_per_frame_control.json", "7", {"lip_weight": "0:1.0, 1s:1.0, 2s:1.5, 5s:1.5, 6s:1.0"}),
 ])
@@ -152,12 +153,13 @@ def test_workflow_settings_of_option_nodes_and_of_saved_prompts(name: str | Path
 
 
 @pytest.mark.parametrize(("name", "node", "message"), [
-    ("hallo_crop_paste_back.json", None, "node 3 (HalloFaceCrop) does a face crop"),
-    ("hallo_two_speakers.json", "10:104", "node 10:100 (HalloFaceCrop)"),
+    ("hallo_video_face_cropped_and_pasted_back.json", None, "node 3 (HalloFaceCrop) does a face crop"),
+    ("hallo_two_speakers_video_from_group_photo_and_audio.json", "10:104", "node 10:100 (HalloFaceCrop)"),
     (LEGACY / "hallo_two_speakers.json", "14", "node 10 (HalloFaceCrop)"),
-    ("hallo_long_audio_chained.json", "9", "node 9 (HalloSampler) renders a segment"),
+    ("hallo_long_audio_video_in_chained_segments.json", "9", "node 9 (HalloSampler) renders a segment"),
     (LEGACY / "hallo_long_audio_chained.json", "7", "sets num_frames=96"),
-    ("hallo_basic.json", "6", "--workflow-node 6 is not a sampler node; the sampler nodes are: 7 (HalloSampler)"),
+    ("hallo_talking_video_from_portrait_and_audio.json", "6",
+     "--workflow-node 6 is not a sampler node; the sampler nodes are: 7 (HalloSampler)"),
 ])
 def test_workflow_settings_hallo_render_cannot_reproduce_are_refused(name: str | Path, node: str | None,
                                                                      message: str) -> None:
@@ -170,7 +172,7 @@ def test_a_ui_format_workflow_is_refused_with_the_fix(tmp_path: Path, tiny_model
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     jobs_file = write_csv(work / "jobs.csv", [{"image": "statue.jpg", "audio": "short.wav", "out": "a.mp4"}])
     code, err = run_batch([str(jobs_file), "--models", str(tiny_model_dir), "--from-workflow",
-                           str(REPO / "example_workflows" / "hallo_basic.json")], capsys)
+                           str(REPO / "example_workflows" / f"{BASIC}.json")], capsys)
     assert code == 2
     assert "UI format" in err and "Export (API)" in err and len(err.strip().splitlines()) == 1
 

@@ -42,7 +42,7 @@ SECONDS = 1.5
 FPS = 25.0
 FIRST_SEGMENT = 16
 #: Workflows on the group photo: run against their own server below (its face detector sees that photo's faces).
-GROUP_WORKFLOWS = {"hallo_two_speakers"}
+GROUP_WORKFLOWS = {"hallo_two_speakers_video_from_group_photo_and_audio"}
 WORKFLOWS = sorted(p.stem for p in API_DIR.glob("*.json") if p.stem not in GROUP_WORKFLOWS)
 
 
@@ -145,7 +145,8 @@ def test_workflow_runs_and_writes_video_with_audio(server: ComfyServer, name: st
 
 
 def test_interrupt_mid_sampling_stops_within_a_step_and_next_run_succeeds(server: ComfyServer) -> None:
-    prompt = fast_prompt(json.loads((API_DIR / "hallo_basic.json").read_text()), steps=8)
+    basic = API_DIR / "hallo_talking_video_from_portrait_and_audio.json"
+    prompt = fast_prompt(json.loads(basic.read_text()), steps=8)
     sampler_id = next(k for k, v in prompt.items() if v["class_type"] == "HalloSampler")
     prompt[sampler_id]["inputs"]["seed"] = 7  # a new seed: nothing cached
     before = set(server.output_dir.rglob("*.mp4"))
@@ -186,7 +187,7 @@ def test_interrupt_mid_sampling_stops_within_a_step_and_next_run_succeeds(server
 
 
 # ------------------------------------------------------------------------------------------------
-# two speakers in one photo (example_workflows/hallo_two_speakers.json)
+# two speakers in one photo (example_workflows/hallo_two_speakers_video_from_group_photo_and_audio.json)
 # ------------------------------------------------------------------------------------------------
 TURN_SECONDS = 1.0
 #: The faces HalloFaceCrop picks with face_index 0 and 1 ("largest" order) in the group photo.
@@ -254,7 +255,7 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
 def two_speaker_prompt(paste_id: str | None = None) -> dict:
     """The shipped workflow (fast settings) that also saves, as lossless PNGs, the frames the video is made of
     and the photo as ComfyUI decoded it; ``paste_id``: make the video of that paste-back's frames instead."""
-    prompt = fast_prompt(json.loads((API_DIR / "hallo_two_speakers.json").read_text()))
+    prompt = fast_prompt(json.loads((API_DIR / "hallo_two_speakers_video_from_group_photo_and_audio.json").read_text()))
     create = next(v for v in prompt.values() if v["class_type"] == "CreateVideo")
     if paste_id is not None:
         create["inputs"]["images"] = [paste_id, 0]
@@ -321,8 +322,8 @@ def test_two_speakers_replace_both_faces_and_nothing_else(group_server: ComfySer
 
 
 def per_frame_prompt(values: str, repeat_last: int) -> tuple[dict, str]:
-    """hallo_per_frame_control without its schedule sampler; the still sampler's pose_weight fed by a FLOAT list."""
-    prompt = fast_prompt(json.loads((API_DIR / "hallo_per_frame_control.json").read_text()))
+    """The per-frame example without its schedule sampler; the still sampler's pose_weight fed by a FLOAT list."""
+    prompt = fast_prompt(json.loads((API_DIR / "hallo_video_with_per_frame_pose_and_lip_control.json").read_text()))
     samplers = {k: v for k, v in prompt.items() if v["class_type"] == "HalloSampler"}
     still_id = next(k for k, v in samplers.items() if v["inputs"]["still"])
     scheduled = next(k for k in samplers if k != still_id)

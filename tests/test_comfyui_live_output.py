@@ -57,7 +57,7 @@ def previews_off(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
 
 def render_prompt() -> tuple[dict, str]:
     """The shipped render-to-file workflow (fast settings) with core Save Video on the render's VIDEO output."""
-    prompt = fast_prompt(json.loads((API_DIR / "hallo_render_to_file.json").read_text()), steps=STEPS)
+    prompt = fast_prompt(json.loads((API_DIR / "hallo_render_audio_to_video_file.json").read_text()), steps=STEPS)
     render = next(k for k, v in prompt.items() if v["class_type"] == "HalloRenderToVideoFile")
     prompt[SAVE_VIDEO] = {"class_type": "SaveVideo", "inputs": {"video": [render, 1], "filename_prefix": "resaved/v",
                                                                  "format": "auto", "codec": "auto"}}
@@ -103,7 +103,7 @@ def tags_and_frames(path: Path) -> tuple[dict[str, str], int]:
 
 def test_a_latent_preview_every_step_and_the_workflow_in_the_mp4(previews_on: ComfyServer) -> None:
     prompt, render = render_prompt()
-    workflow = json.loads((WORKFLOWS / "hallo_render_to_file.json").read_text())
+    workflow = json.loads((WORKFLOWS / "hallo_render_audio_to_video_file.json").read_text())
     entry, previews = run_listening(previews_on, prompt, {"extra_pnginfo": {"workflow": workflow}})
     # one latent preview per denoising step, plus the last decoded frame of every clip
     jpegs = previews.get(render, [])
@@ -127,7 +127,7 @@ def test_a_latent_preview_every_step_and_the_workflow_in_the_mp4(previews_on: Co
 
 def test_no_latent_previews_and_no_metadata_when_comfyui_says_so(previews_off: ComfyServer) -> None:
     prompt, render = render_prompt()
-    workflow = json.loads((WORKFLOWS / "hallo_render_to_file.json").read_text())
+    workflow = json.loads((WORKFLOWS / "hallo_render_audio_to_video_file.json").read_text())
     entry, previews = run_listening(previews_off, prompt, {"extra_pnginfo": {"workflow": workflow}})
     assert len(previews.get(render, [])) == CLIPS  # only the decoded clip frames
     tags, frames = tags_and_frames(output_file(previews_off, entry["outputs"][render]))

@@ -149,7 +149,7 @@ def linked(prompt: dict, value: object, class_type: str) -> dict:
 def one_sampler_prompt() -> tuple[dict, str, str, str]:
     """The speed-preset workflow with its fast branch only, at 64x64 and one clip: (prompt, sampler id, options id,
     SaveVideo id)."""
-    prompt = json.loads((API_DIR / "hallo_speed_presets.json").read_text())
+    prompt = json.loads((API_DIR / "hallo_fast_video_draft_speed_presets.json").read_text())
     samplers = {k for k, v in prompt.items() if v["class_type"] == "HalloSampler"}
     fast = next(k for k in samplers if "options" in prompt[k]["inputs"])
     creates = {k for k, v in prompt.items() if v["class_type"] == "CreateVideo" and v["inputs"]["images"][0] != fast}
@@ -271,7 +271,7 @@ def test_segment_arrows_step_by_a_clip(page: Chromium) -> None:
 def test_a_notice_grows_its_node_only_into_free_space(page: Chromium) -> None:
     """The Audio Encode node of the basic example has Face Analysis right below it: a long notice is cut short
     there, never drawn over it; moved into free space, the node grows to show all of it."""
-    load_in_page(page, (WORKFLOWS / "hallo_basic.json").read_text())
+    load_in_page(page, (WORKFLOWS / "hallo_talking_video_from_portrait_and_audio.json").read_text())
     result = page.evaluate("""(() => {
         const enc = app.graph._nodes.find((n) => n.type === 'HalloAudioEncode');
         const face = app.graph._nodes.find((n) => n.type === 'HalloFaceAnalysis');

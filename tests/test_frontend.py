@@ -131,7 +131,7 @@ def test_frontend_version_and_render_mode(page: Chromium, combo: FrontendMode) -
     setting = page.evaluate("app.ui.settings.settingsLookup?.['Comfy.VueNodes.Enabled']?.type ?? null")
     offered = {c.frontend for c in FRONTEND_MODES if c.vue_nodes}
     assert (setting not in (None, "hidden")) == (combo.frontend in offered), (combo.frontend, version, setting)
-    load_workflow(page, "hallo_basic")
+    load_workflow(page, "hallo_talking_video_from_portrait_and_audio")
     state = page.evaluate("({vue: !!LiteGraph.vueNodesMode, nodes: app.graph._nodes.length,"
                           " dom: document.querySelectorAll('[data-node-id]').length})")
     assert state["vue"] == combo.vue_nodes
@@ -249,7 +249,7 @@ AUDIO_INFO = {"frames": 188, "clips": 12, "clip_length": 16, "fps": 25, "duratio
 
 
 def test_sampler_shows_frames_clips_and_duration(page: Chromium) -> None:
-    load_workflow(page, "hallo_long_audio_chained")
+    load_workflow(page, "hallo_long_audio_video_in_chained_segments")
     find = "app.graph._nodes.filter((n) => n.type === '{}')"
     before = page.evaluate(f"{find.format('HalloSampler')}.map((n) => n.hallo_info)")
     assert all("run the graph once" in t for t in before), before
@@ -281,7 +281,7 @@ def test_sampler_shows_frames_clips_and_duration(page: Chromium) -> None:
 
 def test_a_real_run_from_the_page_reports_to_the_nodes(server: ComfyServer, page: Chromium) -> None:
     server.clear_cache()  # every node runs (and reports), whatever ran before on this server
-    load_workflow(page, "hallo_basic")
+    load_workflow(page, "hallo_talking_video_from_portrait_and_audio")
     page.evaluate("""(() => {
         const set = (type, name, value) => app.graph._nodes.filter((n) => n.type === type)
             .forEach((n) => { n.widgets.find((w) => w.name === name).value = value; });
@@ -330,7 +330,7 @@ def test_rendered_mp4_plays_on_the_node_and_dropped_back_loads_its_workflow(serv
     """The render node shows its mp4 in a <video> that plays (Debian's Chromium decodes H.264); the mp4 dropped
     onto the page (the frontend's drop handler -> app.handleFile) loads the very graph that rendered it."""
     server.clear_cache()  # the render node runs, live previews and all, whatever ran before on this server
-    load_workflow(page, "hallo_render_to_file")
+    load_workflow(page, "hallo_render_audio_to_video_file")
     page.evaluate("""(() => {
         const set = (type, name, value) => app.graph._nodes.filter((n) => n.type === type)
             .forEach((n) => { n.widgets.find((w) => w.name === name).value = value; });
@@ -483,9 +483,10 @@ def test_example_workflow_runs_from_the_page_and_its_nodes_show_the_results(serv
 
 SCREENSHOTS = REPO / "docs" / "images"
 #: The README's screenshots: (file name, workflow, inside its first subgraph)
-README_SHOTS = [("hallo_basic", "hallo_basic", False),
-                *((p.stem, p.stem, False) for p in sorted(WORKFLOWS.glob("hallo_two_speakers*.json"))),
-                *((f"{p.stem}_subgraph", p.stem, True) for p in sorted(WORKFLOWS.glob("hallo_two_speakers*.json")))]
+BASIC = "hallo_talking_video_from_portrait_and_audio"
+TWO_SPEAKERS = "hallo_two_speakers_video_from_group_photo_and_audio"
+README_SHOTS = [("hallo_basic", BASIC, False), ("hallo_two_speakers", TWO_SPEAKERS, False),
+                ("hallo_two_speakers_subgraph", TWO_SPEAKERS, True)]
 #: Opens the first subgraph node's subgraph on the canvas, as double-clicking its title's icon does
 OPEN_SUBGRAPH = """() => { const n = app.graph._nodes.find((n) => n.isSubgraphNode?.());
     if (!n) return false; app.canvas.openSubgraph(n.subgraph, n); return true; }"""

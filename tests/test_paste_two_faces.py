@@ -1,5 +1,6 @@
 """Two faces of one photo animated and pasted back in turn: the second paste-back goes into the frames of
-the first (HalloPasteBack with a batch of frames as ``original``), as in the hallo_two_speakers example."""
+the first (HalloPasteBack with a batch of frames as ``original``), as in the
+two-speaker example workflow."""
 
 from __future__ import annotations
 

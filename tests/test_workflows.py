@@ -77,7 +77,7 @@ def test_core_fixture_is_from_a_real_comfyui() -> None:
 
 def test_validators_catch_broken_workflows(info: dict) -> None:
     """The validators are able to fail: each kind of breakage is reported."""
-    good = load(WORKFLOWS[NAMES.index("hallo_basic")])
+    good = load(WORKFLOWS[NAMES.index("hallo_talking_video_from_portrait_and_audio")])
     by_type = {n["type"]: n for n in good["nodes"]}
 
     bad = copy.deepcopy(good)
@@ -103,7 +103,7 @@ def test_validators_catch_broken_workflows(info: dict) -> None:
     loader["widgets_values"][1] = "fp8"
     assert any("'fp8' is not one of" in e for e in validate_ui(bad, info))
 
-    api = load(API_DIR / "hallo_basic.json")
+    api = load(API_DIR / "hallo_talking_video_from_portrait_and_audio.json")
     bad_api = copy.deepcopy(api)
     sampler_id = next(k for k, v in bad_api.items() if v["class_type"] == "HalloSampler")
     del bad_api[sampler_id]["inputs"]["reference"]
@@ -118,7 +118,7 @@ def test_validators_catch_broken_workflows(info: dict) -> None:
 
 
 def test_chained_workflow_hands_motion_over(info: dict) -> None:
-    api = load(API_DIR / "hallo_long_audio_chained.json")
+    api = load(API_DIR / "hallo_long_audio_video_in_chained_segments.json")
     samplers = {k: v for k, v in api.items() if v["class_type"] == "HalloSampler"}
     assert len(samplers) == 2
     (second_id, second), = [(k, v) for k, v in samplers.items() if "motion" in v["inputs"]]
@@ -132,6 +132,17 @@ def test_chained_workflow_hands_motion_over(info: dict) -> None:
 
 
 def test_upscale_workflow_uses_a_core_upscaler(info: dict) -> None:
-    api = load(API_DIR / "hallo_upscale.json")
+    api = load(API_DIR / "hallo_talking_video_upscaled.json")
     ups = [v for v in api.values() if v["class_type"] == "ImageScaleBy"]
     assert len(ups) == 1 and ups[0]["inputs"]["scale_by"] > 1
+
+
+def test_template_names_say_what_they_make() -> None:
+    """The frontend's template browser shows a custom pack's file name as title and description and searches
+    nothing else: each name carries the pack's prefix and "video" (a search for it finds every template), and
+    the README lists each by that name."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert len(NAMES) >= 9
+    for name in NAMES:
+        assert name.startswith("hallo_") and "video" in name.split("_"), name
+        assert f"- `{name}`:" in readme, f"README does not list the example workflow {name}"

@@ -890,15 +890,16 @@ def build_per_frame_control(info: dict) -> dict:
 
 
 BUILDERS = {
-    "hallo_basic": (build_basic, "portrait + voice -> video"),
-    "hallo_crop_paste_back": (build_crop_paste, "photo -> crop -> animate -> paste back"),
-    "hallo_long_audio_chained": (build_chained, "long audio in two chained segments"),
-    "hallo_upscale": (build_upscale, "frames -> ImageScaleBy x2 -> video"),
-    "hallo_render_to_file": (build_render_to_file, "long render streamed to an mp4"),
-    "hallo_compare_presets": (build_compare_presets, "faithful vs fast, measured side by side"),
-    "hallo_two_speakers": (build_two_speakers_subgraph, "two faces of one photo take turns speaking"),
-    "hallo_speed_presets": (build_speed_presets, "fast preset next to the faithful default"),
-    "hallo_per_frame_control": (build_per_frame_control, "per-frame weights; a still head"),
+    "hallo_talking_video_from_portrait_and_audio": (build_basic, "portrait + voice -> video"),
+    "hallo_video_face_cropped_and_pasted_back": (build_crop_paste, "photo -> crop -> animate -> paste back"),
+    "hallo_long_audio_video_in_chained_segments": (build_chained, "long audio in two chained segments"),
+    "hallo_talking_video_upscaled": (build_upscale, "frames -> ImageScaleBy x2 -> video"),
+    "hallo_render_audio_to_video_file": (build_render_to_file, "long render streamed to an mp4"),
+    "hallo_video_presets_compared_side_by_side": (build_compare_presets, "faithful vs fast, measured side by side"),
+    "hallo_two_speakers_video_from_group_photo_and_audio": (build_two_speakers_subgraph,
+                                                            "two faces of one photo take turns speaking"),
+    "hallo_fast_video_draft_speed_presets": (build_speed_presets, "fast preset next to the faithful default"),
+    "hallo_video_with_per_frame_pose_and_lip_control": (build_per_frame_control, "per-frame weights; a still head"),
 }
 
 
