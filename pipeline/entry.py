@@ -1,9 +1,11 @@
 """Console entry points of ``hallo-render``, ``hallo-eval`` and ``hallo-batch``: Ctrl-C at any moment, imports
 included, exits with status 130 and one line.
 
-This module imports only the standard library; the command's own module (torch, diffusers, onnxruntime ...) is
-imported inside the guard. While it is imported, a C extension may turn the KeyboardInterrupt into an error of
-its own (an ImportError, a SystemError): a flag set by the SIGINT handler tells those apart from real errors.
+This module imports only the standard library (and :mod:`.in_flight`, which does too); the command's own module
+(torch, diffusers, onnxruntime ...) is imported inside the guard. While it is imported, a C extension may turn
+the KeyboardInterrupt into an error of its own (an ImportError, a SystemError): a flag set by the SIGINT handler
+tells those apart from real errors. A Ctrl-C inside any import ends the process from the handler (C code that
+imports may print the interrupt as a traceback first), after removing the temporary files of renders in flight.
 """
 
 from __future__ import annotations
@@ -13,19 +15,43 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from types import FrameType
+
+from . import in_flight
 
 CANCELLED = "cancelled; no output was written"
 
 _state = {"prog": "hallo-render", "guarded": False, "interrupted": False}
 
 
-def _on_sigint(signum: int, frame: object) -> None:
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
     _state["interrupted"] = True
     if not _state["guarded"]:  # between this module's import and the guard: nothing to clean up yet
-        sys.stderr.write(f"{_state['prog']}: {CANCELLED}\n")
-        sys.stderr.flush()
-        os._exit(130)
+        _exit_now()
+    if _importing(frame):
+        # C code that imports (torch's, for one) may print a KeyboardInterrupt raised here as a traceback before
+        # handing it on: end now, removing the temporary files of renders in flight (imports write nothing)
+        in_flight.remove_all()
+        _exit_now()
     raise KeyboardInterrupt
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether the interrupted code runs inside Python's import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _exit_now() -> None:
+    try:
+        sys.stderr.flush()  # what was written before the goodbye goes first
+    except (OSError, ValueError):
+        pass
+    in_flight.write_to_terminal(f"{_state['prog']}: {CANCELLED}\n")  # the terminal even while 2 is captured
+    os._exit(130)
 
 
 def _install() -> None:

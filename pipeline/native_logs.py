@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import in_flight
+
 logger = logging.getLogger(__name__)
 
 #: Lines the native libraries write: glog/absl records (``W0000 00:00:...`` or ``E20240101 ...``), absl's and
@@ -65,6 +67,7 @@ def quiet_native_logs(what: str) -> Iterator[None]:
             return
         capture = tempfile.TemporaryFile()
         _flush_stderr()
+        in_flight.terminal_stderr = saved
         os.dup2(capture.fileno(), 2)
         _depth = 1
         try:
@@ -73,6 +76,7 @@ def quiet_native_logs(what: str) -> Iterator[None]:
             _depth = 0
             _flush_stderr()
             os.dup2(saved, 2)
+            in_flight.terminal_stderr = None
             os.close(saved)
             _replay(capture, saved_fd=2, what=what)
 

@@ -240,6 +240,35 @@ def test_worst_allowed_image_stays_under_its_memory_bound(tiny_model_dir: Path, 
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------------------------
+_INTERRUPTED_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+from hallo_nodes.pipeline import entry, in_flight
+partial = Path(sys.argv[1]); partial.write_bytes(b"half a video")
+in_flight.track(partial)
+Path(sys.argv[2], "interrupts_its_import.py").write_text("import os, signal; os.kill(os.getpid(), signal.SIGINT)")
+sys.path.insert(0, sys.argv[2])
+def main(argv):
+    import interrupts_its_import  # noqa: F401  the SIGINT arrives inside the import machinery
+    return 0
+fake = type(sys)("fake_cli")
+fake.main = main
+sys.modules["hallo_nodes.pipeline.fake_cli"] = fake
+sys.exit(entry.guarded("hallo-render", "fake_cli"))
+"""
+
+
+def test_ctrl_c_inside_an_import_exits_at_once_and_removes_the_partial_file(tmp_path: Path) -> None:
+    """A SIGINT whose handler runs inside an import (where C code may print the KeyboardInterrupt as a traceback)
+    ends the process from the handler: status 130, one line, and the render's temporary file is gone."""
+    partial = tmp_path / ".talking.1-abcd.partial.mp4"
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_IMPORT, str(partial), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.splitlines() == ["hallo-render: cancelled; no output was written"], proc.stderr
+    assert not partial.exists()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 @pytest.mark.parametrize("delay", [0.0, 0.2, 0.6, 1.5, 3.0])
 def test_ctrl_c_at_any_moment_exits_130_with_one_line(delay: float, world_readable: tuple[Path, Path],
@@ -251,7 +280,8 @@ def test_ctrl_c_at_any_moment_exits_130_with_one_line(delay: float, world_readab
     cmd = [sys.executable, "-X", "importtime", "-c",
            "import sys; from hallo_nodes.pipeline.entry import render; sys.exit(render())",
            "--image", str(root / "statue.jpg"), "--audio", str(root / "speech.wav"),
-           "--models", str(models), "--out", str(root / "ctrl-c.mp4"), "--size", "64", "--steps", "1", "-q"]
+           "--models", str(models), "--out", str(root / "ctrl-c.mp4"), "--size", "64", "--steps", "1", "-q",
+           "--separate-vocals", "off"]  # no notice of a missing separator when the render gets that far
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []

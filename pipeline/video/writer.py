@@ -18,6 +18,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no advisory locks, the pid check alone decides
     fcntl = None  # type: ignore[assignment]
 
+from .. import in_flight
 from ..audio.decode import load_audio_file
 from ..errors import HalloInputError
 from .soundtrack import SoundtrackSource, encode_soundtrack
@@ -140,6 +141,7 @@ class VideoWriter:
         self.overwrite = overwrite
         self._closed = True  # until the container is open: close() then has nothing to finish
         self.partial, self._lock_fd = reserve_partial_path(self.path)
+        in_flight.track(self.partial)
         try:
             self._open(fps, width, height, crf=crf, metadata=metadata or {})
         except BaseException:
@@ -219,6 +221,7 @@ class VideoWriter:
     def _unlock(self) -> None:
         """Close the locked descriptor of the temporary file (a later run may then clean up after us)."""
         fd, self._lock_fd = getattr(self, "_lock_fd", -1), -1
+        in_flight.untrack(self.partial)
         if fd >= 0:
             os.close(fd)
 
