@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,18 @@ def own_peak_mb(peak_file: Path) -> int:
     if not peak_file.is_file():
         pytest.fail(f"the child process recorded no peak memory in {peak_file} (it did not exit through atexit)")
     return int(peak_file.read_text())
+
+
+@contextmanager
+def as_nobody() -> Iterator[None]:
+    """Root reads through permission bits: the unreadable cases run as user 'nobody' (CI runs as root)."""
+    if os.name != "posix" or os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)

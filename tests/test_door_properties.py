@@ -17,12 +17,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import RECORD_OWN_PEAK, add_face_task, own_peak_mb, run_main, short_speech
+from cli_helpers import RECORD_OWN_PEAK, add_face_task, as_nobody, own_peak_mb, run_main, short_speech
 from hallo_nodes.pipeline.audio.decode import load_audio_file
 from hallo_nodes.pipeline.cli import is_input_error
 from hallo_nodes.pipeline.errors import HalloInputError
@@ -152,20 +152,6 @@ REASONS = {"dangling-link": "symbolic link", "link-to-dir": "directory", "link-t
            "unreadable": "permission denied"}
 
 
-@contextmanager
-def as_nobody() -> Iterator[None]:
-    """Root reads through permission bits: check 'unreadable' as user 'nobody' (CI runs as root)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
 
 def _place(role: str, path: Path, models: Path) -> Path:
     """Put the path where ``role`` reads it: the checkpoint's place in the model folder, or as it is."""
@@ -201,7 +187,7 @@ def test_paths_that_are_not_readable_files_get_their_true_reason(kind: str, role
         (models / "hallo" / "net.pth").write_bytes(b"PK")
         path = _place(role, make_path_kind(kind, root / "input.bin"), models)
         try:
-            with time_limit(DOOR_SECONDS), as_nobody() if kind == "unreadable" else _nothing():
+            with time_limit(DOOR_SECONDS), as_nobody() if kind == "unreadable" else nullcontext():
                 _open_as(role, path, models)
         except Overtime:
             raise
@@ -211,10 +197,6 @@ def test_paths_that_are_not_readable_files_get_their_true_reason(kind: str, role
             return
         raise AssertionError(f"{kind} accepted as {role}")
 
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 # -- options -----------------------------------------------------------------------------------------------

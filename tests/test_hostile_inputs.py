@@ -19,32 +19,18 @@ import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import RECORD_OWN_PEAK, add_face_task, own_peak_mb, run_main, short_speech
+from cli_helpers import RECORD_OWN_PEAK, add_face_task, as_nobody, own_peak_mb, run_main, short_speech
 from hallo_nodes.pipeline.budgets import MAX_IMAGE_PIXELS
 from hostile_inputs import AudioRecipe, ImageRecipe, make_audio, make_image
 from PIL import Image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-
-@contextmanager
-def as_nobody() -> Iterator[None]:
-    """Root reads through permission bits: the unreadable cases run as user 'nobody' (CI runs as root)."""
-    if os.name != "posix" or os.geteuid() != 0:
-        yield
-        return
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 class Case:
@@ -195,7 +181,7 @@ def test_hostile_input_gets_what_the_readme_says(name: str, world_readable: tupl
         (root / "out").mkdir(mode=0o777, exist_ok=True)
         (root / "out").chmod(0o777)
         argv = [*(x for kv in args.items() for x in kv), "--size", "64", "--steps", "1", "-q", *made]
-        with as_nobody() if case.nobody else _nothing():
+        with as_nobody() if case.nobody else nullcontext():
             code, err = run_main(argv, capsys)
         lines = [ln for ln in err.splitlines() if ln.startswith("hallo-render: error:")]
         assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
@@ -205,10 +191,6 @@ def test_hostile_input_gets_what_the_readme_says(name: str, world_readable: tupl
         assert words in line, (words, line)
     assert "\n" not in line
 
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 # -- the worst allowed input, under its stated bound ----------------------------------------------------------
