@@ -743,26 +743,6 @@ GROUP_PHOTO = "hallo_group_photo.jpg"
 SPEECH_B = "hallo_speech_2.wav"
 
 
-def _speaker(g: Graph, model: int, photo: int, track: int, face_index: int, y: int, name: str) -> dict[str, int]:
-    """One speaker of the two-speaker workflow: face crop, face analysis, reference, audio encoding, sampler."""
-    ids = {"model": model, "audio": track}
-    ids["crop"] = g.add("HalloFaceCrop", (740, y), {"face_index": face_index}, title=f"Hallo Face Crop: speaker {name}",
-                        size=(320, 230))
-    ids["encode"] = g.add("HalloAudioEncode", (1100, y), size=(320, 200))
-    ids["face"] = g.add("HalloFaceAnalysis", (1100, y + 240), size=(320, 330))
-    ids["reference"] = g.add("HalloReference", (1460, y + 240), size=(300, 100))
-    g.connect(model, "model", ids["crop"], "model")
-    g.connect(photo, "IMAGE", ids["crop"], "image")
-    g.connect(model, "model", ids["encode"], "model")
-    g.connect(track, "AUDIO", ids["encode"], "audio")
-    for node in ("face", "reference"):
-        g.connect(model, "model", ids[node], "model")
-        g.connect(ids["crop"], "image", ids[node], "image")
-    g.connect(ids["face"], "face", ids["reference"], "face")
-    ids["sampler"] = _sampler(g, ids, (1800, y), title=f"Hallo Sampler: speaker {name}")
-    return ids
-
-
 def _turns(g: Graph, voice_a: int, voice_b: int) -> tuple[int, int, int]:
     """(speaker A's track, speaker B's track, the soundtrack): A speaks, then B; each speaker's track holds
     the other's turn muted (-100 dB), so both tracks, and the two renders, have the same length."""
@@ -780,28 +760,6 @@ def _turns(g: Graph, voice_a: int, voice_b: int) -> tuple[int, int, int]:
         g.connect(first, "AUDIO", dst, "audio1")
         g.connect(second, "AUDIO", dst, "audio2")
     return track_a, track_b, sound
-
-
-def build_two_speakers(info: dict) -> dict:
-    """Two faces of one group photo take turns speaking; both are pasted back into the same frames."""
-    g = Graph(info)
-    model = g.add("HalloModelLoader", (20, 40), {"checkpoint": "hallo/net.pth"}, size=(320, 110))
-    voice_a = g.add("LoadAudio", (20, 200), {"audio": SPEECH}, title="Voice of speaker A", size=(320, 140))
-    voice_b = g.add("LoadAudio", (20, 580), {"audio": SPEECH_B}, title="Voice of speaker B", size=(320, 140))
-    photo = g.add("LoadImage", (20, 760), {"image": GROUP_PHOTO}, title="Group photo", size=(320, 320))
-    track_a, track_b, sound = _turns(g, voice_a, voice_b)
-    a = _speaker(g, model, photo, track_a, 0, 40, "A (face 0)")
-    b = _speaker(g, model, photo, track_b, 1, 800, "B (face 1)")
-    paste_a = g.add("HalloPasteBack", (2260, 300), title="Hallo Paste Back: A into the photo", size=(300, 130))
-    paste_b = g.add("HalloPasteBack", (2260, 900), title="Hallo Paste Back: B into A's frames", size=(300, 130))
-    g.connect(a["sampler"], "images", paste_a, "images")
-    g.connect(photo, "IMAGE", paste_a, "original")
-    g.connect(a["crop"], "crop", paste_a, "crop")
-    g.connect(b["sampler"], "images", paste_b, "images")
-    g.connect(paste_a, "images", paste_b, "original")
-    g.connect(b["crop"], "crop", paste_b, "crop")
-    _save(g, (paste_b, "images"), (sound, "AUDIO"), (a["sampler"], "fps"), (2600, 300), "hallo/two_speakers")
-    return g.ui()
 
 
 TALKING_HEAD = str(uuid.uuid5(uuid.NAMESPACE_URL, "hallo-nodes/subgraphs/talking-head"))
